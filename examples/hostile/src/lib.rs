@@ -1,0 +1,79 @@
+//! `hostile`: a guest that misbehaves on demand, for testing the sandbox.
+//!
+//! `{"do": "loop"}` spins forever, `{"do": "bomb"}` grows memory without bound,
+//! `{"do": "trap"}` panics (a Wasm trap), `{"do": "recurse"}` overflows the stack,
+//! `{"do": "huge"}` returns a 64 MiB state, `{"do": "refuse"}` returns a guest error,
+//! and `{"do": "ok"}` counts and answers `{"ok": n}`.
+use dwell_sdk::prelude::*;
+
+#[derive(Default, Serialize, Deserialize)]
+struct Hostile {
+    handled: u64,
+    #[serde(default)]
+    ballast: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct Cmd {
+    #[serde(rename = "do")]
+    action: String,
+}
+
+#[derive(Serialize)]
+struct Ok_ {
+    ok: u64,
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(n: u64, buf: &mut [u8; 256]) -> u64 {
+    buf[(n % 256) as usize] = n as u8;
+    let mut inner = [0u8; 256];
+    recurse(n + 1, &mut inner) + buf[0] as u64
+}
+
+impl Actor for Hostile {
+    type Input = Cmd;
+
+    fn handle(&mut self, ctx: &mut Context, msg: Message<Cmd>) -> Result<(), Error> {
+        let (reply, cmd) = match msg {
+            Message::Request { reply, body } => (Some(reply), body),
+            Message::Event(body) => (None, body),
+            _ => return Ok(()),
+        };
+        match cmd.action.as_str() {
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    let mut chunk = vec![0u8; 1 << 20];
+                    chunk[0] = 1;
+                    hoard.push(std::hint::black_box(chunk));
+                }
+            }
+            "trap" => panic!("hostile guest trapped on purpose"),
+            "recurse" => {
+                let mut buf = [0u8; 256];
+                let n = recurse(0, &mut buf);
+                self.handled += n;
+            }
+            "huge" => {
+                self.ballast = vec![7u8; 64 << 20];
+            }
+            "refuse" => return Err(Error::new("refused on purpose")),
+            _ => {}
+        }
+        self.handled += 1;
+        if let Some(reply) = reply {
+            ctx.reply(&reply, &Ok_ { ok: self.handled })?;
+        }
+        Ok(())
+    }
+}
+
+export_actor!(Hostile);

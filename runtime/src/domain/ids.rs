@@ -1,0 +1,154 @@
+//! Identifiers. Storage keys are derived here so every layer agrees on them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Check a tenant, module or actor-key name: 1–128 bytes of `[A-Za-z0-9_.:-]`.
+/// Names end up in URLs and storage keys, so `/` and control bytes are refused.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!("{kind} must be 1 to 128 characters long"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+    {
+        return Err(format!(
+            "{kind} {name:?} contains {c:?}; allowed are letters, digits and _ . : -"
+        ));
+    }
+    Ok(())
+}
+
+/// A tenant: the owner of modules, actors and requests.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(pub String);
+
+impl TenantId {
+    pub fn default_tenant() -> Self {
+        TenantId("default".to_owned())
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One process instance: `(tenant, module, key)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ActorId {
+    pub tenant: TenantId,
+    pub module: String,
+    pub key: String,
+}
+
+impl ActorId {
+    pub fn new(tenant: TenantId, module: impl Into<String>, key: impl Into<String>) -> Self {
+        ActorId {
+            tenant,
+            module: module.into(),
+            key: key.into(),
+        }
+    }
+
+    /// The storage key `tenant/module/key`. Unambiguous because names never contain `/`.
+    pub fn storage_key(&self) -> String {
+        format!("{}/{}/{}", self.tenant.0, self.module, self.key)
+    }
+
+    pub fn from_storage_key(s: &str) -> Option<ActorId> {
+        let mut parts = s.splitn(3, '/');
+        let tenant = parts.next()?;
+        let module = parts.next()?;
+        let key = parts.next()?;
+        Some(ActorId::new(TenantId(tenant.to_owned()), module, key))
+    }
+
+    /// The storage key of this actor's module: `tenant/module`.
+    pub fn module_key(&self) -> String {
+        format!("{}/{}", self.tenant.0, self.module)
+    }
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.module, self.key)
+    }
+}
+
+/// A request (an HTTP call waiting for its reply). 128 random bits, shown as 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(pub u128);
+
+impl RequestId {
+    pub fn random() -> Self {
+        RequestId(rand::random())
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 32 {
+            return None;
+        }
+        u128::from_str_radix(s, 16).ok().map(RequestId)
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// The SHA-256 of a module's bytes, lower-case hex.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Digest(pub String);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        let hash = sha2::Sha256::digest(bytes);
+        let mut s = String::with_capacity(64);
+        for b in hash {
+            s.push_str(&format!("{b:02x}"));
+        }
+        Digest(s)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_reject_slashes_and_empty() {
+        assert!(validate_name("key", "6YZJWW").is_ok());
+        assert!(validate_name("key", "a/b").is_err());
+        assert!(validate_name("key", "").is_err());
+        assert!(validate_name("key", &"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn actor_storage_key_round_trips() {
+        let a = ActorId::new(TenantId::default_tenant(), "checkin", "6YZ:JWW");
+        assert_eq!(ActorId::from_storage_key(&a.storage_key()), Some(a));
+    }
+
+    #[test]
+    fn request_id_round_trips() {
+        let id = RequestId::random();
+        assert_eq!(RequestId::parse(&id.to_string()), Some(id));
+        assert_eq!(RequestId::parse("zz"), None);
+    }
+}

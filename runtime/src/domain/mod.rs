@@ -1,0 +1,36 @@
+//! The pure core: ids, messages, effects, turn outcomes and the decisions about them
+//! (retry backoff, name validation). Nothing here knows about tokio, redb, wasmtime or
+//! actix-web, so every decision can be tested without a server.
+
+mod ids;
+mod message;
+mod policy;
+
+pub use ids::{ActorId, Digest, RequestId, TenantId, validate_name};
+pub use message::{
+    ActorStatus, Effect, Envelope, HttpCallSpec, HttpReply, MessageKind, ReplyTo, RequestStatus,
+    TurnResult,
+};
+pub use policy::{Limits, RetryPolicy};
+
+/// Milliseconds since the Unix epoch.
+pub type UnixMs = u64;
+
+/// The time source. Production uses [`SystemClock`]; tests of timer and retry logic can
+/// drive their own.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> UnixMs;
+}
+
+/// Wall-clock time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> UnixMs {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}

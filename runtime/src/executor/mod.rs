@@ -1,0 +1,405 @@
+//! The executor: the only module that knows wasmtime.
+//!
+//! It compiles and validates components against the `dwell:actor` world, and runs one
+//! turn: state + message in, new state + recorded effects out. Each turn is bounded in
+//! time (epoch interruption with a per-turn wall-clock budget; the turn yields to the
+//! async runtime every tick so one long turn cannot hog a worker thread), in memory (a
+//! per-instance limiter), in stack (wasmtime's stack limit) and in output (state size,
+//! effect count and size). WASI is linked with an empty, locked-down context: no files,
+//! no environment, no sockets; stderr goes to a small in-memory pipe whose tail explains a
+//! guest panic.
+//!
+//! A trapped instance is dropped; a healthy one may be kept warm and reused for the same
+//! actor's next turn ([`Warm`]) — safe because the state snapshot, not the instance, is
+//! the truth.
+
+mod host;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::domain::{ActorId, Effect, Envelope, Limits, UnixMs};
+
+pub use host::ModuleDirectory;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "actor",
+        path: "../wit",
+        exports: { default: async },
+    });
+}
+
+use bindings::dwell::actor::types as wit;
+
+/// Why a module was refused at upload.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error("the component does not fit the dwell:actor world: {0}")]
+    WrongWorld(String),
+}
+
+/// A compiled, pre-linked module, ready to instantiate cheaply.
+pub struct CompiledModule {
+    pre: bindings::ActorPre<HostState>,
+    component: Component,
+}
+
+impl CompiledModule {
+    /// The compiled artefact, for the on-disk cache.
+    pub fn serialize(&self) -> Option<Vec<u8>> {
+        self.component.serialize().ok()
+    }
+}
+
+/// What a turn produced.
+#[derive(Debug)]
+pub enum TurnExec {
+    Done {
+        state: Vec<u8>,
+        effects: Vec<Effect>,
+    },
+    /// The guest returned an error: it refuses this message. Not retried.
+    Refused(String),
+    /// A trap, time-budget or memory-limit breach, or an invalid output. Retried.
+    Trapped(String),
+}
+
+/// A live instance kept between turns of one actor.
+pub struct Warm {
+    store: Store<HostState>,
+    actor: bindings::Actor,
+    module: Arc<CompiledModule>,
+}
+
+/// Everything a turn needs to know.
+pub struct TurnInput<'a> {
+    pub actor: &'a ActorId,
+    pub now_ms: UnixMs,
+    pub state: Option<&'a [u8]>,
+    pub envelope: &'a Envelope,
+}
+
+/// Handle to the Wasm engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    limits: Arc<Limits>,
+    directory: Arc<dyn ModuleDirectory>,
+}
+
+/// Raised by the epoch callback when a turn runs past its budget.
+#[derive(Debug)]
+struct TimeBudgetExceeded(Duration);
+
+impl std::fmt::Display for TimeBudgetExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "turn exceeded its time budget of {} ms",
+            self.0.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for TimeBudgetExceeded {}
+
+/// Raised by the limiter when an instance grows past its memory limit.
+#[derive(Debug)]
+struct MemoryLimitExceeded(usize);
+
+impl std::fmt::Display for MemoryLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "turn exceeded the memory limit of {} MiB", self.0 >> 20)
+    }
+}
+
+impl std::error::Error for MemoryLimitExceeded {}
+
+/// How often the epoch advances; the granularity of the time budget.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+impl Executor {
+    pub fn new(limits: Limits, directory: Arc<dyn ModuleDirectory>) -> Result<Self, String> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(1 << 20);
+        config.async_stack_size(4 << 20);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(|e| e.to_string())?;
+
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
+        bindings::Actor::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| e.to_string())?;
+
+        // The epoch ticker: a weak reference, so it stops when the engine is dropped.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("dwell-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+
+        Ok(Executor {
+            engine,
+            linker: Arc::new(linker),
+            limits: Arc::new(limits),
+            directory,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compile and validate a component. CPU-heavy: call it off the async workers.
+    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, ModuleError> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        self.prelink(component)
+    }
+
+    fn prelink(&self, component: Component) -> Result<CompiledModule, ModuleError> {
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| ModuleError::WrongWorld(format!("{e:#}")))?;
+        let pre =
+            bindings::ActorPre::new(pre).map_err(|e| ModuleError::WrongWorld(format!("{e:#}")))?;
+        Ok(CompiledModule { pre, component })
+    }
+
+    /// Load an artefact written by [`CompiledModule::serialize`] with this same engine
+    /// configuration. `None` if it does not fit (another wasmtime version or config).
+    pub fn load_compiled(&self, artefact: &[u8]) -> Option<CompiledModule> {
+        // SAFETY: the artefact was produced by `Component::serialize` of this program and
+        // read back from the node's own cache directory (never from a user); wasmtime
+        // checks its version and configuration header before use.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, artefact) }.ok()?;
+        self.prelink(component).ok()
+    }
+
+    fn new_store(&self) -> Store<HostState> {
+        let stderr = MemoryOutputPipe::new(4096);
+        let wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            stderr,
+            memory_limit: self.limits.memory_bytes,
+            memory_hit: false,
+            turn: host::TurnCtx::new(self.limits.clone(), self.directory.clone()),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s);
+        store.epoch_deadline_callback(|ctx| {
+            let turn = &ctx.data().turn;
+            if turn.started.elapsed() > turn.budget {
+                Err(wasmtime::Error::new(TimeBudgetExceeded(turn.budget)))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    /// Run one turn. `warm` is an instance kept from this actor's previous turn (reused if
+    /// it is of the same module) and receives the instance back if it is still healthy.
+    pub async fn run_turn(
+        &self,
+        module: &Arc<CompiledModule>,
+        warm: &mut Option<Warm>,
+        input: TurnInput<'_>,
+    ) -> TurnExec {
+        let mut inst = match warm.take() {
+            Some(w) if Arc::ptr_eq(&w.module, module) => w,
+            _ => {
+                let mut store = self.new_store();
+                store.data_mut().turn.begin(input.actor, input.now_ms);
+                store.set_epoch_deadline(1);
+                match module.pre.instantiate_async(&mut store).await {
+                    Ok(actor) => Warm {
+                        store,
+                        actor,
+                        module: module.clone(),
+                    },
+                    Err(e) => return TurnExec::Trapped(describe_trap(&e, &store)),
+                }
+            }
+        };
+        inst.store.data_mut().turn.begin(input.actor, input.now_ms);
+        inst.store.set_epoch_deadline(1);
+        let msg = to_wit_message(input.envelope);
+        let result = inst
+            .actor
+            .call_handle(&mut inst.store, input.state, &msg)
+            .await;
+        match result {
+            Ok(Ok(state)) => {
+                if state.len() > self.limits.state_bytes {
+                    return TurnExec::Trapped(format!(
+                        "the new state is {} bytes, over the limit of {} bytes",
+                        state.len(),
+                        self.limits.state_bytes
+                    ));
+                }
+                let effects = inst.store.data_mut().turn.take_effects();
+                *warm = Some(inst);
+                TurnExec::Done { state, effects }
+            }
+            Ok(Err(refusal)) => {
+                inst.store.data_mut().turn.take_effects();
+                *warm = Some(inst);
+                TurnExec::Refused(truncate(refusal, 4096))
+            }
+            Err(e) => TurnExec::Trapped(describe_trap(&e, &inst.store)),
+        }
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// A trap in words a caller can act on.
+fn describe_trap(e: &wasmtime::Error, store: &Store<HostState>) -> String {
+    if let Some(t) = e.downcast_ref::<TimeBudgetExceeded>() {
+        return t.to_string();
+    }
+    if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
+        return m.to_string();
+    }
+    if store.data().memory_hit {
+        return MemoryLimitExceeded(store.data().memory_limit).to_string();
+    }
+    let what = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::StackOverflow) => "guest trapped: call stack exhausted".to_owned(),
+        Some(t) => format!("guest trapped: {t}"),
+        None => format!("guest failed: {}", e.root_cause()),
+    };
+    let stderr = store.data().stderr.contents();
+    let said = String::from_utf8_lossy(&stderr);
+    let last = said
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with("note:"));
+    match last {
+        Some(line) => truncate(format!("{what}; guest said: {line}"), 4096),
+        None => what,
+    }
+}
+
+fn to_wit_message(env: &Envelope) -> wit::Message {
+    use crate::domain::{MessageKind, ReplyTo};
+    match &env.kind {
+        MessageKind::Request { request } => wit::Message::Request(wit::RequestMsg {
+            reply_to: ReplyTo::Request(*request).to_handle(),
+            body: env.body.clone(),
+        }),
+        MessageKind::Ask { from, correlation } => wit::Message::Request(wit::RequestMsg {
+            reply_to: ReplyTo::Actor {
+                actor: from.clone(),
+                correlation: correlation.clone(),
+            }
+            .to_handle(),
+            body: env.body.clone(),
+        }),
+        MessageKind::Event => wit::Message::Event(env.body.clone()),
+        MessageKind::Timer { name } => wit::Message::Timer(wit::TimerMsg {
+            name: name.clone(),
+            payload: env.body.clone(),
+        }),
+        MessageKind::HttpResult { call_id, outcome } => {
+            wit::Message::HttpResult(wit::HttpResultMsg {
+                call_id: call_id.clone(),
+                outcome: outcome.clone().map(|r| wit::HttpResponse {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body,
+                }),
+            })
+        }
+        MessageKind::AskReply {
+            correlation,
+            outcome,
+        } => wit::Message::AskReply(wit::AskReplyMsg {
+            correlation: correlation.clone(),
+            outcome: outcome.clone(),
+        }),
+    }
+}
+
+/// The data of one wasmtime store: WASI plumbing, limits and the turn being recorded.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    stderr: MemoryOutputPipe,
+    memory_limit: usize,
+    memory_hit: bool,
+    turn: host::TurnCtx,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_hit = true;
+            return Err(wasmtime::Error::new(MemoryLimitExceeded(self.memory_limit)));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

@@ -1,0 +1,338 @@
+//! Route handlers, one per API operation (DESIGN §3).
+
+use std::time::Duration;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+
+use crate::domain::{ActorId, ActorStatus, RequestId, RequestStatus, TenantId, validate_name};
+use crate::store::{ModuleVersion, RequestRecord};
+
+use super::AppState;
+use super::codec::{self, read_body};
+use super::problem::ApiError;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/modules", web::get().to(list_modules))
+        .route("/v1/modules/{name}", web::put().to(put_module))
+        .route("/v1/modules/{name}", web::get().to(get_module))
+        .route("/v1/actors/{module}/{key}", web::post().to(call_actor))
+        .route("/v1/actors/{module}/{key}", web::get().to(inspect_actor))
+        .route(
+            "/v1/actors/{module}/{key}/events",
+            web::post().to(send_event),
+        )
+        .route("/v1/requests/{id}", web::get().to(get_request))
+        .route("/healthz", web::get().to(health));
+}
+
+pub async fn no_route(req: HttpRequest) -> Result<HttpResponse> {
+    Err(ApiError::not_found(format!(
+        "no such endpoint: {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// The caller's tenant. There is one implicit tenant until authentication lands.
+fn tenant(_req: &HttpRequest) -> Result<TenantId> {
+    Ok(TenantId::default_tenant())
+}
+
+fn name(kind: &str, value: &str) -> Result<()> {
+    validate_name(kind, value).map_err(ApiError::bad_request)
+}
+
+fn version_json(v: &ModuleVersion) -> serde_json::Value {
+    json!({
+        "version": v.version,
+        "digest": format!("sha256:{}", v.digest),
+        "size": v.size,
+        "created_ms": v.created_ms,
+    })
+}
+
+async fn put_module(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let tenant = tenant(&req)?;
+    let module = path.into_inner();
+    name("module name", &module)?;
+    let bytes = read_body(&req, payload, st.engine.limits().module_bytes).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-module",
+            "Invalid module",
+            "the body is empty; send the component's bytes",
+        ));
+    }
+    let deployed = st.engine.deploy(&tenant, &module, bytes).await?;
+    let mut body = version_json(&deployed.version);
+    body["name"] = json!(module);
+    body["created"] = json!(deployed.created);
+    let status = if deployed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(status).json(body))
+}
+
+async fn list_modules(st: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse> {
+    let tenant = tenant(&req)?;
+    let modules: Vec<_> = st
+        .engine
+        .modules(&tenant)?
+        .into_iter()
+        .filter_map(|(name, rec)| {
+            let latest = rec.latest()?;
+            let mut v = version_json(latest);
+            v["name"] = json!(name);
+            v["versions"] = json!(rec.versions.len());
+            Some(v)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "modules": modules })))
+}
+
+async fn get_module(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = tenant(&req)?;
+    let module = path.into_inner();
+    name("module name", &module)?;
+    let rec = st
+        .engine
+        .modules(&tenant)?
+        .into_iter()
+        .find(|(n, _)| *n == module)
+        .ok_or_else(|| ApiError::not_found(format!("no module named {module:?}")))?
+        .1;
+    let versions: Vec<_> = rec.versions.iter().map(version_json).collect();
+    Ok(HttpResponse::Ok().json(json!({ "name": module, "versions": versions })))
+}
+
+fn actor_from(req: &HttpRequest, path: (String, String)) -> Result<ActorId> {
+    let tenant = tenant(req)?;
+    let (module, key) = path;
+    name("module name", &module)?;
+    name("actor key", &key)?;
+    Ok(ActorId::new(tenant, module, key))
+}
+
+fn callback_url(req: &HttpRequest) -> Result<Option<String>> {
+    let Some(v) = req.headers().get("callback-url") else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::bad_request("Callback-Url is not ASCII"))?
+        .trim();
+    if !(v.starts_with("http://") || v.starts_with("https://")) || v.len() > 2048 {
+        return Err(ApiError::bad_request(
+            "Callback-Url must be an http(s) URL of at most 2048 characters",
+        ));
+    }
+    Ok(Some(v.to_owned()))
+}
+
+/// The reply body: JSON when it has a JSON form (or MessagePack if the caller asked).
+fn reply_response(
+    req: &HttpRequest,
+    status: StatusCode,
+    id: RequestId,
+    reply: &[u8],
+) -> HttpResponse {
+    let mut resp = HttpResponse::build(status);
+    resp.insert_header(("dwell-request-id", id.to_string()));
+    if codec::wants_msgpack(req) {
+        return resp
+            .content_type("application/msgpack")
+            .body(reply.to_vec());
+    }
+    match codec::to_json(reply) {
+        Some(v) => resp.json(v),
+        None => resp
+            .content_type("application/msgpack")
+            .body(reply.to_vec()),
+    }
+}
+
+fn accepted(id: RequestId, status: &str) -> HttpResponse {
+    HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/v1/requests/{id}")))
+        .insert_header(("dwell-request-id", id.to_string()))
+        .json(json!({ "request_id": id.to_string(), "status": status }))
+}
+
+fn failed(id: RequestId, error: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "request-failed",
+        "The request failed",
+        error,
+    )
+    .with_request(id.to_string())
+}
+
+fn wait_for(st: &AppState, prefer: codec::Prefer) -> Duration {
+    prefer
+        .wait
+        .unwrap_or(st.config.default_wait)
+        .min(st.config.max_wait)
+}
+
+async fn call_actor(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let actor = actor_from(&req, path.into_inner())?;
+    if !st.engine.module_exists(&actor.tenant, &actor.module) {
+        return Err(ApiError::not_found(format!(
+            "no module named {:?}",
+            actor.module
+        )));
+    }
+    let prefer = codec::prefer(&req)?;
+    let callback = callback_url(&req)?;
+    let raw = read_body(&req, payload, st.engine.limits().message_bytes).await?;
+    let body = codec::to_guest(&req, &raw)?;
+    let id = RequestId::random();
+    let watch = st.engine.watch(id);
+    st.engine.call(&actor, id, body, callback).await?;
+    if prefer.respond_async {
+        return Ok(accepted(id, "pending"));
+    }
+    let wait = wait_for(&st, prefer);
+    let rec = st
+        .engine
+        .wait(&actor.tenant, id, Some(watch), wait)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the request vanished"))?;
+    match rec.status {
+        RequestStatus::Pending => Ok(accepted(id, "pending")),
+        RequestStatus::Completed { reply } => Ok(reply_response(&req, StatusCode::OK, id, &reply)),
+        RequestStatus::Failed { error } => Err(failed(id, &error)),
+    }
+}
+
+async fn send_event(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let actor = actor_from(&req, path.into_inner())?;
+    if !st.engine.module_exists(&actor.tenant, &actor.module) {
+        return Err(ApiError::not_found(format!(
+            "no module named {:?}",
+            actor.module
+        )));
+    }
+    let raw = read_body(&req, payload, st.engine.limits().message_bytes).await?;
+    let body = codec::to_guest(&req, &raw)?;
+    let seq = st.engine.send_event(&actor, body).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "status": "accepted", "seq": seq })))
+}
+
+fn request_json(id: RequestId, rec: &RequestRecord) -> serde_json::Value {
+    let actor = ActorId::from_storage_key(&rec.actor);
+    let mut v = json!({
+        "request_id": id.to_string(),
+        "actor": actor.map(|a| json!({"module": a.module, "key": a.key})),
+        "created_ms": rec.created_ms,
+        "settled_ms": rec.settled_ms,
+    });
+    match &rec.status {
+        RequestStatus::Pending => v["status"] = json!("pending"),
+        RequestStatus::Completed { reply } => {
+            v["status"] = json!("completed");
+            v["reply"] = codec::to_json_lossless(reply);
+        }
+        RequestStatus::Failed { error } => {
+            v["status"] = json!("failed");
+            v["error"] = json!(error);
+        }
+    }
+    if let Some(cb) = &rec.callback_url {
+        v["callback_url"] = json!(cb);
+    }
+    v
+}
+
+async fn get_request(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = tenant(&req)?;
+    let raw = path.into_inner();
+    let unknown = || ApiError::not_found(format!("no request {raw:?}"));
+    let id = RequestId::parse(&raw).ok_or_else(unknown)?;
+    let prefer = codec::prefer(&req)?;
+    let wait = prefer
+        .wait
+        .unwrap_or(Duration::ZERO)
+        .min(st.config.max_wait);
+    let rec = st
+        .engine
+        .wait(&tenant, id, None, wait)
+        .await?
+        .ok_or_else(unknown)?;
+    Ok(HttpResponse::Ok().json(request_json(id, &rec)))
+}
+
+async fn inspect_actor(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let actor = actor_from(&req, path.into_inner())?;
+    let view = st
+        .engine
+        .inspect(&actor)?
+        .ok_or_else(|| ApiError::not_found(format!("no actor {actor}")))?;
+    let m = &view.meta;
+    let dead: Vec<_> = view
+        .dead_letters
+        .iter()
+        .map(|(seq, d)| {
+            json!({
+                "seq": seq,
+                "error": d.error,
+                "attempts": d.attempts,
+                "at_ms": d.at_ms,
+                "body": codec::to_json_lossless(&d.envelope.body),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "module": actor.module,
+        "key": actor.key,
+        "status": match m.status { ActorStatus::Active => "active", ActorStatus::Completed => "completed" },
+        "version": m.version,
+        "digest": format!("sha256:{}", m.digest),
+        "state": view.state.as_deref().map(codec::to_json_lossless),
+        "mailbox_depth": m.mailbox_depth(),
+        "turns": m.turns,
+        "dead_letter_count": m.dead_letters,
+        "dead_letters": dead,
+        "created_ms": m.created_ms,
+        "updated_ms": m.updated_ms,
+    })))
+}

@@ -1,0 +1,62 @@
+//! The HTTP API (actix-web): the only module that knows actix. Handlers validate input,
+//! convert JSON to MessagePack at the edge, and talk to the [`Engine`] handle; they never
+//! touch storage.
+
+mod codec;
+mod handlers;
+mod problem;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+
+use crate::engine::Engine;
+
+pub use problem::ApiError;
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Wait for a reply when the caller gives no `Prefer: wait`.
+    pub default_wait: Duration,
+    /// Longest wait a caller may ask for.
+    pub max_wait: Duration,
+    pub workers: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            default_wait: Duration::from_secs(5),
+            max_wait: Duration::from_secs(60),
+            workers: 2,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub engine: Engine,
+    pub config: HttpConfig,
+}
+
+/// Serve the API on `listener` until the process is told to stop.
+pub async fn serve(
+    engine: Engine,
+    listener: TcpListener,
+    config: HttpConfig,
+) -> std::io::Result<()> {
+    let workers = config.workers.max(1);
+    let state = AppState { engine, config };
+    HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(handlers::routes)
+            .default_service(web::to(handlers::no_route))
+    })
+    .workers(workers)
+    .listen(listener)?
+    .run()
+    .await
+}

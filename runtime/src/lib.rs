@@ -1,0 +1,25 @@
+//! Dwell: a WebAssembly-hosted actor runtime for long-running processes.
+//!
+//! # Layout — follow one HTTP call
+//!
+//! - [`http`] — the API (actix-web): validates input, converts JSON ↔ MessagePack at the
+//!   edge, and calls the [`engine::Engine`] handle. Errors become problem+json here.
+//! - [`engine`] — the glue: ingress operations, the [`engine`] scheduler (one turn at a
+//!   time per actor), the runner that executes batches of turns, request waiters, and
+//!   the registry of compiled modules.
+//! - [`store`] — everything durable in one redb file. One writer thread commits many
+//!   enqueues and turn outcomes per transaction (group commit) and only then releases
+//!   replies and wakes actors (the output gate).
+//! - [`executor`] — wasmtime: compiles and validates components, runs one turn with time,
+//!   memory and output limits; host imports only record effects.
+//! - [`domain`] — plain types and decisions: ids, messages, effects, limits, retry policy.
+//! - [`client`] — the small HTTP client behind the `dwell` CLI commands.
+//!
+//! Invariants are listed in ARCHITECTURE.md at the repository root.
+
+pub mod client;
+pub mod domain;
+pub mod engine;
+pub mod executor;
+pub mod http;
+pub mod store;

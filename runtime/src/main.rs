@@ -1,0 +1,197 @@
+//! The `dwell` command: `serve` runs the server; the other commands are clients of a
+//! running server's HTTP API.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use dwell::client::{Client, parse_duration};
+use dwell::domain::{Limits, TenantId};
+use dwell::engine::{Engine, EngineConfig};
+use dwell::http::{HttpConfig, serve};
+
+#[derive(Parser)]
+#[command(
+    name = "dwell",
+    version,
+    about = "A WebAssembly-hosted actor runtime for long-running processes"
+)]
+struct Cli {
+    /// Server to talk to (client commands).
+    #[arg(
+        long,
+        env = "DWELL_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Upload a module (a Wasm component) under a name.
+    Deploy {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// Call an actor and wait for its reply: `dwell call counter/a '{"add":1}'`.
+    Call {
+        target: String,
+        json: String,
+        /// How long to wait for the reply before getting a request id (e.g. 5s, 500ms).
+        #[arg(long, value_parser = parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// Send an event (no reply): `dwell send counter/a '{"add":1}'`.
+    Send { target: String, json: String },
+    /// Show an actor: status, state, mailbox, dead letters.
+    Inspect { target: String },
+    /// Show a request (optionally waiting for it to settle).
+    Request {
+        id: String,
+        #[arg(long, value_parser = parse_duration)]
+        wait: Option<Duration>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the address is printed).
+    #[arg(long, env = "DWELL_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Data directory (holds dwell.redb and the compiled-module cache).
+    #[arg(long, env = "DWELL_DATA", default_value = "./data")]
+    data: PathBuf,
+    /// Deploy modules at start: `--deploy counter=path/to/counter.wasm` (repeatable).
+    #[arg(long, value_name = "NAME=FILE")]
+    deploy: Vec<String>,
+    /// Largest message body in bytes.
+    #[arg(long, env = "DWELL_MAX_BODY", default_value_t = 1 << 20)]
+    max_body: usize,
+    /// Largest module in bytes.
+    #[arg(long, env = "DWELL_MAX_MODULE", default_value_t = 64 << 20)]
+    max_module: usize,
+    /// Wall-clock budget of one turn, in milliseconds.
+    #[arg(long, env = "DWELL_TURN_TIME_MS", default_value_t = 1000)]
+    turn_time_ms: u64,
+    /// Memory limit of one instance, in MiB.
+    #[arg(long, env = "DWELL_MEMORY_MB", default_value_t = 64)]
+    memory_mb: usize,
+    /// Largest state snapshot, in bytes.
+    #[arg(long, env = "DWELL_MAX_STATE", default_value_t = 4 << 20)]
+    max_state: usize,
+    /// Wait for a reply when a call has no `Prefer: wait`.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    default_wait: Duration,
+    /// Longest `Prefer: wait` honoured.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    max_wait: Duration,
+    /// HTTP worker threads.
+    #[arg(long, env = "DWELL_HTTP_WORKERS", default_value_t = 2)]
+    http_workers: usize,
+    /// Attempts for a turn that traps, before its message is dead-lettered.
+    #[arg(long, default_value_t = 3)]
+    turn_attempts: u32,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DWELL_LOG")
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve(args) => run_server(args),
+        Cmd::Deploy { file, name } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            show(Client::new(&cli.server).deploy(&name, bytes)?)
+        }
+        Cmd::Call { target, json, wait } => {
+            show(Client::new(&cli.server).call(&target, &json, wait)?)
+        }
+        Cmd::Send { target, json } => show(Client::new(&cli.server).send(&target, &json)?),
+        Cmd::Inspect { target } => {
+            show(Client::new(&cli.server).get(&format!("/v1/actors/{target}"), None)?)
+        }
+        Cmd::Request { id, wait } => {
+            show(Client::new(&cli.server).get(&format!("/v1/requests/{id}"), wait)?)
+        }
+    }
+}
+
+fn show(reply: dwell::client::Reply) -> anyhow::Result<()> {
+    if let Some(loc) = &reply.location {
+        eprintln!("{} (poll {loc})", reply.status);
+    }
+    println!("{}", reply.body);
+    if reply.status >= 400 {
+        bail!("server answered {}", reply.status);
+    }
+    Ok(())
+}
+
+fn run_server(args: ServeArgs) -> anyhow::Result<()> {
+    let limits = Limits {
+        turn_time: Duration::from_millis(args.turn_time_ms),
+        memory_bytes: args.memory_mb << 20,
+        state_bytes: args.max_state,
+        message_bytes: args.max_body,
+        module_bytes: args.max_module,
+        ..Limits::default()
+    };
+    let config = EngineConfig {
+        data_dir: args.data.clone(),
+        limits,
+        retry: dwell::domain::RetryPolicy {
+            max_attempts: args.turn_attempts.max(1),
+            ..Default::default()
+        },
+        ..EngineConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dwell-engine")
+        .build()?;
+    let engine = {
+        let _guard = rt.enter();
+        Engine::start(config)?
+    };
+    for spec in &args.deploy {
+        let (name, file) = spec
+            .split_once('=')
+            .with_context(|| format!("--deploy {spec:?}: expected NAME=FILE"))?;
+        let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+        let deployed = rt
+            .block_on(engine.deploy(&TenantId::default_tenant(), name, bytes))
+            .with_context(|| format!("deploying {name} from {file}"))?;
+        tracing::info!(
+            module = name,
+            version = deployed.version.version,
+            "deployed"
+        );
+    }
+    let listener =
+        TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("dwell listening on http://{addr}");
+    let http = HttpConfig {
+        default_wait: args.default_wait,
+        max_wait: args.max_wait,
+        workers: args.http_workers,
+    };
+    actix_web::rt::System::new().block_on(serve(engine, listener, http))?;
+    drop(rt);
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! The store: everything durable, in one redb file (`<data>/dwell.redb`).
+//!
+//! Reads happen on the caller's thread in a read transaction. Every write goes through
+//! the single writer task ([`writer`]), which applies many operations — enqueues, turn
+//! outcomes, module uploads — in one write transaction and one fsync (group commit), and
+//! only then answers the callers and tells the [`PostCommit`] hook what became durable.
+//! This is the one place that knows redb.
+
+mod records;
+mod tables;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{ActorId, Envelope, RequestId, TenantId};
+
+pub use records::{ActorMeta, DeadLetter, ModuleRecord, ModuleVersion, RequestRecord};
+pub use writer::{
+    CommittedTurn, EnqueueAck, EnqueueRequest, NewRequest, Notice, PostCommit, WriterStats,
+};
+
+use tables::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("storage: {0}")]
+    Storage(#[from] redb::Error),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("cannot open data directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Storage(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A batch of pending messages for one actor, with the state they apply to.
+#[derive(Debug)]
+pub struct PendingBatch {
+    pub meta: ActorMeta,
+    pub state: Option<Vec<u8>>,
+    pub messages: Vec<(u64, Envelope)>,
+}
+
+/// What `GET /v1/actors/..` shows.
+#[derive(Debug)]
+pub struct ActorView {
+    pub meta: ActorMeta,
+    pub state: Option<Vec<u8>>,
+    pub dead_letters: Vec<(u64, DeadLetter)>,
+}
+
+/// Handle to the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writer: mpsc::Sender<writer::Op>,
+}
+
+impl Store {
+    /// Open (or create) `<dir>/dwell.redb` and start the writer thread.
+    pub fn open(
+        dir: &Path,
+        hook: Arc<dyn PostCommit>,
+        clock: Arc<dyn crate::domain::Clock>,
+    ) -> Result<Store, Error> {
+        std::fs::create_dir_all(dir)?;
+        let db = Database::builder()
+            .set_cache_size(256 << 20)
+            .create(dir.join("dwell.redb"))?;
+        let txn = db.begin_write()?;
+        tables::create_all(&txn)?;
+        txn.commit()?;
+        let db = Arc::new(db);
+        let writer = writer::spawn(db.clone(), hook, clock);
+        Ok(Store { db, writer })
+    }
+
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> writer::Op,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Durably enqueue one message (creating the actor if needed). Returns after fsync.
+    pub async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueAck, Error> {
+        self.submit(|done| writer::Op::Enqueue { req, done }).await
+    }
+
+    /// Durably commit the outcomes of consecutive turns of one actor.
+    pub async fn commit_turns(
+        &self,
+        actor: ActorId,
+        turns: Vec<CommittedTurn>,
+    ) -> Result<(), Error> {
+        self.submit(|done| writer::Op::CommitTurns { actor, turns, done })
+            .await
+    }
+
+    /// Store a module version (or return the existing one with the same digest).
+    pub async fn put_module(
+        &self,
+        tenant: TenantId,
+        name: String,
+        bytes: Vec<u8>,
+        digest: String,
+    ) -> Result<(ModuleVersion, bool), Error> {
+        self.submit(|done| writer::Op::PutModule {
+            tenant,
+            name,
+            bytes,
+            digest,
+            done,
+        })
+        .await
+    }
+
+    /// Writer counters, for the benchmark and diagnostics.
+    pub async fn writer_stats(&self) -> Result<WriterStats, Error> {
+        self.submit(|done| writer::Op::Stats { done }).await
+    }
+
+    pub fn actor_meta(&self, actor: &ActorId) -> Result<Option<ActorMeta>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ACTORS)?;
+        let key = actor.storage_key();
+        Ok(match t.get(key.as_str())? {
+            Some(v) => Some(records::decode(v.value())?),
+            None => None,
+        })
+    }
+
+    /// Load up to `max` pending messages of an actor, with its meta and state.
+    pub fn pending(&self, actor: &ActorId, max: usize) -> Result<Option<PendingBatch>, Error> {
+        let txn = self.db.begin_read()?;
+        let key = actor.storage_key();
+        let actors = txn.open_table(ACTORS)?;
+        let Some(meta) = actors.get(key.as_str())? else {
+            return Ok(None);
+        };
+        let meta: ActorMeta = records::decode(meta.value())?;
+        let states = txn.open_table(STATES)?;
+        let state = states.get(key.as_str())?.map(|v| v.value().to_vec());
+        let mailbox = txn.open_table(MAILBOX)?;
+        let mut messages = Vec::new();
+        for entry in mailbox.range((key.as_str(), meta.head_seq)..(key.as_str(), u64::MAX))? {
+            let (k, v) = entry?;
+            messages.push((k.value().1, records::decode(v.value())?));
+            if messages.len() >= max {
+                break;
+            }
+        }
+        Ok(Some(PendingBatch {
+            meta,
+            state,
+            messages,
+        }))
+    }
+
+    pub fn actor_view(&self, actor: &ActorId, dead_max: usize) -> Result<Option<ActorView>, Error> {
+        let txn = self.db.begin_read()?;
+        let key = actor.storage_key();
+        let actors = txn.open_table(ACTORS)?;
+        let Some(meta) = actors.get(key.as_str())? else {
+            return Ok(None);
+        };
+        let meta: ActorMeta = records::decode(meta.value())?;
+        let state = txn
+            .open_table(STATES)?
+            .get(key.as_str())?
+            .map(|v| v.value().to_vec());
+        let dead = txn.open_table(DEAD)?;
+        let mut dead_letters = Vec::new();
+        for entry in dead.range((key.as_str(), 0)..(key.as_str(), u64::MAX))? {
+            let (k, v) = entry?;
+            dead_letters.push((k.value().1, records::decode(v.value())?));
+            if dead_letters.len() >= dead_max {
+                break;
+            }
+        }
+        Ok(Some(ActorView {
+            meta,
+            state,
+            dead_letters,
+        }))
+    }
+
+    pub fn request(&self, id: RequestId) -> Result<Option<RequestRecord>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(REQUESTS)?;
+        Ok(match t.get(id.0)? {
+            Some(v) => Some(records::decode(v.value())?),
+            None => None,
+        })
+    }
+
+    /// Every module of a tenant, by name.
+    pub fn modules(&self, tenant: &TenantId) -> Result<Vec<(String, ModuleRecord)>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(MODULES)?;
+        let prefix = format!("{}/", tenant.0);
+        let mut out = Vec::new();
+        for entry in t.range(prefix.as_str()..)? {
+            let (k, v) = entry?;
+            let Some(name) = k.value().strip_prefix(&prefix) else {
+                break;
+            };
+            out.push((name.to_owned(), records::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Every module of every tenant: `(tenant/name, record)`.
+    pub fn all_modules(&self) -> Result<Vec<(String, ModuleRecord)>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(MODULES)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_owned(), records::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    pub fn module_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BLOBS)?;
+        Ok(t.get(digest)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Actors with unprocessed mail (kept as an index, so start-up does not scan every
+    /// actor).
+    pub fn ready_actors(&self) -> Result<Vec<ActorId>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(READY)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, _) = entry?;
+            if let Some(a) = ActorId::from_storage_key(k.value()) {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of actors (all tenants).
+    pub fn actor_count(&self) -> Result<u64, Error> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(ACTORS)?.len()?)
+    }
+}

@@ -1,0 +1,91 @@
+//! Storage records: how things look on disk. These are not domain types; they are
+//! encoded as one schema-version byte followed by MessagePack, so the format can evolve.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ActorStatus, Envelope, RequestStatus, UnixMs};
+
+use super::Error;
+
+/// Current on-disk schema version.
+pub const SCHEMA: u8 = 1;
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![SCHEMA];
+    // Encoding plain structs into a Vec cannot fail.
+    rmp_serde::encode::write(&mut out, v).expect("record encoding");
+    out
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    match bytes.split_first() {
+        Some((&SCHEMA, rest)) => {
+            rmp_serde::from_slice(rest).map_err(|e| Error::Corrupt(e.to_string()))
+        }
+        Some((v, _)) => Err(Error::Corrupt(format!("unknown schema version {v}"))),
+        None => Err(Error::Corrupt("empty record".into())),
+    }
+}
+
+/// An actor's bookkeeping (its state snapshot lives in its own table so that an enqueue
+/// does not rewrite it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActorMeta {
+    pub module: String,
+    pub digest: String,
+    pub version: u32,
+    pub status: ActorStatus,
+    /// Sequence number the next message will get.
+    pub next_seq: u64,
+    /// Sequence number of the oldest unprocessed message.
+    pub head_seq: u64,
+    pub turns: u64,
+    pub dead_letters: u64,
+    pub created_ms: UnixMs,
+    pub updated_ms: UnixMs,
+}
+
+impl ActorMeta {
+    pub fn mailbox_depth(&self) -> u64 {
+        self.next_seq - self.head_seq
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Storage key of the target actor (`tenant/module/key`).
+    pub actor: String,
+    pub status: RequestStatus,
+    pub created_ms: UnixMs,
+    pub settled_ms: Option<UnixMs>,
+    pub callback_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub envelope: Envelope,
+    pub error: String,
+    pub attempts: u32,
+    pub at_ms: UnixMs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModuleVersion {
+    pub version: u32,
+    pub digest: String,
+    pub size: u64,
+    pub created_ms: UnixMs,
+}
+
+/// All versions of one module name, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModuleRecord {
+    pub versions: Vec<ModuleVersion>,
+}
+
+impl ModuleRecord {
+    pub fn latest(&self) -> Option<&ModuleVersion> {
+        self.versions.last()
+    }
+}

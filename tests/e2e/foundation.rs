@@ -1,0 +1,317 @@
+//! The foundation stories: calls, sync-then-async replies, durability across SIGKILL,
+//! hostile guests and hostile input.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::Server;
+
+#[test]
+fn counter_answers_sequential_and_spread_calls_with_the_right_totals() {
+    let server = Server::start(&[]);
+    let deployed = server.deploy("counter", "counter");
+    assert_eq!(deployed["version"], 1);
+    assert!(deployed["digest"].as_str().unwrap().starts_with("sha256:"));
+
+    for i in 1..=200 {
+        let r = server.call("counter", "solo", json!({"add": 1}));
+        assert_eq!(
+            r.status,
+            200,
+            "call {i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json(), json!({"total": i}));
+    }
+    let solo = server.actor("counter", "solo").json();
+    assert_eq!(solo["state"], json!({"total": 200}));
+    assert_eq!(solo["turns"], 200);
+    assert_eq!(solo["mailbox_depth"], 0);
+
+    // 200 calls over 50 actors from 8 threads: actor k gets 4 calls adding k.
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let server = &server;
+            s.spawn(move || {
+                for n in (t..200).step_by(8) {
+                    let k = n % 50;
+                    let r = server.call("counter", &format!("a{k}"), json!({"add": k}));
+                    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                    assert!(r.json()["total"].as_i64().unwrap() % (k.max(1) as i64) == 0);
+                }
+            });
+        }
+    });
+    for k in 0..50 {
+        let a = server.actor("counter", &format!("a{k}")).json();
+        assert_eq!(a["state"], json!({"total": 4 * k}), "actor a{k}");
+    }
+}
+
+#[test]
+fn check_in_waits_for_the_boarding_pass_then_answers_sync_or_async() {
+    let server = Server::start(&[]);
+    server.deploy("checkin", "checkin");
+
+    // The pass is not ready within the wait: 202 with a Location to poll.
+    let started = Instant::now();
+    let r = server.post_json(
+        "/v1/actors/checkin/6YZJWW",
+        &json!({"type": "check_in"}),
+        &[("prefer", "wait=1")],
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "it waited about 1 s"
+    );
+    let location = r.header("location").expect("Location header");
+    assert!(location.starts_with("/v1/requests/"));
+    assert_eq!(r.json()["status"], "pending");
+    assert_eq!(server.get(&location).json()["status"], "pending");
+
+    // The boarding-pass service reports back; the stored reply handle answers the caller.
+    let e = server.event(
+        "checkin",
+        "6YZJWW",
+        json!({"type": "boarding_pass_ready", "pass": "BP-6YZJWW-12A"}),
+    );
+    assert_eq!(e.status, 202);
+    let done = server
+        .request("GET", &location, &[("prefer", "wait=5")], None)
+        .json();
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["reply"], json!({"pass": "BP-6YZJWW-12A"}));
+
+    // A second check-in whose event arrives inside the wait gets 200 with the pass.
+    std::thread::scope(|s| {
+        let caller = s.spawn(|| {
+            server.post_json(
+                "/v1/actors/checkin/QQ1234",
+                &json!({"type": "check_in"}),
+                &[("prefer", "wait=10")],
+            )
+        });
+        server.eventually(
+            Duration::from_secs(10),
+            "the check-in to be waiting",
+            || {
+                let a = server.actor("checkin", "QQ1234");
+                (a.status == 200
+                    && a.json()["state"]["waiting"]
+                        .as_array()
+                        .is_some_and(|w| w.len() == 1))
+                .then_some(())
+            },
+        );
+        let e = server.event(
+            "checkin",
+            "QQ1234",
+            json!({"type": "boarding_pass_ready", "pass": "BP-QQ1234-3C"}),
+        );
+        assert_eq!(e.status, 202);
+        let r = caller.join().unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json(), json!({"pass": "BP-QQ1234-3C"}));
+    });
+
+    // Prefer: respond-async answers 202 at once, and the request completes by itself.
+    let r = server.post_json(
+        "/v1/actors/checkin/QQ1234",
+        &json!({"type": "check_in"}),
+        &[("prefer", "respond-async")],
+    );
+    assert_eq!(r.status, 202);
+    let loc = r.header("location").unwrap();
+    let done = server
+        .request("GET", &loc, &[("prefer", "wait=5")], None)
+        .json();
+    assert_eq!(done["reply"], json!({"pass": "BP-QQ1234-3C"}));
+}
+
+#[test]
+fn acknowledged_events_survive_sigkill_exactly_once() {
+    let mut server = Server::start(&[]);
+    server.deploy("counter", "counter");
+    // 1,000 events to 100 actors: actor k gets 10 events adding k+1.
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let server = &server;
+            s.spawn(move || {
+                for n in (t..1000).step_by(4) {
+                    let k = n % 100;
+                    let r = server.event("counter", &format!("c{k}"), json!({"add": k + 1}));
+                    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+                }
+            });
+        }
+    });
+    // Kill at once: some events are surely still in mailboxes, unprocessed.
+    server.kill();
+    server.restart();
+    for k in 0..100 {
+        let expected = 10 * (k + 1);
+        server.eventually(
+            Duration::from_secs(30),
+            "all acknowledged events applied",
+            || {
+                let a = server.actor("counter", &format!("c{k}")).json();
+                (a["mailbox_depth"] == 0).then_some(())
+            },
+        );
+        let a = server.actor("counter", &format!("c{k}")).json();
+        assert_eq!(a["state"], json!({"total": expected}), "actor c{k}: {a}");
+        assert_eq!(a["turns"], 10);
+    }
+}
+
+#[test]
+fn hostile_guests_are_stopped_and_the_server_keeps_serving() {
+    let mut server = Server::start(&[
+        "--turn-time-ms",
+        "300",
+        "--memory-mb",
+        "32",
+        "--turn-attempts",
+        "2",
+    ]);
+    server.deploy("hostile", "hostile");
+    server.deploy("counter", "counter");
+
+    let cases = [
+        ("loop", "time budget"),
+        ("bomb", "memory limit"),
+        ("trap", "hostile guest trapped on purpose"),
+        ("recurse", "guest trapped"),
+    ];
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|(what, reason)| {
+                let server = &server;
+                s.spawn(move || {
+                    let r = server.post_json(
+                        &format!("/v1/actors/hostile/{what}"),
+                        &json!({"do": what}),
+                        &[("prefer", "wait=20")],
+                    );
+                    let p = r.assert_problem(500);
+                    let detail = p["detail"].as_str().unwrap();
+                    assert!(
+                        detail.contains(reason),
+                        "{what}: {detail:?} should mention {reason:?}"
+                    );
+                    assert!(p["request_id"].is_string());
+                })
+            })
+            .collect();
+        // Meanwhile other actors are served.
+        for i in 1..=20 {
+            let r = server.call("counter", "bystander", json!({"add": 1}));
+            assert_eq!(r.status, 200);
+            assert_eq!(r.json()["total"], i);
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+
+    // Every hostile actor handles its next message, and the failure is a dead letter.
+    for (what, _) in cases {
+        let r = server.call("hostile", what, json!({"do": "ok"}));
+        assert_eq!(
+            r.status,
+            200,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json(), json!({"ok": 1}));
+        let a = server.actor("hostile", what).json();
+        assert_eq!(a["dead_letter_count"], 1);
+        assert_eq!(a["dead_letters"][0]["attempts"], 2);
+        assert_eq!(a["dead_letters"][0]["body"], json!({"do": what}));
+    }
+
+    // A guest error refuses the message without retry.
+    let r = server.call("hostile", "refuser", json!({"do": "refuse"}));
+    let p = r.assert_problem(500);
+    assert!(p["detail"].as_str().unwrap().contains("refused on purpose"));
+    let a = server.actor("hostile", "refuser").json();
+    assert_eq!(a["dead_letters"][0]["attempts"], 1);
+    assert!(
+        server.is_running(),
+        "the server survived every hostile guest"
+    );
+}
+
+#[test]
+fn bad_input_gets_problem_json_and_loses_nothing() {
+    let server = Server::start(&["--max-body", "1024"]);
+    server.deploy("counter", "counter");
+    assert_eq!(
+        server.call("counter", "keep", json!({"add": 7})).status,
+        200
+    );
+
+    // Random bytes as a module.
+    let junk: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let r = server.request("PUT", "/v1/modules/junk", &[], Some(&junk));
+    r.assert_problem(422);
+    // A real core module, not a component.
+    let core = b"\0asm\x01\0\0\0";
+    server
+        .request("PUT", "/v1/modules/core", &[], Some(core))
+        .assert_problem(422);
+    // A component with the wrong exports: an empty component.
+    let empty_component = b"\0asm\x0d\0\x01\0";
+    let p = server
+        .request("PUT", "/v1/modules/empty", &[], Some(empty_component))
+        .assert_problem(422);
+    assert!(p["detail"].as_str().unwrap().contains("dwell:actor"), "{p}");
+    assert_eq!(server.get("/v1/modules/junk").status, 404);
+
+    // Malformed JSON.
+    let r = server.request(
+        "POST",
+        "/v1/actors/counter/keep",
+        &[("content-type", "application/json")],
+        Some(b"{\"add\": "),
+    );
+    r.assert_problem(400);
+    // A body over the limit.
+    let big = json!({"add": 1, "pad": "x".repeat(2000)});
+    server.call("counter", "keep", big).assert_problem(413);
+    // Unknown module, bad key, unknown request, unknown route.
+    server
+        .call("nosuch", "k", json!({"add": 1}))
+        .assert_problem(404);
+    server
+        .get("/v1/requests/00000000000000000000000000000001")
+        .assert_problem(404);
+    server.get("/v1/requests/not-an-id").assert_problem(404);
+    server
+        .get("/v1/actors/counter/never-called")
+        .assert_problem(404);
+    server.get("/v2/nothing").assert_problem(404);
+    server
+        .request(
+            "POST",
+            "/v1/actors/counter/keep",
+            &[("prefer", "wait=soon")],
+            Some(b"{}"),
+        )
+        .assert_problem(400);
+    // A body the guest cannot decode is refused by the actor, not a crash.
+    server
+        .call("counter", "keep", json!({"subtract": 1}))
+        .assert_problem(500);
+
+    // Nothing accepted before was harmed.
+    let r = server.call("counter", "keep", json!({"add": 1}));
+    assert_eq!(r.json(), json!({"total": 8}));
+    let list = server.get("/v1/modules").json();
+    assert_eq!(list["modules"].as_array().unwrap().len(), 1);
+}

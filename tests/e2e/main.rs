@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `dwell` binary, real HTTP on 127.0.0.1:0, real redb files
+//! and real Wasm components built from `examples/`. One test binary (see harness.rs).
+
+mod foundation;
+mod harness;
+
+/// The example crates the harness builds for wasm32-wasip2.
+pub const GUESTS: &[&str] = &["counter", "checkin", "hostile"];
