@@ -100,6 +100,23 @@ struct ServeArgs {
     /// Attempts for a turn that traps, before its message is dead-lettered.
     #[arg(long, default_value_t = 3)]
     turn_attempts: u32,
+    /// Pending timers one actor may have.
+    #[arg(long, default_value_t = 1000)]
+    max_timers: usize,
+    /// Outbound destinations guests and callbacks may reach: `host` or `host:port`
+    /// (repeatable; comma-separated in DWELL_ALLOW_HTTP). Nothing else is reachable.
+    #[arg(long = "allow-http", env = "DWELL_ALLOW_HTTP", value_delimiter = ',')]
+    allow_http: Vec<String>,
+    /// Callback signing secret, `whsec_` + base64 (default: generated and kept in
+    /// `<data>/webhook-secret`).
+    #[arg(long, env = "DWELL_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// Attempts to deliver a callback before giving up.
+    #[arg(long, default_value_t = 8)]
+    callback_attempts: u32,
+    /// How long an Idempotency-Key is remembered.
+    #[arg(long, value_parser = parse_duration, default_value = "24h")]
+    idempotency_retention: Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -149,6 +166,7 @@ fn run_server(args: ServeArgs) -> anyhow::Result<()> {
         state_bytes: args.max_state,
         message_bytes: args.max_body,
         module_bytes: args.max_module,
+        timers_per_actor: args.max_timers,
         ..Limits::default()
     };
     let config = EngineConfig {
@@ -158,6 +176,13 @@ fn run_server(args: ServeArgs) -> anyhow::Result<()> {
             max_attempts: args.turn_attempts.max(1),
             ..Default::default()
         },
+        outbound: dwell::engine::OutboundConfig {
+            allow: args.allow_http.clone(),
+            callback_attempts: args.callback_attempts.max(1),
+            ..Default::default()
+        },
+        webhook_secret: args.webhook_secret.clone(),
+        idempotency_retention: args.idempotency_retention,
         ..EngineConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -5,6 +5,7 @@
 mod fake;
 mod foundation;
 mod harness;
+mod processes;
 
 /// The example crates the harness builds for wasm32-wasip2.
-pub const GUESTS: &[&str] = &["counter", "checkin", "hostile"];
+pub const GUESTS: &[&str] = &["counter", "checkin", "hostile", "probe"];

@@ -13,6 +13,17 @@ pub use message::{
 };
 pub use policy::{Limits, RetryPolicy};
 
+/// A guest's MessagePack as JSON, or, when it has no JSON form (binary, non-string map
+/// keys), a JSON object carrying it in base64.
+pub fn msgpack_to_json(msgpack: &[u8]) -> serde_json::Value {
+    use base64::Engine as _;
+    rmp_serde::from_slice::<serde_json::Value>(msgpack).unwrap_or_else(|_| {
+        serde_json::json!({
+            "msgpack_base64": base64::engine::general_purpose::STANDARD.encode(msgpack)
+        })
+    })
+}
+
 /// Milliseconds since the Unix epoch.
 pub type UnixMs = u64;
 

@@ -6,9 +6,12 @@
 //! actors with new mail and settles request waiters ([`waiters`]). Compiled modules live in
 //! the [`registry`].
 
+mod outbound;
+mod outbox;
 mod registry;
 mod runner;
 mod scheduler;
+mod timers;
 mod waiters;
 
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ use crate::store::{
     PostCommit, RequestRecord, Store,
 };
 
+pub use outbound::{OutboundConfig, check_allowed, new_secret, sign};
 pub use registry::Registry;
 
 /// Engine settings (the server's configuration, minus HTTP).
@@ -36,6 +40,14 @@ pub struct EngineConfig {
     pub max_active_actors: usize,
     /// Messages of one actor handled back to back before one commit.
     pub batch_per_actor: usize,
+    pub outbound: OutboundConfig,
+    /// Callback signing secret (`whsec_…`); generated and kept in the data directory
+    /// when not given.
+    pub webhook_secret: Option<String>,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_retention: Duration,
+    /// How often expired idempotency keys are purged.
+    pub purge_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +58,10 @@ impl Default for EngineConfig {
             retry: RetryPolicy::default(),
             max_active_actors: 512,
             batch_per_actor: 64,
+            outbound: OutboundConfig::default(),
+            webhook_secret: None,
+            idempotency_retention: Duration::from_secs(24 * 3600),
+            purge_interval: Duration::from_secs(60),
         }
     }
 }
@@ -62,6 +78,10 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error("engine setup: {0}")]
     Setup(String),
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyConflict,
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub(crate) struct Inner {
@@ -73,6 +93,9 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     pub config: EngineConfig,
     pub rt: tokio::runtime::Handle,
+    pub timer_wake: tokio::sync::Notify,
+    pub outbox_wake: tokio::sync::Notify,
+    pub webhook_secret: String,
 }
 
 /// Handle to the running engine. Cheap to clone.
@@ -95,6 +118,8 @@ impl PostCommit for Dispatch {
             match n {
                 Notice::Mail(actor) => scheduler::notify(&inner, actor),
                 Notice::Settled(id, status) => inner.waiters.settle(id, status),
+                Notice::TimerSet(_) => inner.timer_wake.notify_one(),
+                Notice::Outbox => inner.outbox_wake.notify_one(),
             }
         }
     }
@@ -116,8 +141,24 @@ impl Engine {
         let dispatch = Arc::new(Dispatch {
             engine: OnceLock::new(),
         });
-        let store = Store::open(&config.data_dir, dispatch.clone(), clock.clone())?;
-        let registry = Arc::new(Registry::new(config.data_dir.join("compiled")));
+        let store = Store::open(
+            &config.data_dir,
+            dispatch.clone(),
+            clock.clone(),
+            store::WriterConfig {
+                timers_per_actor: config.limits.timers_per_actor as u32,
+            },
+        )?;
+        let webhook_secret = match &config.webhook_secret {
+            Some(s) => s.clone(),
+            None => load_or_create_secret(&config.data_dir)?,
+        };
+        outbound::sign(&webhook_secret, "check", 0, b"")
+            .map_err(|e| Error::Setup(format!("webhook secret: {e}")))?;
+        let registry = Arc::new(Registry::new(
+            config.data_dir.join("compiled"),
+            config.outbound.allow.clone(),
+        ));
         let executor =
             Executor::new(config.limits.clone(), registry.clone()).map_err(Error::Setup)?;
         registry.load(&store)?;
@@ -130,8 +171,14 @@ impl Engine {
             clock,
             config,
             rt: tokio::runtime::Handle::current(),
+            timer_wake: tokio::sync::Notify::new(),
+            outbox_wake: tokio::sync::Notify::new(),
+            webhook_secret,
         });
         let _ = dispatch.engine.set(Arc::downgrade(&inner));
+        inner.rt.spawn(timers::run(inner.clone()));
+        inner.rt.spawn(timers::purge(inner.clone()));
+        inner.rt.spawn(outbox::run(inner.clone()));
         let ready = inner.store.ready_actors()?;
         if !ready.is_empty() {
             tracing::info!(actors = ready.len(), "resuming actors with pending mail");
@@ -190,24 +237,40 @@ impl Engine {
         }
     }
 
-    fn ack(actor: &ActorId, ack: EnqueueAck) -> Result<u64, Error> {
+    fn idempotency(&self, key: Option<String>) -> Option<store::Idempotency> {
+        key.map(|key| store::Idempotency {
+            key,
+            expires_ms: self.now_ms() + self.inner.config.idempotency_retention.as_millis() as u64,
+        })
+    }
+
+    fn refused(actor: &ActorId, ack: EnqueueAck) -> Error {
         match ack {
-            EnqueueAck::Accepted { seq } => Ok(seq),
-            EnqueueAck::ActorCompleted => Err(Error::ActorCompleted(actor.to_string())),
-            EnqueueAck::UnknownModule => Err(Error::UnknownModule(actor.module.clone())),
+            EnqueueAck::ActorCompleted => Error::ActorCompleted(actor.to_string()),
+            EnqueueAck::UnknownModule => Error::UnknownModule(actor.module.clone()),
+            EnqueueAck::KeyConflict => Error::IdempotencyConflict,
+            EnqueueAck::Accepted { .. } | EnqueueAck::Duplicate { .. } => {
+                Error::Setup(format!("unexpected enqueue answer {ack:?}"))
+            }
         }
     }
 
-    /// Durably enqueue a request to an actor; returns its id once it is committed.
-    /// Register a waiter with [`Engine::wait`] using the id you pass in.
+    /// Durably enqueue a request to an actor. Returns the request id to wait for: `id`,
+    /// or with a repeated `Idempotency-Key`, the first request's id (and `true`).
+    /// Register a watch on `id` before calling, so no reply can be missed.
     pub async fn call(
         &self,
         actor: &ActorId,
         id: RequestId,
         body: Vec<u8>,
         callback_url: Option<String>,
-    ) -> Result<(), Error> {
+        idempotency_key: Option<String>,
+    ) -> Result<(RequestId, bool), Error> {
         self.check_target(actor)?;
+        if let Some(url) = &callback_url {
+            outbound::check_allowed(&self.inner.config.outbound.allow, url)
+                .map_err(|e| Error::Refused(format!("Callback-Url refused: {e}")))?;
+        }
         let req = EnqueueRequest {
             actor: actor.clone(),
             envelope: Envelope {
@@ -216,13 +279,27 @@ impl Engine {
                 enqueued_ms: self.now_ms(),
             },
             request: Some(NewRequest { id, callback_url }),
+            idempotency: self.idempotency(idempotency_key),
         };
-        let ack = self.inner.store.enqueue(req).await?;
-        Self::ack(actor, ack).map(|_| ())
+        match self.inner.store.enqueue(req).await? {
+            EnqueueAck::Accepted { .. } => Ok((id, false)),
+            EnqueueAck::Duplicate {
+                request: Some(first),
+                ..
+            } => Ok((first, true)),
+            EnqueueAck::Duplicate { request: None, .. } => Err(Error::IdempotencyConflict),
+            other => Err(Self::refused(actor, other)),
+        }
     }
 
-    /// Durably enqueue a one-way event.
-    pub async fn send_event(&self, actor: &ActorId, body: Vec<u8>) -> Result<u64, Error> {
+    /// Durably enqueue a one-way event; returns its mailbox sequence number and whether
+    /// it was a repeat of an earlier `Idempotency-Key` (then nothing new was enqueued).
+    pub async fn send_event(
+        &self,
+        actor: &ActorId,
+        body: Vec<u8>,
+        idempotency_key: Option<String>,
+    ) -> Result<(u64, bool), Error> {
         self.check_target(actor)?;
         let req = EnqueueRequest {
             actor: actor.clone(),
@@ -232,9 +309,16 @@ impl Engine {
                 enqueued_ms: self.now_ms(),
             },
             request: None,
+            idempotency: self.idempotency(idempotency_key),
         };
-        let ack = self.inner.store.enqueue(req).await?;
-        Self::ack(actor, ack)
+        match self.inner.store.enqueue(req).await? {
+            EnqueueAck::Accepted { seq } => Ok((seq, false)),
+            EnqueueAck::Duplicate { request: None, seq } => Ok((seq, true)),
+            EnqueueAck::Duplicate {
+                request: Some(_), ..
+            } => Err(Error::IdempotencyConflict),
+            other => Err(Self::refused(actor, other)),
+        }
     }
 
     /// Start waiting for a request's outcome *before* it can possibly settle.
@@ -291,8 +375,44 @@ impl Engine {
         Ok(self.inner.store.actor_view(actor, 100)?)
     }
 
+    /// An actor's pending timers: `(name, due)`.
+    pub fn timers_of(&self, actor: &ActorId) -> Result<Vec<(String, u64)>, Error> {
+        Ok(self.inner.store.timers_of(actor)?)
+    }
+
+    /// An actor's outstanding outbound HTTP calls.
+    pub fn http_calls_of(&self, actor: &ActorId) -> Result<Vec<store::OutboxEntry>, Error> {
+        Ok(self.inner.store.http_pending_of(actor)?)
+    }
+
     /// Writer counters (for the benchmark).
     pub async fn writer_stats(&self) -> Result<store::WriterStats, Error> {
         Ok(self.inner.store.writer_stats().await?)
     }
+}
+
+/// The callback signing secret kept in `<data>/webhook-secret` (mode 0600), created on
+/// first start.
+fn load_or_create_secret(dir: &std::path::Path) -> Result<String, Error> {
+    let path = dir.join("webhook-secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Ok(s.trim().to_owned());
+    }
+    let secret = outbound::new_secret();
+    write_private(&path, secret.as_bytes()).map_err(store::Error::Io)?;
+    Ok(secret)
+}
+
+/// Write a file readable by its owner only.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }

@@ -21,6 +21,7 @@ pub struct Registry {
     latest: RwLock<HashMap<String, ModuleVersion>>,
     compiled: Mutex<HashMap<String, Cell>>,
     cache_dir: PathBuf,
+    allow: Vec<String>,
 }
 
 fn module_key(tenant: &TenantId, name: &str) -> String {
@@ -28,11 +29,12 @@ fn module_key(tenant: &TenantId, name: &str) -> String {
 }
 
 impl Registry {
-    pub fn new(cache_dir: PathBuf) -> Self {
+    pub fn new(cache_dir: PathBuf, allow: Vec<String>) -> Self {
         Registry {
             latest: RwLock::new(HashMap::new()),
             compiled: Mutex::new(HashMap::new()),
             cache_dir,
+            allow,
         }
     }
 
@@ -138,7 +140,7 @@ impl ModuleDirectory for Registry {
         self.latest(tenant, module).is_some()
     }
 
-    fn check_outbound(&self, _tenant: &TenantId, _url: &str) -> Result<(), String> {
-        Err("outbound HTTP is not enabled on this server".to_owned())
+    fn check_outbound(&self, _tenant: &TenantId, url: &str) -> Result<(), String> {
+        super::outbound::check_allowed(&self.allow, url)
     }
 }

@@ -86,6 +86,9 @@ async fn run_batch(
     };
 
     let mut state = batch.state;
+    // Pending timers as the turns see them (approximate within a batch: the writer
+    // enforces the exact limit).
+    let mut timers = batch.meta.timers;
     let mut done: Vec<CommittedTurn> = Vec::with_capacity(batch.messages.len());
     for (seq, envelope) in batch.messages {
         let Some(module) = module.as_ref().filter(|_| status == ActorStatus::Active) else {
@@ -106,14 +109,20 @@ async fn run_batch(
                 now_ms: inner.clock.now_ms(),
                 state: state.as_deref(),
                 envelope: &envelope,
+                timers,
             };
             match inner.executor.run_turn(module, warm, input).await {
                 TurnExec::Done {
                     state: new_state,
                     effects,
                 } => {
-                    if effects.iter().any(|e| matches!(e, Effect::Complete)) {
-                        status = ActorStatus::Completed;
+                    for e in &effects {
+                        match e {
+                            Effect::Complete => status = ActorStatus::Completed,
+                            Effect::SetTimer { .. } => timers += 1,
+                            Effect::CancelTimer { .. } => timers = timers.saturating_sub(1),
+                            _ => {}
+                        }
                     }
                     state = Some(new_state);
                     done.push(CommittedTurn {

@@ -27,6 +27,9 @@ pub(super) struct TurnCtx {
     pub budget: Duration,
     effects: Vec<Effect>,
     effect_bytes: usize,
+    /// Pending timers before the turn, and names newly set during it.
+    timers_before: u32,
+    timers_set: Vec<String>,
     limits: Arc<Limits>,
     directory: Arc<dyn ModuleDirectory>,
 }
@@ -40,12 +43,14 @@ impl TurnCtx {
             budget: limits.turn_time,
             effects: Vec::new(),
             effect_bytes: 0,
+            timers_before: 0,
+            timers_set: Vec::new(),
             limits,
             directory,
         }
     }
 
-    pub fn begin(&mut self, actor: &ActorId, now_ms: UnixMs) {
+    pub fn begin(&mut self, actor: &ActorId, now_ms: UnixMs, timers: u32) {
         if &self.actor != actor {
             self.actor = actor.clone();
         }
@@ -54,6 +59,8 @@ impl TurnCtx {
         self.budget = self.limits.turn_time;
         self.effects.clear();
         self.effect_bytes = 0;
+        self.timers_before = timers;
+        self.timers_set.clear();
     }
 
     pub fn take_effects(&mut self) -> Vec<Effect> {
@@ -151,6 +158,18 @@ impl host::Host for HostState {
 
     fn set_timer(&mut self, name: String, due_ms: u64, payload: Vec<u8>) -> Result<(), String> {
         validate_name("timer name", &name)?;
+        let turn = &mut self.turn;
+        if !turn.timers_set.contains(&name) {
+            // A replaced timer is counted as new: conservative at the limit.
+            let would_be = turn.timers_before as usize + turn.timers_set.len() + 1;
+            if would_be > turn.limits.timers_per_actor {
+                return Err(format!(
+                    "an actor may have at most {} pending timers",
+                    turn.limits.timers_per_actor
+                ));
+            }
+            turn.timers_set.push(name.clone());
+        }
         self.turn.record(
             payload.len(),
             Effect::SetTimer {

@@ -85,6 +85,8 @@ pub struct TurnInput<'a> {
     pub now_ms: UnixMs,
     pub state: Option<&'a [u8]>,
     pub envelope: &'a Envelope,
+    /// The actor's pending timers before this turn (for the per-actor timer limit).
+    pub timers: u32,
 }
 
 /// Handle to the Wasm engine. Cheap to clone.
@@ -239,7 +241,10 @@ impl Executor {
             Some(w) if Arc::ptr_eq(&w.module, module) => w,
             _ => {
                 let mut store = self.new_store();
-                store.data_mut().turn.begin(input.actor, input.now_ms);
+                store
+                    .data_mut()
+                    .turn
+                    .begin(input.actor, input.now_ms, input.timers);
                 store.set_epoch_deadline(1);
                 match module.pre.instantiate_async(&mut store).await {
                     Ok(actor) => Warm {
@@ -251,7 +256,10 @@ impl Executor {
                 }
             }
         };
-        inst.store.data_mut().turn.begin(input.actor, input.now_ms);
+        inst.store
+            .data_mut()
+            .turn
+            .begin(input.actor, input.now_ms, input.timers);
         inst.store.set_epoch_deadline(1);
         let msg = to_wit_message(input.envelope);
         let result = inst

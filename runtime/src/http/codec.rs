@@ -81,10 +81,7 @@ pub fn to_json(msgpack: &[u8]) -> Option<serde_json::Value> {
 
 /// A guest's MessagePack as JSON, or, failing that, a JSON object carrying it in base64.
 pub fn to_json_lossless(msgpack: &[u8]) -> serde_json::Value {
-    use base64::Engine as _;
-    to_json(msgpack).unwrap_or_else(|| {
-        serde_json::json!({ "msgpack_base64": base64::engine::general_purpose::STANDARD.encode(msgpack) })
-    })
+    crate::domain::msgpack_to_json(msgpack)
 }
 
 /// What the caller prefers: how long to wait, or to be answered at once.

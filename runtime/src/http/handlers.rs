@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use crate::domain::{ActorId, ActorStatus, RequestId, RequestStatus, TenantId, validate_name};
-use crate::store::{ModuleVersion, RequestRecord};
+use crate::store::{CallbackStatus, Delivery, ModuleVersion, RequestRecord};
 
 use super::AppState;
 use super::codec::{self, read_body};
@@ -133,6 +133,21 @@ fn actor_from(req: &HttpRequest, path: (String, String)) -> Result<ActorId> {
     Ok(ActorId::new(tenant, module, key))
 }
 
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>> {
+    let Some(v) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })?;
+    Ok(Some(v.to_owned()))
+}
+
 fn callback_url(req: &HttpRequest) -> Result<Option<String>> {
     let Some(v) = req.headers().get("callback-url") else {
         return Ok(None);
@@ -210,11 +225,14 @@ async fn call_actor(
     }
     let prefer = codec::prefer(&req)?;
     let callback = callback_url(&req)?;
+    let key = idempotency_key(&req)?;
     let raw = read_body(&req, payload, st.engine.limits().message_bytes).await?;
     let body = codec::to_guest(&req, &raw)?;
-    let id = RequestId::random();
-    let watch = st.engine.watch(id);
-    st.engine.call(&actor, id, body, callback).await?;
+    let fresh = RequestId::random();
+    let watch = st.engine.watch(fresh);
+    let (id, repeat) = st.engine.call(&actor, fresh, body, callback, key).await?;
+    // A repeated Idempotency-Key answers for the first request.
+    let watch = if repeat { st.engine.watch(id) } else { watch };
     if prefer.respond_async {
         return Ok(accepted(id, "pending"));
     }
@@ -244,10 +262,12 @@ async fn send_event(
             actor.module
         )));
     }
+    let key = idempotency_key(&req)?;
     let raw = read_body(&req, payload, st.engine.limits().message_bytes).await?;
     let body = codec::to_guest(&req, &raw)?;
-    let seq = st.engine.send_event(&actor, body).await?;
-    Ok(HttpResponse::Accepted().json(json!({ "status": "accepted", "seq": seq })))
+    let (seq, repeat) = st.engine.send_event(&actor, body, key).await?;
+    Ok(HttpResponse::Accepted()
+        .json(json!({ "status": "accepted", "seq": seq, "duplicate": repeat })))
 }
 
 fn request_json(id: RequestId, rec: &RequestRecord) -> serde_json::Value {
@@ -270,7 +290,18 @@ fn request_json(id: RequestId, rec: &RequestRecord) -> serde_json::Value {
         }
     }
     if let Some(cb) = &rec.callback_url {
-        v["callback_url"] = json!(cb);
+        v["callback"] = match &rec.callback {
+            None => json!({"url": cb, "status": "waiting_for_result"}),
+            Some(CallbackStatus::Pending { attempts }) => {
+                json!({"url": cb, "status": "pending", "attempts": attempts})
+            }
+            Some(CallbackStatus::Delivered { attempts, at_ms }) => {
+                json!({"url": cb, "status": "delivered", "attempts": attempts, "at_ms": at_ms})
+            }
+            Some(CallbackStatus::GaveUp { attempts, error }) => {
+                json!({"url": cb, "status": "gave_up", "attempts": attempts, "error": error})
+            }
+        };
     }
     v
 }
@@ -308,6 +339,28 @@ async fn inspect_actor(
         .inspect(&actor)?
         .ok_or_else(|| ApiError::not_found(format!("no actor {actor}")))?;
     let m = &view.meta;
+    let timers: Vec<_> = st
+        .engine
+        .timers_of(&actor)?
+        .into_iter()
+        .map(|(name, due)| json!({"name": name, "due_ms": due}))
+        .collect();
+    let calls: Vec<_> = st
+        .engine
+        .http_calls_of(&actor)?
+        .into_iter()
+        .filter_map(|e| match e.delivery {
+            Delivery::Http { spec, .. } => Some(json!({
+                "call_id": spec.call_id,
+                "method": spec.method,
+                "url": spec.url,
+                "attempts": e.attempts,
+                "next_attempt_ms": e.due_ms,
+                "last_error": e.last_error,
+            })),
+            Delivery::Callback { .. } => None,
+        })
+        .collect();
     let dead: Vec<_> = view
         .dead_letters
         .iter()
@@ -330,6 +383,8 @@ async fn inspect_actor(
         "state": view.state.as_deref().map(codec::to_json_lossless),
         "mailbox_depth": m.mailbox_depth(),
         "turns": m.turns,
+        "timers": timers,
+        "outbound_calls": calls,
         "dead_letter_count": m.dead_letters,
         "dead_letters": dead,
         "created_ms": m.created_ms,

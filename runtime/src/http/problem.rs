@@ -123,6 +123,13 @@ impl From<engine::Error> for ApiError {
                 "Invalid module",
                 e.to_string(),
             ),
+            E::IdempotencyConflict => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-conflict",
+                "Idempotency-Key reused",
+                e.to_string(),
+            ),
+            E::Refused(_) => ApiError::bad_request(e.to_string()),
             E::Store(_) | E::Setup(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(

@@ -16,11 +16,15 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{ActorId, Envelope, RequestId, TenantId};
+use crate::domain::{ActorId, Envelope, RequestId, TenantId, UnixMs};
 
-pub use records::{ActorMeta, DeadLetter, ModuleRecord, ModuleVersion, RequestRecord};
+pub use records::{
+    ActorMeta, CallbackStatus, DeadLetter, Delivery, ModuleRecord, ModuleVersion, OutboxEntry,
+    RequestRecord,
+};
 pub use writer::{
-    CommittedTurn, EnqueueAck, EnqueueRequest, NewRequest, Notice, PostCommit, WriterStats,
+    CommittedTurn, EnqueueAck, EnqueueRequest, Idempotency, NewRequest, Notice, OutboxUpdate,
+    PostCommit, WriterConfig, WriterStats,
 };
 
 use tables::*;
@@ -83,6 +87,7 @@ impl Store {
         dir: &Path,
         hook: Arc<dyn PostCommit>,
         clock: Arc<dyn crate::domain::Clock>,
+        config: WriterConfig,
     ) -> Result<Store, Error> {
         std::fs::create_dir_all(dir)?;
         let db = Database::builder()
@@ -92,7 +97,7 @@ impl Store {
         tables::create_all(&txn)?;
         txn.commit()?;
         let db = Arc::new(db);
-        let writer = writer::spawn(db.clone(), hook, clock);
+        let writer = writer::spawn(db.clone(), hook, clock, config);
         Ok(Store { db, writer })
     }
 
@@ -144,6 +149,92 @@ impl Store {
     /// Writer counters, for the benchmark and diagnostics.
     pub async fn writer_stats(&self) -> Result<WriterStats, Error> {
         self.submit(|done| writer::Op::Stats { done }).await
+    }
+
+    /// Move due timers (at most `max`) into mailboxes; returns how many fired.
+    pub async fn fire_timers(&self, now: UnixMs, max: usize) -> Result<usize, Error> {
+        self.submit(|done| writer::Op::FireTimers { now, max, done })
+            .await
+    }
+
+    /// Record the outcome of an outbox delivery attempt.
+    pub async fn outbox_update(&self, id: u128, update: OutboxUpdate) -> Result<(), Error> {
+        self.submit(|done| writer::Op::Outbox { id, update, done })
+            .await
+    }
+
+    /// Forget expired idempotency keys (at most `max`); returns how many.
+    pub async fn purge(&self, now: UnixMs, max: usize) -> Result<usize, Error> {
+        self.submit(|done| writer::Op::Purge { now, max, done })
+            .await
+    }
+
+    /// When the earliest pending timer is due.
+    pub fn next_timer_due(&self) -> Result<Option<UnixMs>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(TIMERS)?;
+        Ok(t.first()?.map(|(k, _)| k.value().0))
+    }
+
+    /// An actor's pending timers: `(name, due)`.
+    pub fn timers_of(&self, actor: &ActorId) -> Result<Vec<(String, UnixMs)>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(TIMER_INDEX)?;
+        let key = actor.storage_key();
+        let mut out = Vec::new();
+        for entry in t.range((key.as_str(), "")..(key.as_str(), "\u{7f}"))? {
+            let (k, v) = entry?;
+            out.push((k.value().1.to_owned(), v.value()));
+            if out.len() >= 1000 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Outbox deliveries due at or before `now` (at most `max`), earliest first.
+    pub fn outbox_due(&self, now: UnixMs, max: usize) -> Result<Vec<(u128, OutboxEntry)>, Error> {
+        let txn = self.db.begin_read()?;
+        let due = txn.open_table(OUTBOX_DUE)?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for entry in due.range(..(now.saturating_add(1), 0))? {
+            let (k, _) = entry?;
+            let id = k.value().1;
+            if let Some(v) = outbox.get(id)? {
+                out.push((id, records::decode(v.value())?));
+            }
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the earliest outbox delivery is due.
+    pub fn next_outbox_due(&self) -> Result<Option<UnixMs>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OUTBOX_DUE)?;
+        Ok(t.first()?.map(|(k, _)| k.value().0))
+    }
+
+    /// An actor's outstanding outbound HTTP calls.
+    pub fn http_pending_of(&self, actor: &ActorId) -> Result<Vec<OutboxEntry>, Error> {
+        let txn = self.db.begin_read()?;
+        let pending = txn.open_table(HTTP_PENDING)?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let key = actor.storage_key();
+        let mut out = Vec::new();
+        for entry in pending.range((key.as_str(), "")..(key.as_str(), "\u{10ffff}"))? {
+            let (_, id) = entry?;
+            if let Some(v) = outbox.get(id.value())? {
+                out.push(records::decode(v.value())?);
+            }
+            if out.len() >= 1000 {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     pub fn actor_meta(&self, actor: &ActorId) -> Result<Option<ActorMeta>, Error> {

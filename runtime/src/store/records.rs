@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ActorStatus, Envelope, RequestStatus, UnixMs};
+use crate::domain::{ActorStatus, Envelope, HttpCallSpec, RequestStatus, UnixMs};
 
 use super::Error;
 
@@ -44,6 +44,8 @@ pub struct ActorMeta {
     pub dead_letters: u64,
     pub created_ms: UnixMs,
     pub updated_ms: UnixMs,
+    /// Pending timers.
+    pub timers: u32,
 }
 
 impl ActorMeta {
@@ -60,6 +62,44 @@ pub struct RequestRecord {
     pub created_ms: UnixMs,
     pub settled_ms: Option<UnixMs>,
     pub callback_url: Option<String>,
+    /// Delivery of the callback, once the request has settled.
+    pub callback: Option<CallbackStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CallbackStatus {
+    Pending { attempts: u32 },
+    Delivered { attempts: u32, at_ms: UnixMs },
+    GaveUp { attempts: u32, error: String },
+}
+
+/// Something to send out after commit, from the durable outbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Delivery {
+    /// A guest's outbound HTTP call; the result goes back to `actor`.
+    Http { actor: String, spec: HttpCallSpec },
+    /// A request's result, POSTed to its callback URL.
+    Callback { request: u128, url: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub delivery: Delivery,
+    /// When the next attempt is due.
+    pub due_ms: UnixMs,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub created_ms: UnixMs,
+    pub last_error: Option<String>,
+}
+
+/// An idempotency key's memory: what the first use of the key produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub actor: String,
+    pub request: Option<u128>,
+    pub seq: u64,
+    pub expires_ms: UnixMs,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

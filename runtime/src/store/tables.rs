@@ -20,6 +20,22 @@ pub const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules"
 /// digest → component bytes
 pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("module_bytes");
 
+/// `(due, actor, name)` → timer payload: the next due timer is the first key.
+pub const TIMERS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("timers");
+/// `(actor, name)` → due: find, replace and list an actor's timers.
+pub const TIMER_INDEX: TableDefinition<(&str, &str), u64> = TableDefinition::new("timer_index");
+/// id → [`super::records::OutboxEntry`]
+pub const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
+/// `(due, id)` → (): the next delivery is the first key.
+pub const OUTBOX_DUE: TableDefinition<(u64, u128), ()> = TableDefinition::new("outbox_due");
+/// `(actor, call id)` → outbox id: an actor's outstanding HTTP calls.
+pub const HTTP_PENDING: TableDefinition<(&str, &str), u128> = TableDefinition::new("http_pending");
+/// `(tenant, key)` → [`super::records::IdempotencyRecord`]
+pub const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
+/// `(expires, tenant, key)` → (): purge expired keys without a scan.
+pub const IDEM_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("idempotency_expiry");
+
 pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(ACTORS)?;
     txn.open_table(STATES)?;
@@ -29,5 +45,12 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(DEAD)?;
     txn.open_table(MODULES)?;
     txn.open_table(BLOBS)?;
+    txn.open_table(TIMERS)?;
+    txn.open_table(TIMER_INDEX)?;
+    txn.open_table(OUTBOX)?;
+    txn.open_table(OUTBOX_DUE)?;
+    txn.open_table(HTTP_PENDING)?;
+    txn.open_table(IDEMPOTENCY)?;
+    txn.open_table(IDEM_EXPIRY)?;
     Ok(())
 }

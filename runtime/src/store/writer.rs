@@ -20,7 +20,10 @@ use crate::domain::{
 };
 
 use super::Error;
-use super::records::{self, ActorMeta, DeadLetter, ModuleRecord, ModuleVersion, RequestRecord};
+use super::records::{
+    self, ActorMeta, CallbackStatus, DeadLetter, Delivery, IdempotencyRecord, ModuleRecord,
+    ModuleVersion, OutboxEntry, RequestRecord,
+};
 use super::tables::*;
 
 /// Upper bound on operations in one write transaction.
@@ -50,6 +53,40 @@ pub(super) enum Op {
     Stats {
         done: Done<WriterStats>,
     },
+    FireTimers {
+        now: UnixMs,
+        max: usize,
+        done: Done<usize>,
+    },
+    Outbox {
+        id: u128,
+        update: OutboxUpdate,
+        done: Done<()>,
+    },
+    Purge {
+        now: UnixMs,
+        max: usize,
+        done: Done<usize>,
+    },
+}
+
+/// Limits the writer enforces as a backstop (the executor checks them first).
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub timers_per_actor: u32,
+}
+
+/// The outcome of one outbox delivery attempt.
+#[derive(Debug, Clone)]
+pub enum OutboxUpdate {
+    /// Done for good. For an HTTP call, the result message for the actor; for a
+    /// callback, its final status.
+    Finish {
+        result: Option<Envelope>,
+        callback: Option<CallbackStatus>,
+    },
+    /// Try again at `due`.
+    Retry { due: UnixMs, error: String },
 }
 
 /// A message to append to an actor's mailbox.
@@ -59,6 +96,14 @@ pub struct EnqueueRequest {
     pub envelope: Envelope,
     /// Set for HTTP calls: the request record to create alongside.
     pub request: Option<NewRequest>,
+    /// `Idempotency-Key`: a repeat within the retention window enqueues nothing.
+    pub idempotency: Option<Idempotency>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub expires_ms: UnixMs,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +121,14 @@ pub enum EnqueueAck {
     ActorCompleted,
     /// No module of that name exists for the tenant; nothing was enqueued.
     UnknownModule,
+    /// The idempotency key was used before: nothing was enqueued; this is what the first
+    /// use produced.
+    Duplicate {
+        request: Option<RequestId>,
+        seq: u64,
+    },
+    /// The idempotency key was used before for another actor.
+    KeyConflict,
 }
 
 /// The outcome of the turn that handled message `seq`.
@@ -92,6 +145,10 @@ pub enum Notice {
     Mail(ActorId),
     /// A request got its final status.
     Settled(RequestId, RequestStatus),
+    /// A timer was set for `due`.
+    TimerSet(UnixMs),
+    /// A delivery entered the outbox.
+    Outbox,
 }
 
 /// Told about every commit, after it is durable.
@@ -111,11 +168,12 @@ pub(super) fn spawn(
     db: Arc<Database>,
     hook: Arc<dyn PostCommit>,
     clock: Arc<dyn Clock>,
+    config: WriterConfig,
 ) -> mpsc::Sender<Op> {
     let (tx, rx) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
         .name("dwell-writer".into())
-        .spawn(move || run(db, rx, hook, clock))
+        .spawn(move || run(db, rx, hook, clock, config))
         .expect("spawn the writer thread");
     tx
 }
@@ -125,6 +183,7 @@ enum Answer {
     Enqueue(Done<EnqueueAck>, EnqueueAck),
     Unit(Done<()>),
     Module(Done<(ModuleVersion, bool)>, (ModuleVersion, bool)),
+    Count(Done<usize>, usize),
 }
 
 impl Answer {
@@ -135,6 +194,8 @@ impl Answer {
             (Answer::Enqueue(d, v), Ok(())) => drop(d.send(Ok(v))),
             (Answer::Unit(d), Ok(())) => drop(d.send(Ok(()))),
             (Answer::Module(d, v), Ok(())) => drop(d.send(Ok(v))),
+            (Answer::Count(d, v), Ok(())) => drop(d.send(Ok(v))),
+            (Answer::Count(d, _), Err(e)) => drop(d.send(Err(fail(e)))),
             (Answer::Enqueue(d, _), Err(e)) => drop(d.send(Err(fail(e)))),
             (Answer::Unit(d), Err(e)) => drop(d.send(Err(fail(e)))),
             (Answer::Module(d, _), Err(e)) => drop(d.send(Err(fail(e)))),
@@ -147,6 +208,7 @@ fn run(
     mut rx: mpsc::Receiver<Op>,
     hook: Arc<dyn PostCommit>,
     clock: Arc<dyn Clock>,
+    config: WriterConfig,
 ) {
     let mut stats = WriterStats::default();
     while let Some(first) = rx.blocking_recv() {
@@ -163,7 +225,15 @@ fn run(
 
         let mut answers = Vec::with_capacity(ops.len());
         let mut notices = Vec::new();
-        let outcome = apply_batch(&db, ops, clock.now_ms(), &stats, &mut answers, &mut notices);
+        let outcome = apply_batch(
+            &db,
+            ops,
+            clock.now_ms(),
+            &config,
+            &stats,
+            &mut answers,
+            &mut notices,
+        );
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "write batch failed; its callers get an error");
             notices.clear();
@@ -184,7 +254,7 @@ fn dedupe(notices: Vec<Notice>) -> Vec<Notice> {
         .into_iter()
         .filter(|n| match n {
             Notice::Mail(a) => seen.insert(a.clone()),
-            Notice::Settled(..) => true,
+            _ => true,
         })
         .collect()
 }
@@ -193,13 +263,14 @@ fn apply_batch(
     db: &Database,
     ops: Vec<Op>,
     now: UnixMs,
+    config: &WriterConfig,
     stats: &WriterStats,
     answers: &mut Vec<Answer>,
     notices: &mut Vec<Notice>,
 ) -> Result<(), String> {
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
-        let mut tx = Tx::open(&txn, now, notices).map_err(|e| e.to_string())?;
+        let mut tx = Tx::open(&txn, now, config, notices).map_err(|e| e.to_string())?;
         for op in ops {
             match op {
                 Op::Enqueue { req, done } => {
@@ -225,6 +296,18 @@ fn apply_batch(
                 Op::Stats { done } => {
                     let _ = done.send(Ok(stats.clone()));
                 }
+                Op::FireTimers { now, max, done } => {
+                    let n = tx.fire_timers(now, max).map_err(|e| e.to_string())?;
+                    answers.push(Answer::Count(done, n));
+                }
+                Op::Outbox { id, update, done } => {
+                    tx.outbox_update(id, update).map_err(|e| e.to_string())?;
+                    answers.push(Answer::Unit(done));
+                }
+                Op::Purge { now, max, done } => {
+                    let n = tx.purge(now, max).map_err(|e| e.to_string())?;
+                    answers.push(Answer::Count(done, n));
+                }
             }
         }
     }
@@ -241,14 +324,26 @@ struct Tx<'t> {
     dead: Table<'t, (&'static str, u64), &'static [u8]>,
     modules: Table<'t, &'static str, &'static [u8]>,
     blobs: Table<'t, &'static str, &'static [u8]>,
+    timers: Table<'t, (u64, &'static str, &'static str), &'static [u8]>,
+    timer_index: Table<'t, (&'static str, &'static str), u64>,
+    outbox: Table<'t, u128, &'static [u8]>,
+    outbox_due: Table<'t, (u64, u128), ()>,
+    http_pending: Table<'t, (&'static str, &'static str), u128>,
+    idem: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    idem_expiry: Table<'t, (u64, &'static str, &'static str), ()>,
     now: UnixMs,
+    config: &'t WriterConfig,
     notices: &'t mut Vec<Notice>,
 }
+
+/// Timer names are `[A-Za-z0-9_.:-]`, all below this byte: the end of an actor's range.
+const NAME_END: &str = "\u{7f}";
 
 impl<'t> Tx<'t> {
     fn open(
         txn: &'t WriteTransaction,
         now: UnixMs,
+        config: &'t WriterConfig,
         notices: &'t mut Vec<Notice>,
     ) -> Result<Self, Error> {
         Ok(Tx {
@@ -260,7 +355,15 @@ impl<'t> Tx<'t> {
             dead: txn.open_table(DEAD)?,
             modules: txn.open_table(MODULES)?,
             blobs: txn.open_table(BLOBS)?,
+            timers: txn.open_table(TIMERS)?,
+            timer_index: txn.open_table(TIMER_INDEX)?,
+            outbox: txn.open_table(OUTBOX)?,
+            outbox_due: txn.open_table(OUTBOX_DUE)?,
+            http_pending: txn.open_table(HTTP_PENDING)?,
+            idem: txn.open_table(IDEMPOTENCY)?,
+            idem_expiry: txn.open_table(IDEM_EXPIRY)?,
             now,
+            config,
             notices,
         })
     }
@@ -273,7 +376,44 @@ impl<'t> Tx<'t> {
     }
 
     fn enqueue_request(&mut self, req: EnqueueRequest) -> Result<EnqueueAck, Error> {
+        let actor_key = req.actor.storage_key();
+        let tenant = req.actor.tenant.0.as_str();
+        if let Some(idem) = &req.idempotency {
+            let found: Option<IdempotencyRecord> =
+                match self.idem.get((tenant, idem.key.as_str()))? {
+                    Some(v) => Some(records::decode(v.value())?),
+                    None => None,
+                };
+            if let Some(rec) = found {
+                if rec.expires_ms > self.now {
+                    if rec.actor != actor_key {
+                        return Ok(EnqueueAck::KeyConflict);
+                    }
+                    return Ok(EnqueueAck::Duplicate {
+                        request: rec.request.map(RequestId),
+                        seq: rec.seq,
+                    });
+                }
+                self.idem.remove((tenant, idem.key.as_str()))?;
+                self.idem_expiry
+                    .remove((rec.expires_ms, tenant, idem.key.as_str()))?;
+            }
+        }
         let ack = self.enqueue(&req.actor, &req.envelope)?;
+        if let (EnqueueAck::Accepted { seq }, Some(idem)) = (&ack, &req.idempotency) {
+            let rec = IdempotencyRecord {
+                actor: actor_key.clone(),
+                request: req.request.as_ref().map(|r| r.id.0),
+                seq: *seq,
+                expires_ms: idem.expires_ms,
+            };
+            self.idem.insert(
+                (tenant, idem.key.as_str()),
+                records::encode(&rec).as_slice(),
+            )?;
+            self.idem_expiry
+                .insert((idem.expires_ms, tenant, idem.key.as_str()), ())?;
+        }
         if let (EnqueueAck::Accepted { .. }, Some(new)) = (&ack, req.request) {
             let rec = RequestRecord {
                 actor: req.actor.storage_key(),
@@ -281,6 +421,7 @@ impl<'t> Tx<'t> {
                 created_ms: self.now,
                 settled_ms: None,
                 callback_url: new.callback_url,
+                callback: None,
             };
             self.requests
                 .insert(new.id.0, records::encode(&rec).as_slice())?;
@@ -291,6 +432,16 @@ impl<'t> Tx<'t> {
     /// Append to a mailbox, creating the actor (pinned to its module's latest version)
     /// on its first message.
     fn enqueue(&mut self, actor: &ActorId, env: &Envelope) -> Result<EnqueueAck, Error> {
+        self.enqueue_with(actor, env, |_| {})
+    }
+
+    /// [`Tx::enqueue`], adjusting the actor's meta in the same write.
+    fn enqueue_with(
+        &mut self,
+        actor: &ActorId,
+        env: &Envelope,
+        adjust: impl FnOnce(&mut ActorMeta),
+    ) -> Result<EnqueueAck, Error> {
         let key = actor.storage_key();
         let mut meta = match self.meta(&key)? {
             Some(m) => m,
@@ -314,12 +465,14 @@ impl<'t> Tx<'t> {
                     dead_letters: 0,
                     created_ms: self.now,
                     updated_ms: self.now,
+                    timers: 0,
                 }
             }
         };
         if meta.status == ActorStatus::Completed {
             return Ok(EnqueueAck::ActorCompleted);
         }
+        adjust(&mut meta);
         let seq = meta.next_seq;
         meta.next_seq += 1;
         meta.updated_ms = self.now;
@@ -352,6 +505,13 @@ impl<'t> Tx<'t> {
         }
         rec.status = status.clone();
         rec.settled_ms = Some(self.now);
+        if let Some(url) = &rec.callback_url {
+            rec.callback = Some(CallbackStatus::Pending { attempts: 0 });
+            self.outbox_add(Delivery::Callback {
+                request: id.0,
+                url: url.clone(),
+            })?;
+        }
         self.requests
             .insert(id.0, records::encode(&rec).as_slice())?;
         self.notices.push(Notice::Settled(id, status));
@@ -412,10 +572,10 @@ impl<'t> Tx<'t> {
                 tracing::warn!(%actor, seq = turn.seq, head = meta.head_seq, "stale turn ignored");
                 continue;
             }
-            let Some(env) = self.mailbox.remove((key.as_str(), turn.seq))? else {
-                continue;
+            let env: Envelope = match self.mailbox.remove((key.as_str(), turn.seq))? {
+                Some(raw) => records::decode(raw.value())?,
+                None => continue,
             };
-            let env: Envelope = records::decode(env.value())?;
             meta.head_seq = turn.seq + 1;
             meta.updated_ms = self.now;
             match turn.result {
@@ -452,11 +612,26 @@ impl<'t> Tx<'t> {
                                     enqueued_ms: self.now,
                                 },
                             )),
-                            Effect::Complete => meta.status = ActorStatus::Completed,
-                            Effect::SetTimer { .. }
-                            | Effect::CancelTimer { .. }
-                            | Effect::HttpCall(_) => {
-                                tracing::warn!(%actor, "effect not supported yet; dropped");
+                            Effect::Complete => {
+                                meta.status = ActorStatus::Completed;
+                                self.cancel_all_timers(&key, &mut meta)?;
+                            }
+                            Effect::SetTimer {
+                                name,
+                                due_ms,
+                                payload,
+                            } => self.set_timer(&key, &mut meta, &name, due_ms, &payload)?,
+                            Effect::CancelTimer { name } => {
+                                self.cancel_timer(&key, &mut meta, &name)?
+                            }
+                            Effect::HttpCall(spec) => {
+                                let call_id = spec.call_id.clone();
+                                let id = self.outbox_add(Delivery::Http {
+                                    actor: key.clone(),
+                                    spec,
+                                })?;
+                                self.http_pending
+                                    .insert((key.as_str(), call_id.as_str()), id)?;
                             }
                         }
                     }
@@ -502,6 +677,188 @@ impl<'t> Tx<'t> {
             self.enqueue_or_log(&to, &env)?;
         }
         Ok(())
+    }
+
+    fn set_timer(
+        &mut self,
+        key: &str,
+        meta: &mut ActorMeta,
+        name: &str,
+        due: UnixMs,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        let old = self.timer_index.get((key, name))?.map(|v| v.value());
+        match old {
+            Some(old_due) => {
+                self.timers.remove((old_due, key, name))?;
+            }
+            None if meta.timers >= self.config.timers_per_actor => {
+                tracing::warn!(actor = key, name, "timer limit reached; timer dropped");
+                return Ok(());
+            }
+            None => meta.timers += 1,
+        }
+        self.timers.insert((due, key, name), payload)?;
+        self.timer_index.insert((key, name), due)?;
+        self.notices.push(Notice::TimerSet(due));
+        Ok(())
+    }
+
+    fn cancel_timer(&mut self, key: &str, meta: &mut ActorMeta, name: &str) -> Result<(), Error> {
+        let old = self.timer_index.remove((key, name))?.map(|v| v.value());
+        if let Some(due) = old {
+            self.timers.remove((due, key, name))?;
+            meta.timers = meta.timers.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    fn cancel_all_timers(&mut self, key: &str, meta: &mut ActorMeta) -> Result<(), Error> {
+        let mut names = Vec::new();
+        for entry in self.timer_index.range((key, "")..(key, NAME_END))? {
+            let (k, _) = entry?;
+            names.push(k.value().1.to_owned());
+        }
+        for name in names {
+            self.cancel_timer(key, meta, &name)?;
+        }
+        Ok(())
+    }
+
+    /// Move every timer due at or before `now` (at most `max`) into its actor's mailbox.
+    fn fire_timers(&mut self, now: UnixMs, max: usize) -> Result<usize, Error> {
+        let mut due = Vec::new();
+        for entry in self.timers.range(..(now.saturating_add(1), "", ""))? {
+            let (k, v) = entry?;
+            let (d, actor, name) = k.value();
+            due.push((d, actor.to_owned(), name.to_owned(), v.value().to_vec()));
+            if due.len() >= max {
+                break;
+            }
+        }
+        let fired = due.len();
+        for (d, actor_key, name, payload) in due {
+            self.timers.remove((d, actor_key.as_str(), name.as_str()))?;
+            self.timer_index
+                .remove((actor_key.as_str(), name.as_str()))?;
+            let Some(actor) = ActorId::from_storage_key(&actor_key) else {
+                continue;
+            };
+            let env = Envelope {
+                kind: MessageKind::Timer { name },
+                body: payload,
+                enqueued_ms: self.now,
+            };
+            let ack = self.enqueue_with(&actor, &env, |m| m.timers = m.timers.saturating_sub(1))?;
+            if !matches!(ack, EnqueueAck::Accepted { .. }) {
+                tracing::debug!(%actor, ?ack, "timer of an inactive actor dropped");
+            }
+        }
+        Ok(fired)
+    }
+
+    fn outbox_add(&mut self, delivery: Delivery) -> Result<u128, Error> {
+        let id: u128 = rand::random();
+        let entry = OutboxEntry {
+            delivery,
+            due_ms: self.now,
+            attempts: 0,
+            created_ms: self.now,
+            last_error: None,
+        };
+        self.outbox.insert(id, records::encode(&entry).as_slice())?;
+        self.outbox_due.insert((self.now, id), ())?;
+        self.notices.push(Notice::Outbox);
+        Ok(id)
+    }
+
+    fn outbox_update(&mut self, id: u128, update: OutboxUpdate) -> Result<(), Error> {
+        let Some(mut entry) = (match self.outbox.get(id)? {
+            Some(v) => Some(records::decode::<OutboxEntry>(v.value())?),
+            None => None,
+        }) else {
+            return Ok(());
+        };
+        self.outbox_due.remove((entry.due_ms, id))?;
+        entry.attempts += 1;
+        match update {
+            OutboxUpdate::Retry { due, error } => {
+                entry.due_ms = due;
+                entry.last_error = Some(error);
+                if let Delivery::Callback { request, .. } = &entry.delivery {
+                    let attempts = entry.attempts;
+                    self.callback_status(*request, CallbackStatus::Pending { attempts })?;
+                }
+                self.outbox.insert(id, records::encode(&entry).as_slice())?;
+                self.outbox_due.insert((due, id), ())?;
+                self.notices.push(Notice::Outbox);
+            }
+            OutboxUpdate::Finish { result, callback } => {
+                self.outbox.remove(id)?;
+                match &entry.delivery {
+                    Delivery::Http { actor, spec } => {
+                        let current = self
+                            .http_pending
+                            .get((actor.as_str(), spec.call_id.as_str()))?
+                            .map(|v| v.value());
+                        if current == Some(id) {
+                            self.http_pending
+                                .remove((actor.as_str(), spec.call_id.as_str()))?;
+                        }
+                        if let (Some(env), Some(target)) =
+                            (result, ActorId::from_storage_key(actor))
+                        {
+                            self.enqueue_or_log(&target, &env)?;
+                        }
+                    }
+                    Delivery::Callback { request, .. } => {
+                        if let Some(status) = callback {
+                            self.callback_status(*request, status)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn callback_status(&mut self, request: u128, status: CallbackStatus) -> Result<(), Error> {
+        let Some(mut rec) = (match self.requests.get(request)? {
+            Some(v) => Some(records::decode::<RequestRecord>(v.value())?),
+            None => None,
+        }) else {
+            return Ok(());
+        };
+        rec.callback = Some(status);
+        self.requests
+            .insert(request, records::encode(&rec).as_slice())?;
+        Ok(())
+    }
+
+    /// Forget idempotency keys that expired by `now` (at most `max`), oldest first.
+    fn purge(&mut self, now: UnixMs, max: usize) -> Result<usize, Error> {
+        let mut expired = Vec::new();
+        for entry in self.idem_expiry.range(..(now, "", ""))? {
+            let (k, _) = entry?;
+            let (at, tenant, key) = k.value();
+            expired.push((at, tenant.to_owned(), key.to_owned()));
+            if expired.len() >= max {
+                break;
+            }
+        }
+        for (at, tenant, key) in &expired {
+            self.idem_expiry
+                .remove((*at, tenant.as_str(), key.as_str()))?;
+            let current: Option<IdempotencyRecord> =
+                match self.idem.get((tenant.as_str(), key.as_str()))? {
+                    Some(v) => Some(records::decode(v.value())?),
+                    None => None,
+                };
+            if current.is_some_and(|r| r.expires_ms == *at) {
+                self.idem.remove((tenant.as_str(), key.as_str()))?;
+            }
+        }
+        Ok(expired.len())
     }
 
     fn put_module(

@@ -1,0 +1,231 @@
+//! Talking to the outside world: the destination allowlist, one HTTP attempt (blocking,
+//! run off the async workers), backoff, and Standard Webhooks signatures for callbacks.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::domain::HttpReply;
+
+/// Outbound settings.
+#[derive(Debug, Clone)]
+pub struct OutboundConfig {
+    /// Destinations guests and callbacks may reach: `host` (any port) or `host:port`.
+    /// Nothing else is reachable.
+    pub allow: Vec<String>,
+    /// Attempts of a guest's HTTP call when it names none.
+    pub default_attempts: u32,
+    /// Per-attempt timeout when the guest names none.
+    pub default_timeout: Duration,
+    /// Attempts to deliver a callback before giving up.
+    pub callback_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Largest response body read back (bigger is an error).
+    pub max_response: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            allow: Vec::new(),
+            default_attempts: 5,
+            default_timeout: Duration::from_secs(10),
+            callback_attempts: 8,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            concurrency: 32,
+            max_response: 1 << 20,
+        }
+    }
+}
+
+/// Split an http(s) URL into `(host, port)`; `Err` says why it is unusable.
+pub fn destination(url: &str) -> Result<(String, u16), String> {
+    let uri: ureq::http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    let default_port = match uri.scheme_str() {
+        Some("http") => 80,
+        Some("https") => 443,
+        _ => return Err(format!("{url:?} is not an http(s) URL")),
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("{url:?} has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    Ok((host, uri.port_u16().unwrap_or(default_port)))
+}
+
+/// Is `url` on the allowlist?
+pub fn check_allowed(allow: &[String], url: &str) -> Result<(), String> {
+    let (host, port) = destination(url)?;
+    let ok = allow.iter().any(|rule| {
+        let rule = rule.trim().to_ascii_lowercase();
+        match rule.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() && !h.is_empty() => {
+                h.trim_start_matches('[').trim_end_matches(']') == host && p.parse() == Ok(port)
+            }
+            _ => rule.trim_start_matches('[').trim_end_matches(']') == host,
+        }
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "destination {host}:{port} is not on this server's outbound allowlist"
+        ))
+    }
+}
+
+/// What one attempt produced.
+#[derive(Debug)]
+pub enum Attempt {
+    /// A response arrived (any status).
+    Response(HttpReply, Option<Duration>),
+    /// No response: connect error, timeout, oversized body…
+    Failed(String),
+}
+
+impl Attempt {
+    /// Worth another try: no response, 5xx or 429.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Attempt::Response(r, _) => r.status >= 500 || r.status == 429,
+            Attempt::Failed(_) => true,
+        }
+    }
+}
+
+/// One blocking HTTP exchange. Redirects are not followed (they could leave the
+/// allowlist).
+pub fn attempt(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout: Duration,
+    max_response: usize,
+) -> Attempt {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .user_agent("dwell")
+        .build()
+        .new_agent();
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let req = match req.body(body.to_vec()) {
+        Ok(r) => r,
+        Err(e) => return Attempt::Failed(format!("invalid request: {e}")),
+    };
+    let mut resp = match agent.run(req) {
+        Ok(r) => r,
+        Err(e) => return Attempt::Failed(e.to_string()),
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(3600)));
+    let headers = resp
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let body = match resp
+        .body_mut()
+        .with_config()
+        .limit(max_response as u64)
+        .read_to_vec()
+    {
+        Ok(b) => b,
+        Err(e) => return Attempt::Failed(format!("reading the response: {e}")),
+    };
+    Attempt::Response(
+        HttpReply {
+            status,
+            headers,
+            body,
+        },
+        retry_after,
+    )
+}
+
+/// Exponential backoff with ±25% jitter after `attempt` failures (1-based).
+pub fn backoff(cfg: &OutboundConfig, attempt: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1).min(20))
+        .unwrap_or(u32::MAX);
+    let base = cfg.backoff_base.saturating_mul(factor).min(cfg.backoff_max);
+    let jitter: f64 = rand::random_range(0.75..1.25);
+    base.mul_f64(jitter)
+}
+
+/// The Standard Webhooks signature header value for `body`:
+/// `v1,` + base64(HMAC-SHA256(secret, "{id}.{timestamp}.{body}")). The secret is
+/// `whsec_` + base64 of the key bytes.
+pub fn sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> Result<String, String> {
+    let key = secret.strip_prefix("whsec_").unwrap_or(secret);
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|_| "the webhook secret is not base64".to_owned())?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    Ok(format!("v1,{sig}"))
+}
+
+/// A fresh random secret in the `whsec_` form.
+pub fn new_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_matches_host_and_port() {
+        let allow = vec!["127.0.0.1:9000".to_owned(), "api.example.com".to_owned()];
+        assert!(check_allowed(&allow, "http://127.0.0.1:9000/x").is_ok());
+        assert!(check_allowed(&allow, "http://127.0.0.1:9001/x").is_err());
+        assert!(check_allowed(&allow, "https://API.example.com/pay").is_ok());
+        assert!(check_allowed(&allow, "http://169.254.169.254/latest").is_err());
+        assert!(check_allowed(&allow, "file:///etc/passwd").is_err());
+        assert!(check_allowed(&[], "http://127.0.0.1:9000/x").is_err());
+    }
+
+    #[test]
+    fn signature_matches_the_standard_webhooks_example() {
+        // From the Standard Webhooks specification's reference test vector.
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = br#"{"test": 2432232314}"#;
+        let sig = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).unwrap();
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let cfg = OutboundConfig::default();
+        assert!(backoff(&cfg, 1) <= Duration::from_millis(250));
+        assert!(backoff(&cfg, 30) <= cfg.backoff_max.mul_f64(1.25));
+    }
+}

@@ -1,0 +1,241 @@
+//! The outbox worker: performs deliveries that turns and settled requests left in the
+//! durable outbox — guests' HTTP calls and request callbacks — after their commit.
+//!
+//! Each attempt's outcome is committed before the next step (retry with backoff, or the
+//! final result), so a crash at any point repeats at most one attempt: delivery is
+//! at-least-once, and every attempt carries the same idempotency key (`Idempotency-Key`
+//! for HTTP calls, `webhook-id` for callbacks) so receivers can de-duplicate.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::domain::{Envelope, MessageKind, RequestId, RequestStatus};
+use crate::store::{CallbackStatus, Delivery, OutboxEntry, OutboxUpdate};
+
+use super::Inner;
+use super::outbound::{self, Attempt};
+
+pub(super) async fn run(inner: Arc<Inner>) {
+    let inflight: Arc<Mutex<HashSet<u128>>> = Arc::default();
+    let permits = Arc::new(Semaphore::new(inner.config.outbound.concurrency.max(1)));
+    loop {
+        let now = inner.clock.now_ms();
+        let due = match inner.store.outbox_due(now, 256) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        for (id, entry) in due {
+            if !inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id)
+            {
+                continue;
+            }
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let inner2 = inner.clone();
+            let inflight = inflight.clone();
+            tokio::spawn(async move {
+                deliver(&inner2, id, entry).await;
+                inflight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                drop(permit);
+                inner2.outbox_wake.notify_one();
+            });
+        }
+        let wait = match inner.store.next_outbox_due() {
+            Ok(Some(due)) if due > now => Duration::from_millis(due - now),
+            // Due but in flight: wait for a delivery to finish (it wakes us).
+            _ => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = inner.outbox_wake.notified() => {}
+        }
+    }
+}
+
+async fn deliver(inner: &Arc<Inner>, id: u128, entry: OutboxEntry) {
+    let update = match &entry.delivery {
+        Delivery::Http { actor, spec } => http_call(inner, id, &entry, actor, spec).await,
+        Delivery::Callback { request, url } => callback(inner, &entry, *request, url).await,
+    };
+    let Some(update) = update else { return };
+    if let Err(e) = inner.store.outbox_update(id, update).await {
+        tracing::error!(error = %e, "cannot record an outbox delivery; it will be retried");
+    }
+}
+
+async fn http_call(
+    inner: &Arc<Inner>,
+    id: u128,
+    entry: &OutboxEntry,
+    actor: &str,
+    spec: &crate::domain::HttpCallSpec,
+) -> Option<OutboxUpdate> {
+    let cfg = &inner.config.outbound;
+    let attempt_no = entry.attempts + 1;
+    let max = match spec.max_attempts {
+        0 => cfg.default_attempts,
+        n => n.min(20),
+    };
+    let timeout = match spec.timeout_ms {
+        0 => cfg.default_timeout,
+        ms => Duration::from_millis(ms.min(120_000) as u64),
+    };
+    let finish = |outcome| OutboxUpdate::Finish {
+        result: Some(Envelope {
+            kind: MessageKind::HttpResult {
+                call_id: spec.call_id.clone(),
+                outcome,
+            },
+            body: Vec::new(),
+            enqueued_ms: inner.clock.now_ms(),
+        }),
+        callback: None,
+    };
+    if let Err(refused) = outbound::check_allowed(&cfg.allow, &spec.url) {
+        return Some(finish(Err(refused)));
+    }
+    let mut headers = spec.headers.clone();
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("idempotency-key"))
+    {
+        headers.push(("idempotency-key".into(), format!("dwell-{id:032x}")));
+    }
+    let (method, url, body, max_response) = (
+        spec.method.clone(),
+        spec.url.clone(),
+        spec.body.clone(),
+        cfg.max_response,
+    );
+    let result = tokio::task::spawn_blocking(move || {
+        outbound::attempt(&method, &url, &headers, &body, timeout, max_response)
+    })
+    .await
+    .unwrap_or_else(|e| Attempt::Failed(e.to_string()));
+    tracing::debug!(actor, call = %spec.call_id, attempt = attempt_no, ?result, "outbound attempt");
+    if result.retryable() && attempt_no < max {
+        let (wait, error) = match &result {
+            Attempt::Response(r, retry_after) => (
+                retry_after.unwrap_or_else(|| outbound::backoff(cfg, attempt_no)),
+                format!("HTTP {}", r.status),
+            ),
+            Attempt::Failed(e) => (outbound::backoff(cfg, attempt_no), e.clone()),
+        };
+        return Some(OutboxUpdate::Retry {
+            due: inner.clock.now_ms() + wait.as_millis() as u64,
+            error,
+        });
+    }
+    Some(finish(match result {
+        Attempt::Response(r, _) => Ok(r),
+        Attempt::Failed(e) => Err(format!("{e} (after {attempt_no} attempts)")),
+    }))
+}
+
+async fn callback(
+    inner: &Arc<Inner>,
+    entry: &OutboxEntry,
+    request: u128,
+    url: &str,
+) -> Option<OutboxUpdate> {
+    let cfg = &inner.config.outbound;
+    let attempt_no = entry.attempts + 1;
+    let id = RequestId(request);
+    let rec = match inner.store.request(id) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Some(OutboxUpdate::Finish {
+                result: None,
+                callback: None,
+            });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a request for its callback");
+            return None;
+        }
+    };
+    let actor = crate::domain::ActorId::from_storage_key(&rec.actor);
+    let mut body = serde_json::json!({
+        "request_id": id.to_string(),
+        "actor": actor.map(|a| serde_json::json!({"module": a.module, "key": a.key})),
+    });
+    match &rec.status {
+        RequestStatus::Completed { reply } => {
+            body["status"] = "completed".into();
+            body["reply"] = crate::domain::msgpack_to_json(reply);
+        }
+        RequestStatus::Failed { error } => {
+            body["status"] = "failed".into();
+            body["error"] = error.clone().into();
+        }
+        RequestStatus::Pending => return None,
+    }
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let msg_id = format!("msg_{id}");
+    let ts = inner.clock.now_ms() / 1000;
+    let outcome = match (
+        outbound::check_allowed(&cfg.allow, url),
+        outbound::sign(&inner.webhook_secret, &msg_id, ts, &body),
+    ) {
+        (Err(e), _) | (_, Err(e)) => Attempt::Failed(e),
+        (Ok(()), Ok(signature)) => {
+            let headers = vec![
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("webhook-id".to_owned(), msg_id),
+                ("webhook-timestamp".to_owned(), ts.to_string()),
+                ("webhook-signature".to_owned(), signature),
+            ];
+            let (url, timeout) = (url.to_owned(), cfg.default_timeout);
+            tokio::task::spawn_blocking(move || {
+                outbound::attempt("POST", &url, &headers, &body, timeout, 64 << 10)
+            })
+            .await
+            .unwrap_or_else(|e| Attempt::Failed(e.to_string()))
+        }
+    };
+    let error = match &outcome {
+        Attempt::Response(r, _) if (200..300).contains(&r.status) => {
+            return Some(OutboxUpdate::Finish {
+                result: None,
+                callback: Some(CallbackStatus::Delivered {
+                    attempts: attempt_no,
+                    at_ms: inner.clock.now_ms(),
+                }),
+            });
+        }
+        Attempt::Response(r, _) => format!("receiver answered HTTP {}", r.status),
+        Attempt::Failed(e) => e.clone(),
+    };
+    if attempt_no >= cfg.callback_attempts {
+        tracing::warn!(request = %id, %error, "callback given up");
+        return Some(OutboxUpdate::Finish {
+            result: None,
+            callback: Some(CallbackStatus::GaveUp {
+                attempts: attempt_no,
+                error,
+            }),
+        });
+    }
+    let wait = match &outcome {
+        Attempt::Response(_, Some(retry_after)) => *retry_after,
+        _ => outbound::backoff(cfg, attempt_no),
+    };
+    Some(OutboxUpdate::Retry {
+        due: inner.clock.now_ms() + wait.as_millis() as u64,
+        error,
+    })
+}
