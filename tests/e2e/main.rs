@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `dwell` binary, real HTTP on 127.0.0.1:0, real redb files
 //! and real Wasm components built from `examples/`. One test binary (see harness.rs).
 
+mod examples;
 #[allow(dead_code)]
 mod fake;
 mod foundation;
@@ -8,4 +9,4 @@ mod harness;
 mod processes;
 
 /// The example crates the harness builds for wasm32-wasip2.
-pub const GUESTS: &[&str] = &["counter", "checkin", "hostile", "probe"];
+pub const GUESTS: &[&str] = &["counter", "checkin", "hostile", "probe", "payment", "trip"];
