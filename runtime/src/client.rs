@@ -13,9 +13,24 @@ pub struct Reply {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    key: Option<String>,
 }
 
 impl Client {
+    /// A client that sends `key` as its bearer token.
+    pub fn with_key(base: &str, key: Option<String>) -> Self {
+        let mut c = Self::new(base);
+        c.key = key;
+        c
+    }
+
+    fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.key {
+            Some(k) => req.header("authorization", format!("Bearer {k}")),
+            None => req,
+        }
+    }
+
     pub fn new(base: &str) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -25,6 +40,7 @@ impl Client {
         Client {
             base: base.trim_end_matches('/').to_owned(),
             agent,
+            key: None,
         }
     }
 
@@ -48,8 +64,7 @@ impl Client {
 
     pub fn deploy(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<Reply> {
         Self::finish(
-            self.agent
-                .put(format!("{}/v1/modules/{name}", self.base))
+            self.auth(self.agent.put(format!("{}/v1/modules/{name}", self.base)))
                 .header("content-type", "application/wasm")
                 .send(&bytes[..]),
         )
@@ -57,8 +72,7 @@ impl Client {
 
     pub fn call(&self, target: &str, json: &str, wait: Option<Duration>) -> anyhow::Result<Reply> {
         let mut req = self
-            .agent
-            .post(format!("{}/v1/actors/{target}", self.base))
+            .auth(self.agent.post(format!("{}/v1/actors/{target}", self.base)))
             .header("content-type", "application/json");
         if let Some(w) = wait {
             req = req.header("prefer", format!("wait={}", w.as_secs_f64()));
@@ -68,19 +82,39 @@ impl Client {
 
     pub fn send(&self, target: &str, json: &str) -> anyhow::Result<Reply> {
         Self::finish(
-            self.agent
-                .post(format!("{}/v1/actors/{target}/events", self.base))
+            self.auth(
+                self.agent
+                    .post(format!("{}/v1/actors/{target}/events", self.base)),
+            )
+            .header("content-type", "application/json")
+            .send(json),
+        )
+    }
+
+    pub fn get(&self, path: &str, wait: Option<Duration>) -> anyhow::Result<Reply> {
+        let mut req = self.auth(self.agent.get(format!("{}{path}", self.base)));
+        if let Some(w) = wait {
+            req = req.header("prefer", format!("wait={}", w.as_secs_f64()));
+        }
+        Self::finish(req.call())
+    }
+}
+
+impl Client {
+    /// POST a JSON document (admin commands).
+    pub fn post_json(&self, path: &str, json: &str) -> anyhow::Result<Reply> {
+        Self::finish(
+            self.auth(self.agent.post(format!("{}{path}", self.base)))
                 .header("content-type", "application/json")
                 .send(json),
         )
     }
 
-    pub fn get(&self, path: &str, wait: Option<Duration>) -> anyhow::Result<Reply> {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
-        if let Some(w) = wait {
-            req = req.header("prefer", format!("wait={}", w.as_secs_f64()));
-        }
-        Self::finish(req.call())
+    pub fn delete(&self, path: &str) -> anyhow::Result<Reply> {
+        Self::finish(
+            self.auth(self.agent.delete(format!("{}{path}", self.base)))
+                .call(),
+        )
     }
 }
 

@@ -28,6 +28,15 @@ struct Cli {
         global = true
     )]
     server: String,
+    /// Tenant API key (client commands). Default: `<data>/default-tenant.key`, written
+    /// by `dwell serve` at first start.
+    #[arg(long, env = "DWELL_KEY", global = true, hide_env_values = true)]
+    key: Option<String>,
+    /// Admin key. For `serve`: use this admin key (never printed) instead of generating
+    /// one at first start into `<data>/admin.key`. For `tenant`/`key`: the key to send
+    /// (default: `<data>/admin.key`).
+    #[arg(long, env = "DWELL_ADMIN_KEY", global = true, hide_env_values = true)]
+    admin_key: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -35,7 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Upload a module (a Wasm component) under a name.
     Deploy {
         file: PathBuf,
@@ -59,6 +68,31 @@ enum Cmd {
         id: String,
         #[arg(long, value_parser = parse_duration)]
         wait: Option<Duration>,
+    },
+    /// Manage tenants (admin key).
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Issue and revoke tenant API keys (admin key).
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    Create { name: String },
+    List,
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Issue a key for a tenant (shown once).
+    Issue {
+        tenant: String,
+    },
+    Revoke {
+        tenant: String,
+        id: String,
     },
 }
 
@@ -111,6 +145,25 @@ struct ServeArgs {
     /// `<data>/webhook-secret`).
     #[arg(long, env = "DWELL_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
+    /// Let guests and callbacks reach loopback, private and link-local addresses
+    /// (development and tests only).
+    #[arg(long)]
+    allow_private_net: bool,
+    /// Default quota: module names per tenant.
+    #[arg(long, default_value_t = 100)]
+    max_modules: u64,
+    /// Default quota: actors per tenant.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_actors: u64,
+    /// Default quota: requests per second per tenant (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    rate_limit: u64,
+    /// Default quota: request burst per tenant (default: the rate).
+    #[arg(long, default_value_t = 0)]
+    rate_burst: u64,
+    /// Default quota: turns of one tenant running at once.
+    #[arg(long, default_value_t = 64)]
+    concurrent_turns: u64,
     /// Attempts to deliver a callback before giving up.
     #[arg(long, default_value_t = 8)]
     callback_attempts: u32,
@@ -128,24 +181,58 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Serve(args) => run_server(args),
+    let tenant = || {
+        let key = cli.key.clone().or_else(|| key_file("default-tenant.key"));
+        Client::with_key(&cli.server, key)
+    };
+    let admin = || {
+        let key = cli.admin_key.clone().or_else(|| key_file("admin.key"));
+        Client::with_key(&cli.server, key)
+    };
+    match &cli.cmd {
+        Cmd::Serve(_) => {}
         Cmd::Deploy { file, name } => {
             let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            show(Client::new(&cli.server).deploy(&name, bytes)?)
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            return show(tenant().deploy(name, bytes)?);
         }
-        Cmd::Call { target, json, wait } => {
-            show(Client::new(&cli.server).call(&target, &json, wait)?)
-        }
-        Cmd::Send { target, json } => show(Client::new(&cli.server).send(&target, &json)?),
+        Cmd::Call { target, json, wait } => return show(tenant().call(target, json, *wait)?),
+        Cmd::Send { target, json } => return show(tenant().send(target, json)?),
         Cmd::Inspect { target } => {
-            show(Client::new(&cli.server).get(&format!("/v1/actors/{target}"), None)?)
+            return show(tenant().get(&format!("/v1/actors/{target}"), None)?);
         }
         Cmd::Request { id, wait } => {
-            show(Client::new(&cli.server).get(&format!("/v1/requests/{id}"), wait)?)
+            return show(tenant().get(&format!("/v1/requests/{id}"), *wait)?);
+        }
+        Cmd::Tenant(TenantCmd::Create { name }) => {
+            let body = serde_json::json!({ "name": name }).to_string();
+            return show(admin().post_json("/v1/tenants", &body)?);
+        }
+        Cmd::Tenant(TenantCmd::List) => return show(admin().get("/v1/tenants", None)?),
+        Cmd::Tenant(TenantCmd::Delete { name }) => {
+            return show(admin().delete(&format!("/v1/tenants/{name}"))?);
+        }
+        Cmd::Key(KeyCmd::Issue { tenant }) => {
+            return show(admin().post_json(&format!("/v1/tenants/{tenant}/keys"), "{}")?);
+        }
+        Cmd::Key(KeyCmd::Revoke { tenant, id }) => {
+            return show(admin().delete(&format!("/v1/tenants/{tenant}/keys/{id}"))?);
         }
     }
+    match cli.cmd {
+        Cmd::Serve(args) => run_server(*args, cli.admin_key),
+        _ => Ok(()),
+    }
+}
+
+/// A key file written by `dwell serve` at first start, in `$DWELL_DATA` or `./data`.
+fn key_file(name: &str) -> Option<String> {
+    let dir = std::env::var_os("DWELL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("./data"));
+    std::fs::read_to_string(dir.join(name))
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 fn show(reply: dwell::client::Reply) -> anyhow::Result<()> {
@@ -159,7 +246,7 @@ fn show(reply: dwell::client::Reply) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_server(args: ServeArgs) -> anyhow::Result<()> {
+fn run_server(args: ServeArgs, admin_key: Option<String>) -> anyhow::Result<()> {
     let limits = Limits {
         turn_time: Duration::from_millis(args.turn_time_ms),
         memory_bytes: args.memory_mb << 20,
@@ -183,7 +270,17 @@ fn run_server(args: ServeArgs) -> anyhow::Result<()> {
         },
         webhook_secret: args.webhook_secret.clone(),
         idempotency_retention: args.idempotency_retention,
+        allow_private_net: args.allow_private_net,
         ..EngineConfig::default()
+    };
+    let mut config = config;
+    config.quotas = dwell::domain::Quotas {
+        max_modules: args.max_modules,
+        max_actors: args.max_actors,
+        requests_per_second: args.rate_limit,
+        burst: args.rate_burst,
+        concurrent_turns: args.concurrent_turns.max(1),
+        ..dwell::domain::Quotas::defaults(&config.limits)
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -193,6 +290,20 @@ fn run_server(args: ServeArgs) -> anyhow::Result<()> {
         let _guard = rt.enter();
         Engine::start(config)?
     };
+    if let Some(first) = rt.block_on(engine.bootstrap(admin_key.as_deref()))? {
+        // The one time these keys are shown; they are also in the data directory (0600).
+        println!(
+            "dwell: first start on {}: created tenant \"default\"",
+            args.data.display()
+        );
+        println!(
+            "  tenant key (default): {}  (saved in default-tenant.key)",
+            first.tenant_key
+        );
+        if let Some(admin) = &first.admin_key {
+            println!("  admin key:            {admin}  (saved in admin.key)");
+        }
+    }
     for spec in &args.deploy {
         let (name, file) = spec
             .split_once('=')

@@ -91,6 +91,7 @@ fn check_in_survives_a_boarding_pass_service_that_is_down_twice_and_calls_back_w
     });
     let receiver = FakeService::start(|_, _| answer(200, "{}"));
     let server = Server::start(&[
+        "--allow-private-net",
         "--allow-http",
         &passes.host_port(),
         "--allow-http",
@@ -183,7 +184,7 @@ fn check_in_gets_the_pass_in_its_own_call_when_the_service_is_up() {
             &json!({"pass": format!("BP-{booking}-7C")}).to_string(),
         )
     });
-    let server = Server::start(&["--allow-http", &passes.host_port()]);
+    let server = Server::start(&["--allow-private-net", "--allow-http", &passes.host_port()]);
     server.deploy("checkin", "checkin");
 
     // Registered by an event, with check-in already open: the fetch starts at once.
@@ -244,7 +245,7 @@ fn open(server: &Server, key: &str, credit: u64) {
 #[test]
 fn payment_uses_the_credit_first_and_charges_only_the_rest_to_the_card() {
     let provider = FakeService::start(|_, _| answer(200, r#"{"status":"approved"}"#));
-    let server = Server::start(&["--allow-http", &provider.host_port()]);
+    let server = Server::start(&["--allow-private-net", "--allow-http", &provider.host_port()]);
     server.deploy("payment", "payment");
 
     // Credit covers the amount: answered at once, no card charged.
@@ -318,7 +319,7 @@ fn a_declined_card_waits_for_an_update_and_the_new_card_pays() {
             answer(200, r#"{"status":"approved"}"#)
         }
     });
-    let server = Server::start(&["--allow-http", &provider.host_port()]);
+    let server = Server::start(&["--allow-private-net", "--allow-http", &provider.host_port()]);
     server.deploy("payment", "payment");
     open(&server, "p-2", 100);
 
@@ -385,7 +386,7 @@ fn a_declined_card_waits_for_an_update_and_the_new_card_pays() {
 #[test]
 fn a_declined_card_not_updated_in_time_gives_the_credit_back_and_fails_the_payment() {
     let provider = FakeService::start(|_, _| answer(402, r#"{"status":"declined"}"#));
-    let server = Server::start(&["--allow-http", &provider.host_port()]);
+    let server = Server::start(&["--allow-private-net", "--allow-http", &provider.host_port()]);
     server.deploy("payment", "payment");
     open(&server, "p-3", 100);
 
@@ -487,7 +488,7 @@ fn pair(path: &str, body: Value) -> (String, Value) {
 #[test]
 fn trip_books_car_then_hotel_then_flight() {
     let services = booking_services(|_, _| None);
-    let server = Server::start(&["--allow-http", &services.host_port()]);
+    let server = Server::start(&["--allow-private-net", "--allow-http", &services.host_port()]);
     server.deploy("trip", "trip");
 
     let r = call_waiting(&server, "trip", "T1", book("T1", &services));
@@ -528,7 +529,7 @@ fn trip_whose_hotel_fails_cancels_the_car_and_never_books_the_flight() {
     let services = booking_services(|step, action| {
         (step == "hotel" && action == "book").then_some((503, r#"{"error":"overbooked"}"#))
     });
-    let server = Server::start(&["--allow-http", &services.host_port()]);
+    let server = Server::start(&["--allow-private-net", "--allow-http", &services.host_port()]);
     server.deploy("trip", "trip");
 
     let location = call_async(&server, "trip", "T2", book("T2", &services));
@@ -567,7 +568,7 @@ fn trip_whose_flight_fails_cancels_the_hotel_then_the_car() {
     let services = booking_services(|step, action| {
         (step == "flight" && action == "book").then_some((409, r#"{"error":"sold out"}"#))
     });
-    let server = Server::start(&["--allow-http", &services.host_port()]);
+    let server = Server::start(&["--allow-private-net", "--allow-http", &services.host_port()]);
     server.deploy("trip", "trip");
 
     let location = call_async(&server, "trip", "T3", book("T3", &services));

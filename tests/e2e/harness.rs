@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -52,7 +52,14 @@ pub struct Server {
     pub data: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     agent: ureq::Agent,
+    /// The default tenant's key, read from the data directory after the first start.
+    pub key: String,
+    /// The admin key (generated into the data directory unless given in the env).
+    pub admin_key: String,
+    /// Every line the server printed on stdout, over all its starts.
+    pub stdout: Arc<Mutex<Vec<String>>>,
 }
 
 pub struct Resp {
@@ -105,6 +112,11 @@ impl Resp {
 impl Server {
     /// Start with a fresh data directory and extra `serve` arguments.
     pub fn start(args: &[&str]) -> Server {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Start with extra environment variables for the server process.
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
         let mut s = Server {
@@ -113,6 +125,13 @@ impl Server {
             data,
             _tmp: Some(tmp),
             args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            key: String::new(),
+            admin_key: String::new(),
+            stdout: Arc::default(),
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .timeout_global(Some(Duration::from_secs(60)))
@@ -121,6 +140,17 @@ impl Server {
                 .new_agent(),
         };
         s.spawn();
+        s.key = std::fs::read_to_string(s.data.join("default-tenant.key"))
+            .expect("the default tenant's key is written at first start")
+            .trim()
+            .to_owned();
+        s.admin_key = match envs.iter().find(|(k, _)| *k == "DWELL_ADMIN_KEY") {
+            Some((_, v)) => v.to_string(),
+            None => std::fs::read_to_string(s.data.join("admin.key"))
+                .expect("admin.key")
+                .trim()
+                .to_owned(),
+        };
         s
     }
 
@@ -137,18 +167,22 @@ impl Server {
             .arg(&self.data)
             .args(&self.args)
             .env("DWELL_LOG", "info,wasmtime=warn,cranelift=warn")
+            .env_remove("DWELL_ADMIN_KEY")
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start dwell");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let printed = self.stdout.clone();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             while let Some(Ok(line)) = lines.next() {
                 if let Some(addr) = line.strip_prefix("dwell listening on ") {
                     let _ = tx.send(addr.to_owned());
                 }
+                printed.lock().unwrap().push(line);
             }
         });
         let base = rx
@@ -192,8 +226,18 @@ impl Server {
     ) -> Resp {
         let url = format!("{}{}", self.base, path);
         let mut b = ureq::http::Request::builder().method(method).uri(&url);
+        // As the default tenant, unless the caller brings its own `authorization`
+        // (an empty one sends none).
+        let own_auth = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        if !own_auth {
+            b = b.header("authorization", format!("Bearer {}", self.key));
+        }
         for (k, v) in headers {
-            b = b.header(*k, *v);
+            if !v.is_empty() {
+                b = b.header(*k, *v);
+            }
         }
         let result = match body {
             Some(bytes) => self.agent.run(b.body(bytes.to_vec()).expect("request")),

@@ -174,7 +174,7 @@ fn outbound_http_is_retried_with_one_idempotency_key_and_refused_off_the_allowli
             answer(200, r#"{"pass":"BP-1"}"#)
         }
     });
-    let server = Server::start(&["--allow-http", &service.host_port()]);
+    let server = Server::start(&["--allow-private-net", "--allow-http", &service.host_port()]);
     server.deploy("probe", "probe");
     let r = probe(
         &server,
@@ -264,7 +264,13 @@ fn a_callback_is_signed_retried_until_accepted_and_survives_sigkill() {
         }
     });
     let allow = format!("{},{}", receiver.host_port(), late.host_port());
-    let mut server = Server::start(&["--allow-http", &allow, "--webhook-secret", SECRET]);
+    let mut server = Server::start(&[
+        "--allow-private-net",
+        "--allow-http",
+        &allow,
+        "--webhook-secret",
+        SECRET,
+    ]);
     server.deploy("probe", "probe");
     let cb = format!("{}/hooks/dwell", receiver.url);
     let r = server.post_json(

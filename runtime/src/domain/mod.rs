@@ -5,6 +5,7 @@
 mod ids;
 mod message;
 mod policy;
+mod tenancy;
 
 pub use ids::{ActorId, Digest, RequestId, TenantId, validate_name};
 pub use message::{
@@ -12,6 +13,9 @@ pub use message::{
     TurnResult,
 };
 pub use policy::{Limits, RetryPolicy};
+pub use tenancy::{
+    QuotaOverrides, Quotas, TokenBucket, hash_key, is_private, key_id, new_key, same_hash,
+};
 
 /// A guest's MessagePack as JSON, or, when it has no JSON form (binary, non-string map
 /// keys), a JSON object carrying it in base64.

@@ -11,6 +11,7 @@ mod outbox;
 mod registry;
 mod runner;
 mod scheduler;
+mod tenants;
 mod timers;
 mod waiters;
 
@@ -19,7 +20,8 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::domain::{
-    ActorId, Clock, Envelope, Limits, MessageKind, RequestId, RetryPolicy, SystemClock, TenantId,
+    ActorId, Clock, Envelope, Limits, MessageKind, QuotaOverrides, Quotas, RequestId, RetryPolicy,
+    SystemClock, TenantId, hash_key, new_key, validate_name,
 };
 use crate::executor::{Executor, ModuleError};
 use crate::store::{
@@ -29,6 +31,7 @@ use crate::store::{
 
 pub use outbound::{OutboundConfig, check_allowed, new_secret, sign};
 pub use registry::Registry;
+pub use tenants::{AuthError, Caller, TenantInfo};
 
 /// Engine settings (the server's configuration, minus HTTP).
 #[derive(Debug, Clone)]
@@ -48,6 +51,11 @@ pub struct EngineConfig {
     pub idempotency_retention: Duration,
     /// How often expired idempotency keys are purged.
     pub purge_interval: Duration,
+    /// Quotas of a tenant that has no overrides.
+    pub quotas: Quotas,
+    /// Let guests and callbacks reach loopback, private and link-local addresses (only
+    /// for development and tests: link-local holds cloud metadata services).
+    pub allow_private_net: bool,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +70,8 @@ impl Default for EngineConfig {
             webhook_secret: None,
             idempotency_retention: Duration::from_secs(24 * 3600),
             purge_interval: Duration::from_secs(60),
+            quotas: Quotas::defaults(&Limits::default()),
+            allow_private_net: false,
         }
     }
 }
@@ -82,6 +92,12 @@ pub enum Error {
     IdempotencyConflict,
     #[error("{0}")]
     Refused(String),
+    #[error("quota exceeded: {0}")]
+    Quota(String),
+    #[error("a tenant named {0:?} already exists")]
+    TenantExists(String),
+    #[error("no tenant named {0:?}")]
+    UnknownTenant(String),
 }
 
 pub(crate) struct Inner {
@@ -96,6 +112,37 @@ pub(crate) struct Inner {
     pub timer_wake: tokio::sync::Notify,
     pub outbox_wake: tokio::sync::Notify,
     pub webhook_secret: String,
+    pub tenants: Arc<tenants::Tenants>,
+}
+
+/// What the executor may ask while recording effects: modules of the tenant, and whether
+/// a destination is reachable for it.
+struct Directory {
+    registry: Arc<Registry>,
+    tenants: Arc<tenants::Tenants>,
+    platform_allow: Vec<String>,
+    allow_private: bool,
+}
+
+impl crate::executor::ModuleDirectory for Directory {
+    fn module_exists(&self, tenant: &TenantId, module: &str) -> bool {
+        self.registry.latest(tenant, module).is_some()
+    }
+
+    fn check_outbound(&self, tenant: &TenantId, url: &str) -> Result<(), String> {
+        let tenant_allow = self
+            .tenants
+            .get(tenant)
+            .map(|t| t.record.allow_http.clone())
+            .unwrap_or_default();
+        outbound::check_destination(
+            &self.platform_allow,
+            &tenant_allow,
+            url,
+            self.allow_private,
+            false,
+        )
+    }
 }
 
 /// Handle to the running engine. Cheap to clone.
@@ -147,6 +194,7 @@ impl Engine {
             clock.clone(),
             store::WriterConfig {
                 timers_per_actor: config.limits.timers_per_actor as u32,
+                max_actors: config.quotas.max_actors,
             },
         )?;
         let webhook_secret = match &config.webhook_secret {
@@ -155,12 +203,25 @@ impl Engine {
         };
         outbound::sign(&webhook_secret, "check", 0, b"")
             .map_err(|e| Error::Setup(format!("webhook secret: {e}")))?;
-        let registry = Arc::new(Registry::new(
-            config.data_dir.join("compiled"),
-            config.outbound.allow.clone(),
+        let registry = Arc::new(Registry::new(config.data_dir.join("compiled")));
+        let tenants = Arc::new(tenants::Tenants::new(
+            config.quotas.clone(),
+            config.limits.clone(),
         ));
-        let executor =
-            Executor::new(config.limits.clone(), registry.clone()).map_err(Error::Setup)?;
+        let now = clock.now_ms();
+        for (name, rec) in store.tenants()? {
+            tenants.put(&name, rec, now);
+        }
+        for (id, rec) in store.keys()? {
+            tenants.put_key(&id, &rec);
+        }
+        let directory = Arc::new(Directory {
+            registry: registry.clone(),
+            tenants: tenants.clone(),
+            platform_allow: config.outbound.allow.clone(),
+            allow_private: config.allow_private_net,
+        });
+        let executor = Executor::new(config.limits.clone(), directory).map_err(Error::Setup)?;
         registry.load(&store)?;
         let inner = Arc::new(Inner {
             store,
@@ -174,6 +235,7 @@ impl Engine {
             timer_wake: tokio::sync::Notify::new(),
             outbox_wake: tokio::sync::Notify::new(),
             webhook_secret,
+            tenants,
         });
         let _ = dispatch.engine.set(Arc::downgrade(&inner));
         inner.rt.spawn(timers::run(inner.clone()));
@@ -204,6 +266,22 @@ impl Engine {
         name: &str,
         bytes: Vec<u8>,
     ) -> Result<Deployed, Error> {
+        let quotas = self.quotas(tenant)?;
+        if bytes.len() as u64 > quotas.max_module_bytes {
+            return Err(Error::Quota(format!(
+                "the module is {} bytes; this tenant's limit is {} bytes",
+                bytes.len(),
+                quotas.max_module_bytes
+            )));
+        }
+        if self.inner.registry.latest(tenant, name).is_none()
+            && self.inner.registry.count(tenant) as u64 >= quotas.max_modules
+        {
+            return Err(Error::Quota(format!(
+                "this tenant may have at most {} modules",
+                quotas.max_modules
+            )));
+        }
         let digest = crate::domain::Digest::of(&bytes).0;
         let executor = self.inner.executor.clone();
         let compile_bytes = bytes.clone();
@@ -249,6 +327,9 @@ impl Engine {
             EnqueueAck::ActorCompleted => Error::ActorCompleted(actor.to_string()),
             EnqueueAck::UnknownModule => Error::UnknownModule(actor.module.clone()),
             EnqueueAck::KeyConflict => Error::IdempotencyConflict,
+            EnqueueAck::ActorQuota(max) => {
+                Error::Quota(format!("this tenant may have at most {max} actors"))
+            }
             EnqueueAck::Accepted { .. } | EnqueueAck::Duplicate { .. } => {
                 Error::Setup(format!("unexpected enqueue answer {ack:?}"))
             }
@@ -268,7 +349,7 @@ impl Engine {
     ) -> Result<(RequestId, bool), Error> {
         self.check_target(actor)?;
         if let Some(url) = &callback_url {
-            outbound::check_allowed(&self.inner.config.outbound.allow, url)
+            self.check_callback(&actor.tenant, url)
                 .map_err(|e| Error::Refused(format!("Callback-Url refused: {e}")))?;
         }
         let req = EnqueueRequest {
@@ -385,10 +466,286 @@ impl Engine {
         Ok(self.inner.store.http_pending_of(actor)?)
     }
 
+    fn check_callback(&self, tenant: &TenantId, url: &str) -> Result<(), String> {
+        let tenant_allow = self
+            .inner
+            .tenants
+            .get(tenant)
+            .map(|t| t.record.allow_http.clone())
+            .unwrap_or_default();
+        outbound::check_destination(
+            &self.inner.config.outbound.allow,
+            &tenant_allow,
+            url,
+            self.inner.config.allow_private_net,
+            false,
+        )
+    }
+
+    /// The quotas in force for `tenant`.
+    pub fn quotas(&self, tenant: &TenantId) -> Result<Quotas, Error> {
+        self.inner
+            .tenants
+            .get(tenant)
+            .map(|t| t.quotas.clone())
+            .ok_or_else(|| Error::UnknownTenant(tenant.0.clone()))
+    }
+
+    /// Who holds this bearer token.
+    pub fn authenticate(&self, bearer: Option<&str>) -> Result<Caller, AuthError> {
+        self.inner.tenants.authenticate(bearer)
+    }
+
+    /// Count one request against the tenant's rate; `Err(wait)` when over it.
+    pub fn admit(&self, tenant: &TenantId) -> Result<(), Duration> {
+        self.inner.tenants.admit(tenant, self.now_ms())
+    }
+
+    /// First start on an empty data directory: create the `default` tenant and its key,
+    /// and — unless `admin_key` is given — an admin key. Later starts load the admin
+    /// key's hash (or use `admin_key`). Returns the keys created now (shown once).
+    pub async fn bootstrap(&self, admin_key: Option<&str>) -> Result<Option<FirstStart>, Error> {
+        let store = &self.inner.store;
+        let dir = &self.inner.config.data_dir;
+        let mut first = None;
+        if store.meta_value("bootstrapped")?.is_none() {
+            // The default tenant signs callbacks with the server's secret (from
+            // `--webhook-secret`, or generated into `<data>/webhook-secret`).
+            let tenant = self
+                .create_tenant_with("default", Some(self.inner.webhook_secret.clone()))
+                .await;
+            let created = match tenant {
+                Ok(_) | Err(Error::TenantExists(_)) => {
+                    let (_, key) = self.issue_key("default").await?;
+                    write_private(&dir.join("default-tenant.key"), key.as_bytes())
+                        .map_err(store::Error::Io)?;
+                    key
+                }
+                Err(e) => return Err(e),
+            };
+            let admin = match admin_key {
+                Some(_) => None,
+                None => {
+                    let (_, key) = new_key("dw");
+                    let key = key.replacen("dw_", "dwadmin_", 1);
+                    store
+                        .admin(store::AdminOp::PutMeta {
+                            key: "admin_key_hash".into(),
+                            value: hash_key(&key).to_vec(),
+                        })
+                        .await?;
+                    write_private(&dir.join("admin.key"), key.as_bytes())
+                        .map_err(store::Error::Io)?;
+                    Some(key)
+                }
+            };
+            store
+                .admin(store::AdminOp::PutMeta {
+                    key: "bootstrapped".into(),
+                    value: vec![1],
+                })
+                .await?;
+            first = Some(FirstStart {
+                tenant_key: created,
+                admin_key: admin,
+            });
+        }
+        let admin_hash = match admin_key {
+            Some(k) => Some(hash_key(k)),
+            None => store
+                .meta_value("admin_key_hash")?
+                .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok()),
+        };
+        if let Some(h) = admin_hash {
+            self.inner.tenants.set_admin_hash(h);
+        }
+        Ok(first)
+    }
+
+    /// Create a tenant; returns it and its callback signing secret (shown once).
+    pub async fn create_tenant(&self, name: &str) -> Result<(Arc<TenantInfo>, String), Error> {
+        self.create_tenant_with(name, None).await
+    }
+
+    async fn create_tenant_with(
+        &self,
+        name: &str,
+        secret: Option<String>,
+    ) -> Result<(Arc<TenantInfo>, String), Error> {
+        validate_name("tenant name", name).map_err(Error::Refused)?;
+        let record = store::TenantRecord {
+            created_ms: self.now_ms(),
+            quotas: QuotaOverrides::default(),
+            webhook_secret: secret.unwrap_or_else(outbound::new_secret),
+            allow_http: Vec::new(),
+        };
+        let created = self
+            .inner
+            .store
+            .admin(store::AdminOp::PutTenant {
+                name: name.to_owned(),
+                record: record.clone(),
+                create_only: true,
+            })
+            .await?;
+        if !created {
+            return Err(Error::TenantExists(name.to_owned()));
+        }
+        let secret = record.webhook_secret.clone();
+        self.inner.tenants.put(name, record, self.now_ms());
+        let info = self.tenant(name)?;
+        Ok((info, secret))
+    }
+
+    pub fn tenant(&self, name: &str) -> Result<Arc<TenantInfo>, Error> {
+        self.inner
+            .tenants
+            .get(&TenantId(name.to_owned()))
+            .ok_or_else(|| Error::UnknownTenant(name.to_owned()))
+    }
+
+    pub fn tenants(&self) -> Vec<Arc<TenantInfo>> {
+        self.inner.tenants.all()
+    }
+
+    pub fn key_ids(&self, tenant: &TenantId) -> Vec<String> {
+        self.inner.tenants.key_ids(tenant)
+    }
+
+    pub fn actor_count(&self, tenant: &TenantId) -> Result<u64, Error> {
+        Ok(self.inner.store.tenant_actor_count(&tenant.0)?)
+    }
+
+    /// Change a tenant's quotas and allowlist, or rotate its callback secret (the new
+    /// secret is returned, once).
+    pub async fn update_tenant(
+        &self,
+        name: &str,
+        quotas: Option<QuotaOverrides>,
+        allow_http: Option<Vec<String>>,
+        rotate_secret: bool,
+    ) -> Result<(Arc<TenantInfo>, Option<String>), Error> {
+        let mut record = self.tenant(name)?.record.clone();
+        if let Some(q) = quotas {
+            record.quotas = tenants::Tenants::merge(&record.quotas, &q);
+        }
+        if let Some(allow) = allow_http {
+            for rule in &allow {
+                if rule.trim().is_empty() || rule.contains('/') || rule.len() > 253 {
+                    return Err(Error::Refused(format!(
+                        "{rule:?} is not a host or host:port"
+                    )));
+                }
+            }
+            record.allow_http = allow;
+        }
+        let secret = rotate_secret.then(outbound::new_secret);
+        if let Some(s) = &secret {
+            record.webhook_secret = s.clone();
+        }
+        self.inner
+            .store
+            .admin(store::AdminOp::PutTenant {
+                name: name.to_owned(),
+                record: record.clone(),
+                create_only: false,
+            })
+            .await?;
+        self.inner.tenants.put(name, record, self.now_ms());
+        Ok((self.tenant(name)?, secret))
+    }
+
+    /// Delete a tenant, its keys and its modules (its keys stop working at once).
+    pub async fn delete_tenant(&self, name: &str) -> Result<(), Error> {
+        self.tenant(name)?;
+        self.inner
+            .store
+            .admin(store::AdminOp::DeleteTenant {
+                name: name.to_owned(),
+            })
+            .await?;
+        self.inner.tenants.remove(name);
+        self.inner
+            .registry
+            .forget_tenant(&TenantId(name.to_owned()));
+        Ok(())
+    }
+
+    /// Issue an API key for a tenant: `(id, key)`. The key is shown once and stored only
+    /// as its hash.
+    pub async fn issue_key(&self, tenant: &str) -> Result<(String, String), Error> {
+        self.tenant(tenant)?;
+        let (id, key) = new_key("dw");
+        let record = store::KeyRecord {
+            tenant: tenant.to_owned(),
+            hash: hash_key(&key).to_vec(),
+            created_ms: self.now_ms(),
+        };
+        self.inner
+            .store
+            .admin(store::AdminOp::PutKey {
+                id: id.clone(),
+                record: record.clone(),
+            })
+            .await?;
+        self.inner.tenants.put_key(&id, &record);
+        Ok((id, key))
+    }
+
+    /// Revoke a key of `tenant`; effective at once.
+    pub async fn revoke_key(&self, tenant: &str, id: &str) -> Result<bool, Error> {
+        self.tenant(tenant)?;
+        let removed = self
+            .inner
+            .store
+            .admin(store::AdminOp::DeleteKey {
+                tenant: tenant.to_owned(),
+                id: id.to_owned(),
+            })
+            .await?;
+        if removed {
+            self.inner.tenants.remove_key(id);
+        }
+        Ok(removed)
+    }
+
+    /// Delete an actor and everything it holds; its waiting requests fail.
+    pub async fn delete_actor(&self, actor: &ActorId) -> Result<bool, Error> {
+        Ok(self
+            .inner
+            .store
+            .admin(store::AdminOp::DeleteActor {
+                actor: actor.clone(),
+            })
+            .await?)
+    }
+
+    /// Delete a module name; actors pinned to its versions keep running them.
+    pub async fn delete_module(&self, tenant: &TenantId, name: &str) -> Result<bool, Error> {
+        let removed = self
+            .inner
+            .store
+            .admin(store::AdminOp::DeleteModule {
+                tenant: tenant.0.clone(),
+                name: name.to_owned(),
+            })
+            .await?;
+        self.inner.registry.forget(tenant, name);
+        Ok(removed)
+    }
+
     /// Writer counters (for the benchmark).
     pub async fn writer_stats(&self) -> Result<store::WriterStats, Error> {
         Ok(self.inner.store.writer_stats().await?)
     }
+}
+
+/// Keys created at first start, to show once.
+#[derive(Debug, Clone)]
+pub struct FirstStart {
+    pub tenant_key: String,
+    /// `None` when the admin key was given (it is never printed then).
+    pub admin_key: Option<String>,
 }
 
 /// The callback signing secret kept in `<data>/webhook-secret` (mode 0600), created on

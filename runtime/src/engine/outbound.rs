@@ -82,6 +82,50 @@ pub fn check_allowed(allow: &[String], url: &str) -> Result<(), String> {
     }
 }
 
+/// May a tenant reach `url`? It must be on the platform's or the tenant's allowlist, and
+/// — unless the platform allows private networks — must not be a loopback, private or
+/// link-local (metadata) address. With `resolve`, host names are resolved and every
+/// address checked (at delivery); without, only literal addresses and `localhost` are.
+pub fn check_destination(
+    platform: &[String],
+    tenant: &[String],
+    url: &str,
+    allow_private: bool,
+    resolve: bool,
+) -> Result<(), String> {
+    if check_allowed(platform, url).is_err() {
+        check_allowed(tenant, url)?;
+    }
+    if allow_private {
+        return Ok(());
+    }
+    let (host, port) = destination(url)?;
+    let private = |ip: std::net::IpAddr| crate::domain::is_private(ip);
+    let refused = || {
+        Err(format!(
+            "destination {host}:{port} is a private, loopback or link-local address"
+        ))
+    };
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return if private(ip) { refused() } else { Ok(()) };
+    }
+    if host == "localhost" || host.ends_with(".localhost") {
+        return refused();
+    }
+    if resolve {
+        use std::net::ToSocketAddrs;
+        let addrs = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+        for a in addrs {
+            if private(a.ip()) {
+                return refused();
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What one attempt produced.
 #[derive(Debug)]
 pub enum Attempt {
@@ -211,6 +255,19 @@ mod tests {
         assert!(check_allowed(&allow, "http://169.254.169.254/latest").is_err());
         assert!(check_allowed(&allow, "file:///etc/passwd").is_err());
         assert!(check_allowed(&[], "http://127.0.0.1:9000/x").is_err());
+    }
+
+    #[test]
+    fn private_destinations_need_the_platform_switch() {
+        let allow = vec!["127.0.0.1:9000".to_owned(), "169.254.169.254".to_owned()];
+        let url = "http://127.0.0.1:9000/x";
+        assert!(check_destination(&allow, &[], url, false, false).is_err());
+        assert!(check_destination(&allow, &[], url, true, false).is_ok());
+        let meta = "http://169.254.169.254/latest/meta-data";
+        assert!(check_destination(&allow, &[], meta, false, true).is_err());
+        let tenant = vec!["93.184.216.34".to_owned()];
+        assert!(check_destination(&[], &tenant, "http://93.184.216.34/", false, false).is_ok());
+        assert!(check_destination(&[], &[], "http://93.184.216.34/", false, false).is_err());
     }
 
     #[test]

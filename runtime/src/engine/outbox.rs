@@ -105,7 +105,23 @@ async fn http_call(
         }),
         callback: None,
     };
-    if let Err(refused) = outbound::check_allowed(&cfg.allow, &spec.url) {
+    let tenant = crate::domain::ActorId::from_storage_key(actor).map(|a| a.tenant);
+    let tenant_allow = tenant
+        .as_ref()
+        .and_then(|t| inner.tenants.get(t))
+        .map(|t| t.record.allow_http.clone())
+        .unwrap_or_default();
+    let (platform, url, allow_private) = (
+        cfg.allow.clone(),
+        spec.url.clone(),
+        inner.config.allow_private_net,
+    );
+    let checked = tokio::task::spawn_blocking(move || {
+        outbound::check_destination(&platform, &tenant_allow, &url, allow_private, true)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(refused) = checked {
         return Some(finish(Err(refused)));
     }
     let mut headers = spec.headers.clone();
@@ -169,6 +185,14 @@ async fn callback(
         }
     };
     let actor = crate::domain::ActorId::from_storage_key(&rec.actor);
+    let tenant = actor.as_ref().and_then(|a| inner.tenants.get(&a.tenant));
+    let secret = tenant
+        .as_ref()
+        .map(|t| t.record.webhook_secret.clone())
+        .unwrap_or_else(|| inner.webhook_secret.clone());
+    let tenant_allow = tenant
+        .map(|t| t.record.allow_http.clone())
+        .unwrap_or_default();
     let mut body = serde_json::json!({
         "request_id": id.to_string(),
         "actor": actor.map(|a| serde_json::json!({"module": a.module, "key": a.key})),
@@ -187,10 +211,17 @@ async fn callback(
     let body = serde_json::to_vec(&body).unwrap_or_default();
     let msg_id = format!("msg_{id}");
     let ts = inner.clock.now_ms() / 1000;
-    let outcome = match (
-        outbound::check_allowed(&cfg.allow, url),
-        outbound::sign(&inner.webhook_secret, &msg_id, ts, &body),
-    ) {
+    let (platform, dest, allow_private) = (
+        cfg.allow.clone(),
+        url.to_owned(),
+        inner.config.allow_private_net,
+    );
+    let checked = tokio::task::spawn_blocking(move || {
+        outbound::check_destination(&platform, &tenant_allow, &dest, allow_private, true)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let outcome = match (checked, outbound::sign(&secret, &msg_id, ts, &body)) {
         (Err(e), _) | (_, Err(e)) => Attempt::Failed(e),
         (Ok(()), Ok(signature)) => {
             let headers = vec![

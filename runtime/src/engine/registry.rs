@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::OnceCell;
 
 use crate::domain::TenantId;
-use crate::executor::{CompiledModule, Executor, ModuleDirectory};
+use crate::executor::{CompiledModule, Executor};
 use crate::store::{self, ModuleVersion, Store};
 
 type Cell = Arc<OnceCell<Arc<CompiledModule>>>;
@@ -21,7 +21,6 @@ pub struct Registry {
     latest: RwLock<HashMap<String, ModuleVersion>>,
     compiled: Mutex<HashMap<String, Cell>>,
     cache_dir: PathBuf,
-    allow: Vec<String>,
 }
 
 fn module_key(tenant: &TenantId, name: &str) -> String {
@@ -29,12 +28,11 @@ fn module_key(tenant: &TenantId, name: &str) -> String {
 }
 
 impl Registry {
-    pub fn new(cache_dir: PathBuf, allow: Vec<String>) -> Self {
+    pub fn new(cache_dir: PathBuf) -> Self {
         Registry {
             latest: RwLock::new(HashMap::new()),
             compiled: Mutex::new(HashMap::new()),
             cache_dir,
-            allow,
         }
     }
 
@@ -52,6 +50,24 @@ impl Registry {
     pub fn latest(&self, tenant: &TenantId, name: &str) -> Option<ModuleVersion> {
         let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
         latest.get(&module_key(tenant, name)).cloned()
+    }
+
+    /// Number of module names of a tenant.
+    pub fn count(&self, tenant: &TenantId) -> usize {
+        let prefix = format!("{}/", tenant.0);
+        let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
+        latest.keys().filter(|k| k.starts_with(&prefix)).count()
+    }
+
+    pub fn forget(&self, tenant: &TenantId, name: &str) {
+        let mut latest = self.latest.write().unwrap_or_else(|p| p.into_inner());
+        latest.remove(&module_key(tenant, name));
+    }
+
+    pub fn forget_tenant(&self, tenant: &TenantId) {
+        let prefix = format!("{}/", tenant.0);
+        let mut latest = self.latest.write().unwrap_or_else(|p| p.into_inner());
+        latest.retain(|k, _| !k.starts_with(&prefix));
     }
 
     fn cell(&self, digest: &str) -> Cell {
@@ -132,15 +148,5 @@ impl Registry {
         })
         .await
         .cloned()
-    }
-}
-
-impl ModuleDirectory for Registry {
-    fn module_exists(&self, tenant: &TenantId, module: &str) -> bool {
-        self.latest(tenant, module).is_some()
-    }
-
-    fn check_outbound(&self, _tenant: &TenantId, url: &str) -> Result<(), String> {
-        super::outbound::check_allowed(&self.allow, url)
     }
 }

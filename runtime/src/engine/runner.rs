@@ -18,9 +18,22 @@ use crate::store::CommittedTurn;
 use super::Inner;
 
 pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
+    // Fairness: a tenant's runners first take one of its own `concurrent_turns` permits,
+    // so a tenant flooding its actors queues behind itself, not in front of others.
+    let tenant = inner.tenants.get(&actor.tenant);
+    let _tenant_permit = match &tenant {
+        Some(t) => match t.turn_permits.clone().acquire_owned().await {
+            Ok(p) => Some(p),
+            Err(_) => return,
+        },
+        None => None,
+    };
     let Ok(_permit) = inner.scheduler.permits.clone().acquire_owned().await else {
         return;
     };
+    let limits = tenant
+        .map(|t| t.limits.clone())
+        .unwrap_or_else(|| Arc::new(inner.config.limits.clone()));
     let mut warm: Option<Warm> = None;
     loop {
         let batch = match inner.store.pending(&actor, inner.config.batch_per_actor) {
@@ -43,7 +56,7 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
             }
             continue;
         }
-        if let Err(e) = run_batch(&inner, &actor, batch, &mut warm).await {
+        if let Err(e) = run_batch(&inner, &actor, batch, &mut warm, &limits).await {
             tracing::error!(%actor, error = %e, "cannot commit turns; retrying");
             warm = None;
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -56,6 +69,7 @@ async fn run_batch(
     actor: &ActorId,
     batch: crate::store::PendingBatch,
     warm: &mut Option<Warm>,
+    limits: &Arc<crate::domain::Limits>,
 ) -> Result<(), crate::store::Error> {
     let mut status = batch.meta.status;
     let module = if status == ActorStatus::Active {
@@ -110,6 +124,7 @@ async fn run_batch(
                 state: state.as_deref(),
                 envelope: &envelope,
                 timers,
+                limits: limits.clone(),
             };
             match inner.executor.run_turn(module, warm, input).await {
                 TurnExec::Done {

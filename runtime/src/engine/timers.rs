@@ -40,7 +40,7 @@ pub(super) async fn purge(inner: Arc<Inner>) {
     loop {
         let now = inner.clock.now_ms();
         match inner.store.purge(now, 10_000).await {
-            Ok(n) if n == 10_000 => continue,
+            Ok(10_000) => continue,
             Ok(n) if n > 0 => tracing::debug!(purged = n, "expired idempotency keys"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot purge idempotency keys"),

@@ -50,7 +50,10 @@ impl TurnCtx {
         }
     }
 
-    pub fn begin(&mut self, actor: &ActorId, now_ms: UnixMs, timers: u32) {
+    pub fn begin(&mut self, actor: &ActorId, now_ms: UnixMs, timers: u32, limits: &Arc<Limits>) {
+        if !Arc::ptr_eq(&self.limits, limits) {
+            self.limits = limits.clone();
+        }
         if &self.actor != actor {
             self.actor = actor.clone();
         }

@@ -87,6 +87,8 @@ pub struct TurnInput<'a> {
     pub envelope: &'a Envelope,
     /// The actor's pending timers before this turn (for the per-actor timer limit).
     pub timers: u32,
+    /// The limits of the actor's tenant.
+    pub limits: Arc<Limits>,
 }
 
 /// Handle to the Wasm engine. Cheap to clone.
@@ -241,10 +243,11 @@ impl Executor {
             Some(w) if Arc::ptr_eq(&w.module, module) => w,
             _ => {
                 let mut store = self.new_store();
+                store.data_mut().memory_limit = input.limits.memory_bytes;
                 store
                     .data_mut()
                     .turn
-                    .begin(input.actor, input.now_ms, input.timers);
+                    .begin(input.actor, input.now_ms, input.timers, &input.limits);
                 store.set_epoch_deadline(1);
                 match module.pre.instantiate_async(&mut store).await {
                     Ok(actor) => Warm {
@@ -256,10 +259,11 @@ impl Executor {
                 }
             }
         };
+        inst.store.data_mut().memory_limit = input.limits.memory_bytes;
         inst.store
             .data_mut()
             .turn
-            .begin(input.actor, input.now_ms, input.timers);
+            .begin(input.actor, input.now_ms, input.timers, &input.limits);
         inst.store.set_epoch_deadline(1);
         let msg = to_wit_message(input.envelope);
         let result = inst
@@ -268,11 +272,11 @@ impl Executor {
             .await;
         match result {
             Ok(Ok(state)) => {
-                if state.len() > self.limits.state_bytes {
+                if state.len() > input.limits.state_bytes {
                     return TurnExec::Trapped(format!(
                         "the new state is {} bytes, over the limit of {} bytes",
                         state.len(),
-                        self.limits.state_bytes
+                        input.limits.state_bytes
                     ));
                 }
                 let effects = inst.store.data_mut().turn.take_effects();

@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use crate::domain::{ActorId, ActorStatus, RequestId, RequestStatus, TenantId, validate_name};
+use crate::engine::{AuthError, Caller};
 use crate::store::{CallbackStatus, Delivery, ModuleVersion, RequestRecord};
 
 use super::AppState;
@@ -25,7 +26,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/v1/actors/{module}/{key}/events",
             web::post().to(send_event),
         )
+        .route("/v1/modules/{name}", web::delete().to(delete_module))
+        .route("/v1/actors/{module}/{key}", web::delete().to(delete_actor))
         .route("/v1/requests/{id}", web::get().to(get_request))
+        .configure(super::admin::routes)
         .route("/healthz", web::get().to(health));
 }
 
@@ -41,12 +45,32 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// The caller's tenant. There is one implicit tenant until authentication lands.
-fn tenant(_req: &HttpRequest) -> Result<TenantId> {
-    Ok(TenantId::default_tenant())
+/// The bearer token of a request, if any.
+pub(super) fn bearer(req: &HttpRequest) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn name(kind: &str, value: &str) -> Result<()> {
+/// Authenticate the caller (401 without a valid key) and return its tenant; the admin
+/// key is refused here (403). Counts the request against the tenant's rate (429).
+fn tenant(st: &AppState, req: &HttpRequest) -> Result<TenantId> {
+    match st.engine.authenticate(bearer(req)) {
+        Ok(Caller::Tenant(t)) => {
+            st.engine.admit(&t).map_err(ApiError::rate_limited)?;
+            Ok(t)
+        }
+        Ok(Caller::Admin) => Err(ApiError::forbidden(
+            "the admin key manages tenants; use a tenant's API key here",
+        )),
+        Err(AuthError::Missing) => Err(ApiError::unauthorized(
+            "send an API key: Authorization: Bearer <key>",
+        )),
+        Err(AuthError::Invalid) => Err(ApiError::unauthorized("the API key is not valid")),
+    }
+}
+
+pub(super) fn name(kind: &str, value: &str) -> Result<()> {
     validate_name(kind, value).map_err(ApiError::bad_request)
 }
 
@@ -65,10 +89,11 @@ async fn put_module(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let tenant = tenant(&req)?;
+    let tenant = tenant(&st, &req)?;
     let module = path.into_inner();
     name("module name", &module)?;
-    let bytes = read_body(&req, payload, st.engine.limits().module_bytes).await?;
+    let limit = st.engine.quotas(&tenant)?.max_module_bytes as usize;
+    let bytes = read_body(&req, payload, limit).await?;
     if bytes.is_empty() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -90,7 +115,7 @@ async fn put_module(
 }
 
 async fn list_modules(st: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse> {
-    let tenant = tenant(&req)?;
+    let tenant = tenant(&st, &req)?;
     let modules: Vec<_> = st
         .engine
         .modules(&tenant)?
@@ -111,7 +136,7 @@ async fn get_module(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let tenant = tenant(&req)?;
+    let tenant = tenant(&st, &req)?;
     let module = path.into_inner();
     name("module name", &module)?;
     let rec = st
@@ -125,8 +150,8 @@ async fn get_module(
     Ok(HttpResponse::Ok().json(json!({ "name": module, "versions": versions })))
 }
 
-fn actor_from(req: &HttpRequest, path: (String, String)) -> Result<ActorId> {
-    let tenant = tenant(req)?;
+fn actor_from(st: &AppState, req: &HttpRequest, path: (String, String)) -> Result<ActorId> {
+    let tenant = tenant(st, req)?;
     let (module, key) = path;
     name("module name", &module)?;
     name("actor key", &key)?;
@@ -216,7 +241,7 @@ async fn call_actor(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let actor = actor_from(&req, path.into_inner())?;
+    let actor = actor_from(&st, &req, path.into_inner())?;
     if !st.engine.module_exists(&actor.tenant, &actor.module) {
         return Err(ApiError::not_found(format!(
             "no module named {:?}",
@@ -226,7 +251,8 @@ async fn call_actor(
     let prefer = codec::prefer(&req)?;
     let callback = callback_url(&req)?;
     let key = idempotency_key(&req)?;
-    let raw = read_body(&req, payload, st.engine.limits().message_bytes).await?;
+    let limit = st.engine.quotas(&actor.tenant)?.max_message_bytes as usize;
+    let raw = read_body(&req, payload, limit).await?;
     let body = codec::to_guest(&req, &raw)?;
     let fresh = RequestId::random();
     let watch = st.engine.watch(fresh);
@@ -255,7 +281,7 @@ async fn send_event(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let actor = actor_from(&req, path.into_inner())?;
+    let actor = actor_from(&st, &req, path.into_inner())?;
     if !st.engine.module_exists(&actor.tenant, &actor.module) {
         return Err(ApiError::not_found(format!(
             "no module named {:?}",
@@ -263,7 +289,8 @@ async fn send_event(
         )));
     }
     let key = idempotency_key(&req)?;
-    let raw = read_body(&req, payload, st.engine.limits().message_bytes).await?;
+    let limit = st.engine.quotas(&actor.tenant)?.max_message_bytes as usize;
+    let raw = read_body(&req, payload, limit).await?;
     let body = codec::to_guest(&req, &raw)?;
     let (seq, repeat) = st.engine.send_event(&actor, body, key).await?;
     Ok(HttpResponse::Accepted()
@@ -311,7 +338,7 @@ async fn get_request(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let tenant = tenant(&req)?;
+    let tenant = tenant(&st, &req)?;
     let raw = path.into_inner();
     let unknown = || ApiError::not_found(format!("no request {raw:?}"));
     let id = RequestId::parse(&raw).ok_or_else(unknown)?;
@@ -333,7 +360,7 @@ async fn inspect_actor(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse> {
-    let actor = actor_from(&req, path.into_inner())?;
+    let actor = actor_from(&st, &req, path.into_inner())?;
     let view = st
         .engine
         .inspect(&actor)?
@@ -390,4 +417,30 @@ async fn inspect_actor(
         "created_ms": m.created_ms,
         "updated_ms": m.updated_ms,
     })))
+}
+
+async fn delete_module(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let tenant = tenant(&st, &req)?;
+    let module = path.into_inner();
+    name("module name", &module)?;
+    if !st.engine.delete_module(&tenant, &module).await? {
+        return Err(ApiError::not_found(format!("no module named {module:?}")));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn delete_actor(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let actor = actor_from(&st, &req, path.into_inner())?;
+    if !st.engine.delete_actor(&actor).await? {
+        return Err(ApiError::not_found(format!("no actor {actor}")));
+    }
+    Ok(HttpResponse::NoContent().finish())
 }

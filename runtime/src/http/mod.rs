@@ -2,6 +2,7 @@
 //! convert JSON to MessagePack at the edge, and talk to the [`Engine`] handle; they never
 //! touch storage.
 
+mod admin;
 mod codec;
 mod handlers;
 mod problem;

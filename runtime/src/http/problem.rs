@@ -69,6 +69,30 @@ impl ApiError {
         )
     }
 
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            "this tenant is over its request rate; retry after the time in Retry-After",
+        );
+        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        e
+    }
+
     pub fn with_request(mut self, id: impl Into<String>) -> Self {
         self.request_id = Some(id.into());
         self
@@ -102,6 +126,9 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             resp.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
         resp.body(serde_json::to_vec(&body).unwrap_or_default())
     }
 }
@@ -130,6 +157,19 @@ impl From<engine::Error> for ApiError {
                 e.to_string(),
             ),
             E::Refused(_) => ApiError::bad_request(e.to_string()),
+            E::Quota(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota-exceeded",
+                "Quota exceeded",
+                e.to_string(),
+            ),
+            E::TenantExists(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Already exists",
+                e.to_string(),
+            ),
+            E::UnknownTenant(_) => ApiError::not_found(e.to_string()),
             E::Store(_) | E::Setup(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(

@@ -19,12 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::{ActorId, Envelope, RequestId, TenantId, UnixMs};
 
 pub use records::{
-    ActorMeta, CallbackStatus, DeadLetter, Delivery, ModuleRecord, ModuleVersion, OutboxEntry,
-    RequestRecord,
+    ActorMeta, CallbackStatus, DeadLetter, Delivery, KeyRecord, ModuleRecord, ModuleVersion,
+    OutboxEntry, RequestRecord, TenantRecord,
 };
 pub use writer::{
-    CommittedTurn, EnqueueAck, EnqueueRequest, Idempotency, NewRequest, Notice, OutboxUpdate,
-    PostCommit, WriterConfig, WriterStats,
+    AdminOp, CommittedTurn, EnqueueAck, EnqueueRequest, Idempotency, NewRequest, Notice,
+    OutboxUpdate, PostCommit, WriterConfig, WriterStats,
 };
 
 use tables::*;
@@ -167,6 +167,45 @@ impl Store {
     pub async fn purge(&self, now: UnixMs, max: usize) -> Result<usize, Error> {
         self.submit(|done| writer::Op::Purge { now, max, done })
             .await
+    }
+
+    /// An administrative write; answers whether it changed anything.
+    pub async fn admin(&self, op: AdminOp) -> Result<bool, Error> {
+        self.submit(|done| writer::Op::Admin { op, done }).await
+    }
+
+    pub fn tenants(&self) -> Result<Vec<(String, TenantRecord)>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(TENANTS)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_owned(), records::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    pub fn keys(&self) -> Result<Vec<(String, KeyRecord)>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(KEYS)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_owned(), records::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    pub fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(META)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn tenant_actor_count(&self, tenant: &str) -> Result<u64, Error> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(TENANT_ACTORS)?;
+        Ok(t.get(tenant)?.map(|v| v.value()).unwrap_or(0))
     }
 
     /// When the earliest pending timer is due.

@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ActorStatus, Envelope, HttpCallSpec, RequestStatus, UnixMs};
+use crate::domain::{ActorStatus, Envelope, HttpCallSpec, QuotaOverrides, RequestStatus, UnixMs};
 
 use super::Error;
 
@@ -128,4 +128,22 @@ impl ModuleRecord {
     pub fn latest(&self) -> Option<&ModuleVersion> {
         self.versions.last()
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub created_ms: UnixMs,
+    pub quotas: QuotaOverrides,
+    /// Callback signing secret (`whsec_…`).
+    pub webhook_secret: String,
+    /// Outbound destinations this tenant's guests may reach, besides the platform's.
+    pub allow_http: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub tenant: String,
+    /// SHA-256 of the key.
+    pub hash: Vec<u8>,
+    pub created_ms: UnixMs,
 }

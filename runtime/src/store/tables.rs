@@ -36,6 +36,15 @@ pub const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::n
 pub const IDEM_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
     TableDefinition::new("idempotency_expiry");
 
+/// tenant name → [`super::records::TenantRecord`]
+pub const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
+/// key id → [`super::records::KeyRecord`] (the key itself is never stored, only its hash)
+pub const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+/// tenant → number of actors
+pub const TENANT_ACTORS: TableDefinition<&str, u64> = TableDefinition::new("tenant_actors");
+/// node settings (e.g. the admin key's hash)
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
 pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(ACTORS)?;
     txn.open_table(STATES)?;
@@ -52,5 +61,9 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(HTTP_PENDING)?;
     txn.open_table(IDEMPOTENCY)?;
     txn.open_table(IDEM_EXPIRY)?;
+    txn.open_table(TENANTS)?;
+    txn.open_table(KEYS)?;
+    txn.open_table(TENANT_ACTORS)?;
+    txn.open_table(META)?;
     Ok(())
 }

@@ -21,8 +21,8 @@ use crate::domain::{
 
 use super::Error;
 use super::records::{
-    self, ActorMeta, CallbackStatus, DeadLetter, Delivery, IdempotencyRecord, ModuleRecord,
-    ModuleVersion, OutboxEntry, RequestRecord,
+    self, ActorMeta, CallbackStatus, DeadLetter, Delivery, IdempotencyRecord, KeyRecord,
+    ModuleRecord, ModuleVersion, OutboxEntry, RequestRecord, TenantRecord,
 };
 use super::tables::*;
 
@@ -68,12 +68,55 @@ pub(super) enum Op {
         max: usize,
         done: Done<usize>,
     },
+    Admin {
+        op: AdminOp,
+        done: Done<bool>,
+    },
+}
+
+/// Administrative writes. Each answers whether it changed anything.
+#[derive(Debug, Clone)]
+pub enum AdminOp {
+    /// Create (`create_only`) or update a tenant.
+    PutTenant {
+        name: String,
+        record: TenantRecord,
+        create_only: bool,
+    },
+    /// Delete a tenant, its keys and its modules.
+    DeleteTenant {
+        name: String,
+    },
+    PutKey {
+        id: String,
+        record: KeyRecord,
+    },
+    /// Revoke a key of `tenant`.
+    DeleteKey {
+        tenant: String,
+        id: String,
+    },
+    PutMeta {
+        key: String,
+        value: Vec<u8>,
+    },
+    /// Delete an actor: state, mailbox (its waiting requests fail), timers, dead letters.
+    DeleteActor {
+        actor: ActorId,
+    },
+    /// Delete a module name (its versions stay for actors pinned to them).
+    DeleteModule {
+        tenant: String,
+        name: String,
+    },
 }
 
 /// Limits the writer enforces as a backstop (the executor checks them first).
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
     pub timers_per_actor: u32,
+    /// Actors per tenant unless the tenant's quotas say otherwise.
+    pub max_actors: u64,
 }
 
 /// The outcome of one outbox delivery attempt.
@@ -129,6 +172,8 @@ pub enum EnqueueAck {
     },
     /// The idempotency key was used before for another actor.
     KeyConflict,
+    /// Creating the actor would exceed the tenant's actor quota.
+    ActorQuota(u64),
 }
 
 /// The outcome of the turn that handled message `seq`.
@@ -184,6 +229,7 @@ enum Answer {
     Unit(Done<()>),
     Module(Done<(ModuleVersion, bool)>, (ModuleVersion, bool)),
     Count(Done<usize>, usize),
+    Flag(Done<bool>, bool),
 }
 
 impl Answer {
@@ -196,6 +242,8 @@ impl Answer {
             (Answer::Module(d, v), Ok(())) => drop(d.send(Ok(v))),
             (Answer::Count(d, v), Ok(())) => drop(d.send(Ok(v))),
             (Answer::Count(d, _), Err(e)) => drop(d.send(Err(fail(e)))),
+            (Answer::Flag(d, v), Ok(())) => drop(d.send(Ok(v))),
+            (Answer::Flag(d, _), Err(e)) => drop(d.send(Err(fail(e)))),
             (Answer::Enqueue(d, _), Err(e)) => drop(d.send(Err(fail(e)))),
             (Answer::Unit(d), Err(e)) => drop(d.send(Err(fail(e)))),
             (Answer::Module(d, _), Err(e)) => drop(d.send(Err(fail(e)))),
@@ -308,6 +356,10 @@ fn apply_batch(
                     let n = tx.purge(now, max).map_err(|e| e.to_string())?;
                     answers.push(Answer::Count(done, n));
                 }
+                Op::Admin { op, done } => {
+                    let changed = tx.admin(op).map_err(|e| e.to_string())?;
+                    answers.push(Answer::Flag(done, changed));
+                }
             }
         }
     }
@@ -331,6 +383,10 @@ struct Tx<'t> {
     http_pending: Table<'t, (&'static str, &'static str), u128>,
     idem: Table<'t, (&'static str, &'static str), &'static [u8]>,
     idem_expiry: Table<'t, (u64, &'static str, &'static str), ()>,
+    tenants: Table<'t, &'static str, &'static [u8]>,
+    keys: Table<'t, &'static str, &'static [u8]>,
+    tenant_actors: Table<'t, &'static str, u64>,
+    meta_table: Table<'t, &'static str, &'static [u8]>,
     now: UnixMs,
     config: &'t WriterConfig,
     notices: &'t mut Vec<Notice>,
@@ -362,6 +418,10 @@ impl<'t> Tx<'t> {
             http_pending: txn.open_table(HTTP_PENDING)?,
             idem: txn.open_table(IDEMPOTENCY)?,
             idem_expiry: txn.open_table(IDEM_EXPIRY)?,
+            tenants: txn.open_table(TENANTS)?,
+            keys: txn.open_table(KEYS)?,
+            tenant_actors: txn.open_table(TENANT_ACTORS)?,
+            meta_table: txn.open_table(META)?,
             now,
             config,
             notices,
@@ -454,6 +514,25 @@ impl<'t> Tx<'t> {
                 let Some(latest) = module.as_ref().and_then(|m| m.latest()) else {
                     return Ok(EnqueueAck::UnknownModule);
                 };
+                let tenant = actor.tenant.0.as_str();
+                let max = match self.tenants.get(tenant)? {
+                    Some(v) => {
+                        records::decode::<TenantRecord>(v.value())?
+                            .quotas
+                            .max_actors
+                    }
+                    None => None,
+                }
+                .unwrap_or(self.config.max_actors);
+                let count = self
+                    .tenant_actors
+                    .get(tenant)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                if count >= max {
+                    return Ok(EnqueueAck::ActorQuota(max));
+                }
+                self.tenant_actors.insert(tenant, count + 1)?;
                 ActorMeta {
                     module: actor.module.clone(),
                     digest: latest.digest.clone(),
@@ -859,6 +938,129 @@ impl<'t> Tx<'t> {
             }
         }
         Ok(expired.len())
+    }
+
+    fn admin(&mut self, op: AdminOp) -> Result<bool, Error> {
+        match op {
+            AdminOp::PutTenant {
+                name,
+                record,
+                create_only,
+            } => {
+                if create_only && self.tenants.get(name.as_str())?.is_some() {
+                    return Ok(false);
+                }
+                self.tenants
+                    .insert(name.as_str(), records::encode(&record).as_slice())?;
+                Ok(true)
+            }
+            AdminOp::DeleteTenant { name } => {
+                if self.tenants.remove(name.as_str())?.is_none() {
+                    return Ok(false);
+                }
+                let mut ids = Vec::new();
+                for entry in self.keys.iter()? {
+                    let (k, v) = entry?;
+                    let rec: KeyRecord = records::decode(v.value())?;
+                    if rec.tenant == name {
+                        ids.push(k.value().to_owned());
+                    }
+                }
+                for id in ids {
+                    self.keys.remove(id.as_str())?;
+                }
+                let prefix = format!("{name}/");
+                let mut modules = Vec::new();
+                for entry in self.modules.range(prefix.as_str()..)? {
+                    let (k, _) = entry?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    modules.push(k.value().to_owned());
+                }
+                for m in modules {
+                    self.modules.remove(m.as_str())?;
+                }
+                Ok(true)
+            }
+            AdminOp::PutKey { id, record } => {
+                self.keys
+                    .insert(id.as_str(), records::encode(&record).as_slice())?;
+                Ok(true)
+            }
+            AdminOp::DeleteKey { tenant, id } => {
+                let owner = match self.keys.get(id.as_str())? {
+                    Some(v) => Some(records::decode::<KeyRecord>(v.value())?.tenant),
+                    None => None,
+                };
+                if owner.as_deref() != Some(tenant.as_str()) {
+                    return Ok(false);
+                }
+                self.keys.remove(id.as_str())?;
+                Ok(true)
+            }
+            AdminOp::PutMeta { key, value } => {
+                self.meta_table.insert(key.as_str(), value.as_slice())?;
+                Ok(true)
+            }
+            AdminOp::DeleteModule { tenant, name } => {
+                let key = format!("{tenant}/{name}");
+                Ok(self.modules.remove(key.as_str())?.is_some())
+            }
+            AdminOp::DeleteActor { actor } => self.delete_actor(&actor),
+        }
+    }
+
+    fn delete_actor(&mut self, actor: &ActorId) -> Result<bool, Error> {
+        let key = actor.storage_key();
+        let Some(mut meta) = self.meta(&key)? else {
+            return Ok(false);
+        };
+        let mut failed = Vec::new();
+        for seq in meta.head_seq..meta.next_seq {
+            let env: Option<Envelope> = match self.mailbox.remove((key.as_str(), seq))? {
+                Some(raw) => Some(records::decode(raw.value())?),
+                None => None,
+            };
+            if let Some(Envelope {
+                kind: MessageKind::Request { request },
+                ..
+            }) = env
+            {
+                failed.push(request);
+            }
+        }
+        self.cancel_all_timers(&key, &mut meta)?;
+        let mut dead = Vec::new();
+        for entry in self
+            .dead
+            .range((key.as_str(), 0)..(key.as_str(), u64::MAX))?
+        {
+            dead.push(entry?.0.value().1);
+        }
+        for seq in dead {
+            self.dead.remove((key.as_str(), seq))?;
+        }
+        self.states.remove(key.as_str())?;
+        self.ready.remove(key.as_str())?;
+        self.actors.remove(key.as_str())?;
+        let tenant = actor.tenant.0.as_str();
+        let count = self
+            .tenant_actors
+            .get(tenant)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        self.tenant_actors.insert(tenant, count.saturating_sub(1))?;
+        for id in failed {
+            self.settle(
+                &actor.tenant,
+                id,
+                RequestStatus::Failed {
+                    error: format!("actor {actor} was deleted"),
+                },
+            )?;
+        }
+        Ok(true)
     }
 
     fn put_module(

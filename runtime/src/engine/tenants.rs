@@ -1,0 +1,190 @@
+//! Tenants as the engine sees them: who a bearer key belongs to, each tenant's quotas,
+//! limits, outbound allowlist and callback secret, its request-rate bucket and its share
+//! of concurrent turns. Loaded from the store at start and updated in place by the admin
+//! API, so a revoked key stops working at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::domain::{
+    Limits, QuotaOverrides, Quotas, TenantId, TokenBucket, UnixMs, hash_key, key_id, same_hash,
+};
+use crate::store::{KeyRecord, TenantRecord};
+
+/// One tenant, ready for the hot path.
+pub struct TenantInfo {
+    pub name: TenantId,
+    pub record: TenantRecord,
+    pub quotas: Quotas,
+    pub limits: Arc<Limits>,
+    bucket: Mutex<TokenBucket>,
+    /// This tenant's concurrent turns (its `concurrent_turns` quota).
+    pub turn_permits: Arc<Semaphore>,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Admin,
+    Tenant(TenantId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    Missing,
+    Invalid,
+}
+
+pub struct Tenants {
+    defaults: Quotas,
+    base: Limits,
+    map: RwLock<HashMap<TenantId, Arc<TenantInfo>>>,
+    /// key id → (tenant, SHA-256 of the key)
+    keys: RwLock<HashMap<String, (TenantId, [u8; 32])>>,
+    admin: RwLock<Option<[u8; 32]>>,
+}
+
+fn hash_of(v: &[u8]) -> Option<[u8; 32]> {
+    v.try_into().ok()
+}
+
+impl Tenants {
+    pub fn new(defaults: Quotas, base: Limits) -> Self {
+        Tenants {
+            defaults,
+            base,
+            map: RwLock::new(HashMap::new()),
+            keys: RwLock::new(HashMap::new()),
+            admin: RwLock::new(None),
+        }
+    }
+
+    pub fn set_admin_hash(&self, hash: [u8; 32]) {
+        *self.admin.write().unwrap_or_else(|p| p.into_inner()) = Some(hash);
+    }
+
+    /// Install or refresh a tenant.
+    pub fn put(&self, name: &str, record: TenantRecord, now_ms: UnixMs) {
+        let quotas = self.defaults.with(&record.quotas);
+        let info = TenantInfo {
+            name: TenantId(name.to_owned()),
+            limits: Arc::new(quotas.limits(&self.base)),
+            turn_permits: Arc::new(Semaphore::new(quotas.concurrent_turns as usize)),
+            bucket: Mutex::new(TokenBucket::new(now_ms)),
+            quotas,
+            record,
+        };
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(TenantId(name.to_owned()), Arc::new(info));
+    }
+
+    pub fn remove(&self, name: &str) {
+        let t = TenantId(name.to_owned());
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&t);
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (owner, _)| owner != &t);
+    }
+
+    pub fn put_key(&self, id: &str, rec: &KeyRecord) {
+        if let Some(hash) = hash_of(&rec.hash) {
+            self.keys
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_owned(), (TenantId(rec.tenant.clone()), hash));
+        }
+    }
+
+    pub fn remove_key(&self, id: &str) {
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    pub fn get(&self, tenant: &TenantId) -> Option<Arc<TenantInfo>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<TenantInfo>> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = map.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Key ids of a tenant.
+    pub fn key_ids(&self, tenant: &TenantId) -> Vec<String> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<_> = keys
+            .iter()
+            .filter(|(_, (t, _))| t == tenant)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Who holds this bearer token? Hashes are compared in constant time.
+    pub fn authenticate(&self, bearer: Option<&str>) -> Result<Caller, AuthError> {
+        let token = bearer.ok_or(AuthError::Missing)?;
+        let presented = hash_key(token);
+        if let Some(admin) = *self.admin.read().unwrap_or_else(|p| p.into_inner())
+            && same_hash(&admin, &presented)
+        {
+            return Ok(Caller::Admin);
+        }
+        let id = key_id(token).ok_or(AuthError::Invalid)?;
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let (tenant, stored) = keys.get(id).ok_or(AuthError::Invalid)?;
+        if !same_hash(stored, &presented) {
+            return Err(AuthError::Invalid);
+        }
+        // A key of a deleted tenant is dead too.
+        if self.get(tenant).is_none() {
+            return Err(AuthError::Invalid);
+        }
+        Ok(Caller::Tenant(tenant.clone()))
+    }
+
+    /// Take one request token for `tenant`; `Err(wait)` when over its rate.
+    pub fn admit(&self, tenant: &TenantId, now_ms: UnixMs) -> Result<(), Duration> {
+        let Some(t) = self.get(tenant) else {
+            return Ok(());
+        };
+        let mut bucket = t.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        bucket.take(
+            now_ms,
+            t.quotas.requests_per_second,
+            t.quotas.burst.max(t.quotas.requests_per_second),
+        )
+    }
+
+    /// Effective overrides after a patch.
+    pub fn merge(old: &QuotaOverrides, patch: &QuotaOverrides) -> QuotaOverrides {
+        QuotaOverrides {
+            max_modules: patch.max_modules.or(old.max_modules),
+            max_module_bytes: patch.max_module_bytes.or(old.max_module_bytes),
+            max_actors: patch.max_actors.or(old.max_actors),
+            max_state_bytes: patch.max_state_bytes.or(old.max_state_bytes),
+            max_message_bytes: patch.max_message_bytes.or(old.max_message_bytes),
+            turn_time_ms: patch.turn_time_ms.or(old.turn_time_ms),
+            memory_mb: patch.memory_mb.or(old.memory_mb),
+            timers_per_actor: patch.timers_per_actor.or(old.timers_per_actor),
+            requests_per_second: patch.requests_per_second.or(old.requests_per_second),
+            burst: patch.burst.or(old.burst),
+            concurrent_turns: patch.concurrent_turns.or(old.concurrent_turns),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The admin API: tenants and their API keys, quotas, allowlists and callback secrets.
+//! Only the admin key is accepted here. Secrets appear in a response only when they are
+//! created (a key at issue, a callback secret at tenant creation or rotation).
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::domain::QuotaOverrides;
+use crate::engine::{AuthError, Caller, TenantInfo};
+
+use super::AppState;
+use super::codec::read_body;
+use super::handlers::{bearer, name};
+use super::problem::ApiError;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/tenants", web::post().to(create_tenant))
+        .route("/v1/tenants", web::get().to(list_tenants))
+        .route("/v1/tenants/{name}", web::get().to(get_tenant))
+        .route("/v1/tenants/{name}", web::patch().to(update_tenant))
+        .route("/v1/tenants/{name}", web::delete().to(delete_tenant))
+        .route("/v1/tenants/{name}/keys", web::post().to(issue_key))
+        .route("/v1/tenants/{name}/keys/{id}", web::delete().to(revoke_key));
+}
+
+fn admin(st: &AppState, req: &HttpRequest) -> Result<()> {
+    match st.engine.authenticate(bearer(req)) {
+        Ok(Caller::Admin) => Ok(()),
+        Ok(Caller::Tenant(_)) => Err(ApiError::forbidden("this needs the admin key")),
+        Err(AuthError::Missing) => Err(ApiError::unauthorized(
+            "send the admin key: Authorization: Bearer <key>",
+        )),
+        Err(AuthError::Invalid) => Err(ApiError::unauthorized("the key is not valid")),
+    }
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<T> {
+    let body = read_body(req, payload, 64 << 10).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
+fn tenant_json(st: &AppState, t: &TenantInfo) -> serde_json::Value {
+    json!({
+        "name": t.name.0,
+        "created_ms": t.record.created_ms,
+        "quotas": t.quotas,
+        "overrides": t.record.quotas,
+        "allow_http": t.record.allow_http,
+        "keys": st.engine.key_ids(&t.name),
+        "actors": st.engine.actor_count(&t.name).unwrap_or(0),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    name: String,
+}
+
+async fn create_tenant(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    admin(&st, &req)?;
+    let body: NewTenant = json_body(&req, payload).await?;
+    name("tenant name", &body.name)?;
+    let (info, secret) = st.engine.create_tenant(&body.name).await?;
+    let mut v = tenant_json(&st, &info);
+    v["webhook_secret"] = json!(secret);
+    Ok(HttpResponse::build(StatusCode::CREATED).json(v))
+}
+
+async fn list_tenants(st: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse> {
+    admin(&st, &req)?;
+    let tenants: Vec<_> = st
+        .engine
+        .tenants()
+        .iter()
+        .map(|t| tenant_json(&st, t))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "tenants": tenants })))
+}
+
+fn known(st: &AppState, tenant: &str) -> Result<Arc<TenantInfo>> {
+    name("tenant name", tenant)?;
+    Ok(st.engine.tenant(tenant)?)
+}
+
+async fn get_tenant(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    admin(&st, &req)?;
+    let t = known(&st, &path)?;
+    Ok(HttpResponse::Ok().json(tenant_json(&st, &t)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantPatch {
+    quotas: Option<QuotaOverrides>,
+    allow_http: Option<Vec<String>>,
+    #[serde(default)]
+    rotate_webhook_secret: bool,
+}
+
+async fn update_tenant(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    admin(&st, &req)?;
+    known(&st, &path)?;
+    let patch: TenantPatch = json_body(&req, payload).await?;
+    let (info, secret) = st
+        .engine
+        .update_tenant(
+            &path,
+            patch.quotas,
+            patch.allow_http,
+            patch.rotate_webhook_secret,
+        )
+        .await?;
+    let mut v = tenant_json(&st, &info);
+    if let Some(s) = secret {
+        v["webhook_secret"] = json!(s);
+    }
+    Ok(HttpResponse::Ok().json(v))
+}
+
+async fn delete_tenant(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    admin(&st, &req)?;
+    known(&st, &path)?;
+    st.engine.delete_tenant(&path).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn issue_key(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    admin(&st, &req)?;
+    known(&st, &path)?;
+    let (id, key) = st.engine.issue_key(&path).await?;
+    Ok(HttpResponse::build(StatusCode::CREATED).json(json!({ "id": id, "key": key })))
+}
+
+async fn revoke_key(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    admin(&st, &req)?;
+    let (tenant, id) = path.into_inner();
+    known(&st, &tenant)?;
+    if !st.engine.revoke_key(&tenant, &id).await? {
+        return Err(ApiError::not_found(format!(
+            "tenant {tenant:?} has no key {id:?}"
+        )));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
