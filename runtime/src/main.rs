@@ -161,9 +161,9 @@ struct ServeArgs {
     /// Default quota: request burst per tenant (default: the rate).
     #[arg(long, default_value_t = 0)]
     rate_burst: u64,
-    /// Default quota: turns of one tenant running at once.
-    #[arg(long, default_value_t = 64)]
-    concurrent_turns: u64,
+    /// Default quota: turns of one tenant executing at once (default: half the cores).
+    #[arg(long)]
+    concurrent_turns: Option<u64>,
     /// Attempts to deliver a callback before giving up.
     #[arg(long, default_value_t = 8)]
     callback_attempts: u32,
@@ -279,12 +279,21 @@ fn run_server(args: ServeArgs, admin_key: Option<String>) -> anyhow::Result<()> 
         max_actors: args.max_actors,
         requests_per_second: args.rate_limit,
         burst: args.rate_burst,
-        concurrent_turns: args.concurrent_turns.max(1),
+        concurrent_turns: args
+            .concurrent_turns
+            .unwrap_or_else(|| dwell::domain::Quotas::defaults(&config.limits).concurrent_turns)
+            .max(1),
         ..dwell::domain::Quotas::defaults(&config.limits)
     };
+    // Turns run on this runtime. Long turns yield at every epoch tick; checking the
+    // shared queue (where newly woken actors land) and the timer/IO driver often keeps a
+    // busy tenant's turns from delaying everyone else's (tokio's default is every 61
+    // polls, which with 2 ms slices is ~120 ms).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dwell-engine")
+        .global_queue_interval(2)
+        .event_interval(4)
         .build()?;
     let engine = {
         let _guard = rt.enter();

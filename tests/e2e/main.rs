@@ -7,6 +7,7 @@ mod fake;
 mod foundation;
 mod harness;
 mod processes;
+mod tenancy;
 
 /// The example crates the harness builds for wasm32-wasip2.
 pub const GUESTS: &[&str] = &["counter", "checkin", "hostile", "probe", "payment", "trip"];

@@ -2,7 +2,7 @@
 //!
 //! `{"do": "loop"}` spins forever, `{"do": "bomb"}` grows memory without bound,
 //! `{"do": "trap"}` panics (a Wasm trap), `{"do": "recurse"}` overflows the stack,
-//! `{"do": "huge"}` returns a 64 MiB state, `{"do": "refuse"}` returns a guest error,
+//! `{"do": "huge", "bytes": n}` returns a state with n (default 64 Mi) bytes of ballast, `{"do": "refuse"}` returns a guest error,
 //! and `{"do": "ok"}` counts and answers `{"ok": n}`.
 use dwell_sdk::prelude::*;
 
@@ -17,6 +17,9 @@ struct Hostile {
 struct Cmd {
     #[serde(rename = "do")]
     action: String,
+    /// For `huge`: how many bytes of ballast to keep in the state.
+    #[serde(default)]
+    bytes: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -63,7 +66,7 @@ impl Actor for Hostile {
                 self.handled += n;
             }
             "huge" => {
-                self.ballast = vec![7u8; 64 << 20];
+                self.ballast = vec![7u8; cmd.bytes.unwrap_or(64 << 20)];
             }
             "refuse" => return Err(Error::new("refused on purpose")),
             _ => {}

@@ -162,7 +162,7 @@ pub enum ActorStatus {
 }
 
 /// Vec<u8> as MessagePack `bin` rather than an array of integers.
-mod serde_bytes_vec {
+pub(crate) mod serde_bytes_vec {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {

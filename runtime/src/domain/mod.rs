@@ -8,6 +8,7 @@ mod policy;
 mod tenancy;
 
 pub use ids::{ActorId, Digest, RequestId, TenantId, validate_name};
+pub(crate) use message::serde_bytes_vec;
 pub use message::{
     ActorStatus, Effect, Envelope, HttpCallSpec, HttpReply, MessageKind, ReplyTo, RequestStatus,
     TurnResult,

@@ -58,7 +58,10 @@ impl Quotas {
             timers_per_actor: limits.timers_per_actor as u64,
             requests_per_second: 0,
             burst: 0,
-            concurrent_turns: 64,
+            // By default a tenant's turns use at most half the cores at once, so one
+            // tenant's expensive turns always leave room for the others.
+            concurrent_turns: std::thread::available_parallelism()
+                .map_or(1, |n| (n.get() / 2).max(1) as u64),
         }
     }
 

@@ -18,22 +18,18 @@ use crate::store::CommittedTurn;
 use super::Inner;
 
 pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
-    // Fairness: a tenant's runners first take one of its own `concurrent_turns` permits,
-    // so a tenant flooding its actors queues behind itself, not in front of others.
-    let tenant = inner.tenants.get(&actor.tenant);
-    let _tenant_permit = match &tenant {
-        Some(t) => match t.turn_permits.clone().acquire_owned().await {
-            Ok(p) => Some(p),
-            Err(_) => return,
-        },
-        None => None,
-    };
     let Ok(_permit) = inner.scheduler.permits.clone().acquire_owned().await else {
         return;
     };
+    let tenant = inner.tenants.get(&actor.tenant);
+    let permits = tenant.as_ref().map(|t| t.turn_permits.clone());
     let limits = tenant
         .map(|t| t.limits.clone())
         .unwrap_or_else(|| Arc::new(inner.config.limits.clone()));
+    let exec = Exec {
+        limits,
+        tenant_permits: permits,
+    };
     let mut warm: Option<Warm> = None;
     loop {
         let batch = match inner.store.pending(&actor, inner.config.batch_per_actor) {
@@ -56,7 +52,7 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
             }
             continue;
         }
-        if let Err(e) = run_batch(&inner, &actor, batch, &mut warm, &limits).await {
+        if let Err(e) = run_batch(&inner, &actor, batch, &mut warm, &exec).await {
             tracing::error!(%actor, error = %e, "cannot commit turns; retrying");
             warm = None;
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -64,12 +60,18 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
     }
 }
 
+/// What a runner needs to run its actor's turns.
+struct Exec {
+    limits: Arc<crate::domain::Limits>,
+    tenant_permits: Option<Arc<tokio::sync::Semaphore>>,
+}
+
 async fn run_batch(
     inner: &Arc<Inner>,
     actor: &ActorId,
     batch: crate::store::PendingBatch,
     warm: &mut Option<Warm>,
-    limits: &Arc<crate::domain::Limits>,
+    exec: &Exec,
 ) -> Result<(), crate::store::Error> {
     let mut status = batch.meta.status;
     let module = if status == ActorStatus::Active {
@@ -124,9 +126,27 @@ async fn run_batch(
                 state: state.as_deref(),
                 envelope: &envelope,
                 timers,
-                limits: limits.clone(),
+                limits: exec.limits.clone(),
             };
-            match inner.executor.run_turn(module, warm, input).await {
+            // Fair share of the CPU: a turn runs only while holding one of its tenant's
+            // `concurrent_turns` permits and one of the node's execution slots (one per
+            // core). A tenant flooding its actors queues behind itself, and never holds
+            // every slot unless its quota allows it.
+            let _tenant_slot = match &exec.tenant_permits {
+                Some(p) => p.clone().acquire_owned().await.ok(),
+                None => None,
+            };
+            let _slot = inner
+                .scheduler
+                .exec_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .ok();
+            let outcome = inner.executor.run_turn(module, warm, input).await;
+            drop(_slot);
+            drop(_tenant_slot);
+            match outcome {
                 TurnExec::Done {
                     state: new_state,
                     effects,

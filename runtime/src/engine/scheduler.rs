@@ -18,6 +18,8 @@ pub struct Scheduler {
     /// actor → "more mail arrived while running"
     running: Mutex<HashMap<ActorId, bool>>,
     pub(super) permits: Arc<Semaphore>,
+    /// Turns executing at once on the node (one per core).
+    pub(super) exec_slots: Arc<Semaphore>,
 }
 
 impl Scheduler {
@@ -25,6 +27,9 @@ impl Scheduler {
         Scheduler {
             running: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_active.max(1))),
+            exec_slots: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
     }
 

@@ -129,7 +129,7 @@ impl std::fmt::Display for MemoryLimitExceeded {
 impl std::error::Error for MemoryLimitExceeded {}
 
 /// How often the epoch advances; the granularity of the time budget.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
+const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 impl Executor {
     pub fn new(limits: Limits, directory: Arc<dyn ModuleDirectory>) -> Result<Self, String> {

@@ -144,6 +144,7 @@ pub struct TenantRecord {
 pub struct KeyRecord {
     pub tenant: String,
     /// SHA-256 of the key.
+    #[serde(with = "crate::domain::serde_bytes_vec")]
     pub hash: Vec<u8>,
     pub created_ms: UnixMs,
 }
