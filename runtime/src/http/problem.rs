@@ -170,6 +170,16 @@ impl From<engine::Error> for ApiError {
                 e.to_string(),
             ),
             E::UnknownTenant(_) => ApiError::not_found(e.to_string()),
+            E::Store(crate::store::Error::Overloaded) => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "Overloaded",
+                    "the server is at capacity and accepted nothing; retry shortly",
+                );
+                e.retry_after = Some(1);
+                e
+            }
             E::Store(_) | E::Setup(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(

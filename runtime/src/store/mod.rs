@@ -37,6 +37,8 @@ pub enum Error {
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
+    #[error("the writer's queue is full")]
+    Overloaded,
     #[error("cannot open data directory: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -114,8 +116,16 @@ impl Store {
     }
 
     /// Durably enqueue one message (creating the actor if needed). Returns after fsync.
+    /// Refuses at once with [`Error::Overloaded`] when the writer's queue is full
+    /// (backpressure for ingress: callers get 503 rather than queueing without bound).
     pub async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueAck, Error> {
-        self.submit(|done| writer::Op::Enqueue { req, done }).await
+        let permit = self.writer.try_reserve().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(()) => Error::Overloaded,
+            mpsc::error::TrySendError::Closed(()) => Error::Closed,
+        })?;
+        let (tx, rx) = oneshot::channel();
+        permit.send(writer::Op::Enqueue { req, done: tx });
+        rx.await.map_err(|_| Error::Closed)?
     }
 
     /// Durably commit the outcomes of consecutive turns of one actor.
