@@ -309,6 +309,44 @@ fn bad_input_gets_problem_json_and_loses_nothing() {
         .call("counter", "keep", json!({"subtract": 1}))
         .assert_problem(500);
 
+    // The dead letter is visible and can be retried: it goes back into the mailbox as a
+    // new request (which fails the same way here, and is dead-lettered again).
+    let a = server.actor("counter", "keep").json();
+    assert_eq!(a["dead_letter_count"], 1);
+    let seq = a["dead_letters"][0]["seq"].as_u64().unwrap();
+    assert_eq!(a["dead_letters"][0]["body"], json!({"subtract": 1}));
+    let r = server.request(
+        "POST",
+        &format!("/v1/actors/counter/keep/dead-letters/{seq}/retry"),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 202);
+    let loc = r.header("location").unwrap();
+    let retried = server
+        .request("GET", &loc, &[("prefer", "wait=5")], None)
+        .json();
+    assert_eq!(retried["status"], "failed");
+    assert!(
+        retried["error"].as_str().unwrap().contains("missing field"),
+        "{retried}"
+    );
+    let a = server.actor("counter", "keep").json();
+    assert_eq!(a["dead_letter_count"], 2);
+    assert_eq!(
+        a["dead_letters"].as_array().unwrap().len(),
+        1,
+        "moved, not copied"
+    );
+    server
+        .request(
+            "POST",
+            &format!("/v1/actors/counter/keep/dead-letters/{seq}/retry"),
+            &[],
+            None,
+        )
+        .assert_problem(404);
+
     // Nothing accepted before was harmed.
     let r = server.call("counter", "keep", json!({"add": 1}));
     assert_eq!(r.json(), json!({"total": 8}));

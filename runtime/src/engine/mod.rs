@@ -720,6 +720,38 @@ impl Engine {
             .await?)
     }
 
+    /// Put a dead letter back into its actor's mailbox. Returns the new request id if
+    /// the message was a request, or `None` if it was not (or nothing was retried).
+    pub async fn retry_dead_letter(
+        &self,
+        actor: &ActorId,
+        seq: u64,
+    ) -> Result<Option<Option<RequestId>>, Error> {
+        let new_request = RequestId::random();
+        let was_request = self
+            .inner
+            .store
+            .actor_view(actor, usize::MAX)?
+            .and_then(|v| v.dead_letters.into_iter().find(|(s, _)| *s == seq))
+            .map(|(_, d)| matches!(d.envelope.kind, MessageKind::Request { .. }));
+        let Some(was_request) = was_request else {
+            return Ok(None);
+        };
+        let retried = self
+            .inner
+            .store
+            .admin(store::AdminOp::RetryDeadLetter {
+                actor: actor.clone(),
+                seq,
+                new_request,
+            })
+            .await?;
+        if !retried {
+            return Ok(None);
+        }
+        Ok(Some(was_request.then_some(new_request)))
+    }
+
     /// Delete a module name; actors pinned to its versions keep running them.
     pub async fn delete_module(&self, tenant: &TenantId, name: &str) -> Result<bool, Error> {
         let removed = self

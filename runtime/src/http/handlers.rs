@@ -28,6 +28,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/v1/modules/{name}", web::delete().to(delete_module))
         .route("/v1/actors/{module}/{key}", web::delete().to(delete_actor))
+        .route(
+            "/v1/actors/{module}/{key}/dead-letters/{seq}/retry",
+            web::post().to(retry_dead_letter),
+        )
         .route("/v1/requests/{id}", web::get().to(get_request))
         .configure(super::admin::routes)
         .route("/healthz", web::get().to(health));
@@ -443,4 +447,20 @@ async fn delete_actor(
         return Err(ApiError::not_found(format!("no actor {actor}")));
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+async fn retry_dead_letter(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String, u64)>,
+) -> Result<HttpResponse> {
+    let (module, key, seq) = path.into_inner();
+    let actor = actor_from(&st, &req, (module, key))?;
+    match st.engine.retry_dead_letter(&actor, seq).await? {
+        None => Err(ApiError::not_found(format!(
+            "actor {actor} has no dead letter {seq}"
+        ))),
+        Some(Some(id)) => Ok(accepted(id, "pending")),
+        Some(None) => Ok(HttpResponse::Accepted().json(json!({ "status": "accepted" }))),
+    }
 }

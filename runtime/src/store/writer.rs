@@ -109,6 +109,13 @@ pub enum AdminOp {
         tenant: String,
         name: String,
     },
+    /// Put a dead letter back at the end of its actor's mailbox. A request gets a new
+    /// request record (`new_request`), since the first one has failed for good.
+    RetryDeadLetter {
+        actor: ActorId,
+        seq: u64,
+        new_request: RequestId,
+    },
 }
 
 /// Limits the writer enforces as a backstop (the executor checks them first).
@@ -1008,6 +1015,37 @@ impl<'t> Tx<'t> {
                 Ok(self.modules.remove(key.as_str())?.is_some())
             }
             AdminOp::DeleteActor { actor } => self.delete_actor(&actor),
+            AdminOp::RetryDeadLetter {
+                actor,
+                seq,
+                new_request,
+            } => {
+                let key = actor.storage_key();
+                let dl: Option<DeadLetter> = match self.dead.remove((key.as_str(), seq))? {
+                    Some(raw) => Some(records::decode(raw.value())?),
+                    None => None,
+                };
+                let Some(dl) = dl else { return Ok(false) };
+                let mut env = dl.envelope;
+                env.enqueued_ms = self.now;
+                let request = match &mut env.kind {
+                    MessageKind::Request { request } => {
+                        *request = new_request;
+                        Some(NewRequest {
+                            id: new_request,
+                            callback_url: None,
+                        })
+                    }
+                    _ => None,
+                };
+                let ack = self.enqueue_request(EnqueueRequest {
+                    actor: actor.clone(),
+                    envelope: env,
+                    request,
+                    idempotency: None,
+                })?;
+                Ok(matches!(ack, EnqueueAck::Accepted { .. }))
+            }
         }
     }
 
