@@ -164,6 +164,9 @@ struct ServeArgs {
     /// Default quota: turns of one tenant executing at once (default: half the cores).
     #[arg(long)]
     concurrent_turns: Option<u64>,
+    /// Allocate instances on demand instead of from wasmtime's pooling allocator.
+    #[arg(long)]
+    no_pooling: bool,
     /// Attempts to deliver a callback before giving up.
     #[arg(long, default_value_t = 8)]
     callback_attempts: u32,
@@ -271,6 +274,7 @@ fn run_server(args: ServeArgs, admin_key: Option<String>) -> anyhow::Result<()> 
         webhook_secret: args.webhook_secret.clone(),
         idempotency_retention: args.idempotency_retention,
         allow_private_net: args.allow_private_net,
+        pooling: !args.no_pooling,
         ..EngineConfig::default()
     };
     let mut config = config;

@@ -85,7 +85,7 @@ impl Quotas {
     pub fn limits(&self, base: &Limits) -> Limits {
         Limits {
             turn_time: Duration::from_millis(self.turn_time_ms.max(1)),
-            memory_bytes: (self.memory_mb.max(1) as usize) << 20,
+            memory_bytes: ((self.memory_mb.clamp(1, 4096)) as usize) << 20,
             state_bytes: self.max_state_bytes as usize,
             message_bytes: self.max_message_bytes as usize,
             timers_per_actor: self.timers_per_actor as usize,

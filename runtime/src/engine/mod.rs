@@ -56,6 +56,9 @@ pub struct EngineConfig {
     /// Let guests and callbacks reach loopback, private and link-local addresses (only
     /// for development and tests: link-local holds cloud metadata services).
     pub allow_private_net: bool,
+    /// Use wasmtime's pooling allocator (instances, memories and stacks from
+    /// pre-reserved slots).
+    pub pooling: bool,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +75,7 @@ impl Default for EngineConfig {
             purge_interval: Duration::from_secs(60),
             quotas: Quotas::defaults(&Limits::default()),
             allow_private_net: false,
+            pooling: true,
         }
     }
 }
@@ -221,7 +225,13 @@ impl Engine {
             platform_allow: config.outbound.allow.clone(),
             allow_private: config.allow_private_net,
         });
-        let executor = Executor::new(config.limits.clone(), directory).map_err(Error::Setup)?;
+        let pool_slots = if config.pooling {
+            (config.max_active_actors + 64) as u32
+        } else {
+            0
+        };
+        let executor =
+            Executor::new(config.limits.clone(), directory, pool_slots).map_err(Error::Setup)?;
         registry.load(&store)?;
         let inner = Arc::new(Inner {
             store,

@@ -128,12 +128,39 @@ impl std::fmt::Display for MemoryLimitExceeded {
 
 impl std::error::Error for MemoryLimitExceeded {}
 
+/// The largest linear memory any tenant may be given (with the pooling allocator every
+/// slot is sized for it).
+pub const MAX_MEMORY: usize = 4 << 30;
+
 /// How often the epoch advances; the granularity of the time budget.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 impl Executor {
-    pub fn new(limits: Limits, directory: Arc<dyn ModuleDirectory>) -> Result<Self, String> {
+    /// `pool_slots`: instances the pooling allocator keeps ready (0 = allocate on
+    /// demand). Must cover every instance alive at once: warm instances of active actors
+    /// plus turns in flight.
+    pub fn new(
+        limits: Limits,
+        directory: Arc<dyn ModuleDirectory>,
+        pool_slots: u32,
+    ) -> Result<Self, String> {
         let mut config = Config::new();
+        if pool_slots > 0 {
+            // Pre-reserved slots for instances, memories, tables and fiber stacks: an
+            // instantiation reuses a slot (copy-on-write memory image, no mmap of a fresh
+            // stack) instead of mapping everything anew.
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_component_instances(pool_slots)
+                .total_core_instances(pool_slots * 8)
+                .max_core_instances_per_component(32)
+                .total_memories(pool_slots * 2)
+                .max_memories_per_component(4)
+                .total_tables(pool_slots * 8)
+                .max_tables_per_component(32)
+                .total_stacks(pool_slots)
+                .max_memory_size(MAX_MEMORY);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.max_wasm_stack(1 << 20);
