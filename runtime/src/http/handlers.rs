@@ -239,25 +239,38 @@ fn wait_for(st: &AppState, prefer: codec::Prefer) -> Duration {
         .min(st.config.max_wait)
 }
 
-async fn call_actor(
-    st: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
+/// The common part of a call and an event: the caller's actor (its module must exist),
+/// the body as MessagePack (bounded by the tenant's message quota) and the
+/// `Idempotency-Key`.
+async fn ingress(
+    st: &AppState,
+    req: &HttpRequest,
+    path: (String, String),
     payload: web::Payload,
-) -> Result<HttpResponse> {
-    let actor = actor_from(&st, &req, path.into_inner())?;
+) -> Result<(ActorId, Vec<u8>, Option<String>)> {
+    let actor = actor_from(st, req, path)?;
     if !st.engine.module_exists(&actor.tenant, &actor.module) {
         return Err(ApiError::not_found(format!(
             "no module named {:?}",
             actor.module
         )));
     }
+    let key = idempotency_key(req)?;
+    let limit = st.engine.quotas(&actor.tenant)?.max_message_bytes as usize;
+    let raw = read_body(req, payload, limit).await?;
+    let body = codec::to_guest(req, &raw)?;
+    Ok((actor, body, key))
+}
+
+async fn call_actor(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let prefer = codec::prefer(&req)?;
     let callback = callback_url(&req)?;
-    let key = idempotency_key(&req)?;
-    let limit = st.engine.quotas(&actor.tenant)?.max_message_bytes as usize;
-    let raw = read_body(&req, payload, limit).await?;
-    let body = codec::to_guest(&req, &raw)?;
+    let (actor, body, key) = ingress(&st, &req, path.into_inner(), payload).await?;
     let fresh = RequestId::random();
     let watch = st.engine.watch(fresh);
     let (id, repeat) = st.engine.call(&actor, fresh, body, callback, key).await?;
@@ -285,17 +298,7 @@ async fn send_event(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let actor = actor_from(&st, &req, path.into_inner())?;
-    if !st.engine.module_exists(&actor.tenant, &actor.module) {
-        return Err(ApiError::not_found(format!(
-            "no module named {:?}",
-            actor.module
-        )));
-    }
-    let key = idempotency_key(&req)?;
-    let limit = st.engine.quotas(&actor.tenant)?.max_message_bytes as usize;
-    let raw = read_body(&req, payload, limit).await?;
-    let body = codec::to_guest(&req, &raw)?;
+    let (actor, body, key) = ingress(&st, &req, path.into_inner(), payload).await?;
     let (seq, repeat) = st.engine.send_event(&actor, body, key).await?;
     Ok(HttpResponse::Accepted()
         .json(json!({ "status": "accepted", "seq": seq, "duplicate": repeat })))

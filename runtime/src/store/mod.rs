@@ -184,9 +184,13 @@ impl Store {
         self.submit(|done| writer::Op::Admin { op, done }).await
     }
 
-    pub fn tenants(&self) -> Result<Vec<(String, TenantRecord)>, Error> {
+    /// Every record of a `name → record` table.
+    fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        table: redb::TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, T)>, Error> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(TENANTS)?;
+        let t = txn.open_table(table)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
             let (k, v) = entry?;
@@ -195,15 +199,12 @@ impl Store {
         Ok(out)
     }
 
+    pub fn tenants(&self) -> Result<Vec<(String, TenantRecord)>, Error> {
+        self.all(TENANTS)
+    }
+
     pub fn keys(&self) -> Result<Vec<(String, KeyRecord)>, Error> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(KEYS)?;
-        let mut out = Vec::new();
-        for entry in t.iter()? {
-            let (k, v) = entry?;
-            out.push((k.value().to_owned(), records::decode(v.value())?));
-        }
-        Ok(out)
+        self.all(KEYS)
     }
 
     pub fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -378,14 +379,7 @@ impl Store {
 
     /// Every module of every tenant: `(tenant/name, record)`.
     pub fn all_modules(&self) -> Result<Vec<(String, ModuleRecord)>, Error> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(MODULES)?;
-        let mut out = Vec::new();
-        for entry in t.iter()? {
-            let (k, v) = entry?;
-            out.push((k.value().to_owned(), records::decode(v.value())?));
-        }
-        Ok(out)
+        self.all(MODULES)
     }
 
     pub fn module_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, Error> {
