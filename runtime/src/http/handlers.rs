@@ -415,7 +415,7 @@ async fn inspect_actor(
         "version": m.version,
         "digest": format!("sha256:{}", m.digest),
         "state": view.state.as_deref().map(codec::to_json_lossless),
-        "mailbox_depth": m.mailbox_depth(),
+        "mailbox_depth": view.mailbox_depth,
         "turns": m.turns,
         "timers": timers,
         "outbound_calls": calls,

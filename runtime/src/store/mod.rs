@@ -72,6 +72,8 @@ pub struct PendingBatch {
 #[derive(Debug)]
 pub struct ActorView {
     pub meta: ActorMeta,
+    /// Unprocessed messages.
+    pub mailbox_depth: u64,
     pub state: Option<Vec<u8>>,
     pub dead_letters: Vec<(u64, DeadLetter)>,
 }
@@ -345,8 +347,15 @@ impl Store {
                 break;
             }
         }
+        let mailbox = txn.open_table(MAILBOX)?;
+        let mut mailbox_depth = 0;
+        for entry in mailbox.range((key.as_str(), 0)..=(key.as_str(), u64::MAX))? {
+            entry?;
+            mailbox_depth += 1;
+        }
         Ok(Some(ActorView {
             meta,
+            mailbox_depth,
             state,
             dead_letters,
         }))
@@ -388,17 +397,22 @@ impl Store {
         Ok(t.get(digest)?.map(|v| v.value().to_vec()))
     }
 
-    /// Actors with unprocessed mail (kept as an index, so start-up does not scan every
-    /// actor).
+    /// Actors with unprocessed mail. The mailbox holds only unprocessed messages, so it
+    /// is its own index: one seek per actor with mail, not a scan of every actor.
     pub fn ready_actors(&self) -> Result<Vec<ActorId>, Error> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(READY)?;
+        let t = txn.open_table(MAILBOX)?;
         let mut out = Vec::new();
-        for entry in t.iter()? {
-            let (k, _) = entry?;
-            if let Some(a) = ActorId::from_storage_key(k.value()) {
+        let mut next = t.first()?.map(|(k, _)| k.value().0.to_owned());
+        while let Some(key) = next {
+            if let Some(a) = ActorId::from_storage_key(&key) {
                 out.push(a);
             }
+            next = t
+                .range((key.as_str(), u64::MAX)..)?
+                .find_map(|e| e.ok())
+                .map(|(k, _)| k.value().0.to_owned())
+                .filter(|k| *k != key);
         }
         Ok(out)
     }

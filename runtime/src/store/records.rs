@@ -36,9 +36,9 @@ pub struct ActorMeta {
     pub digest: String,
     pub version: u32,
     pub status: ActorStatus,
-    /// Sequence number the next message will get.
-    pub next_seq: u64,
-    /// Sequence number of the oldest unprocessed message.
+    /// Sequence number of the oldest unprocessed message. The next message gets one more
+    /// than the last key in the mailbox (or `head_seq` when it is empty), so an enqueue to
+    /// an existing actor writes only its mailbox entry.
     pub head_seq: u64,
     pub turns: u64,
     pub dead_letters: u64,
@@ -46,12 +46,6 @@ pub struct ActorMeta {
     pub updated_ms: UnixMs,
     /// Pending timers.
     pub timers: u32,
-}
-
-impl ActorMeta {
-    pub fn mailbox_depth(&self) -> u64 {
-        self.next_seq - self.head_seq
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

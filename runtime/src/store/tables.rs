@@ -9,8 +9,6 @@ pub const ACTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("actors");
 pub const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("states");
 /// `(actor, seq)` → [`crate::domain::Envelope`]
 pub const MAILBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mailbox");
-/// actors with unprocessed mail
-pub const READY: TableDefinition<&str, ()> = TableDefinition::new("ready");
 /// request id → [`super::RequestRecord`]
 pub const REQUESTS: TableDefinition<u128, &[u8]> = TableDefinition::new("requests");
 /// `(actor, seq)` → [`super::DeadLetter`]
@@ -49,7 +47,6 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(ACTORS)?;
     txn.open_table(STATES)?;
     txn.open_table(MAILBOX)?;
-    txn.open_table(READY)?;
     txn.open_table(REQUESTS)?;
     txn.open_table(DEAD)?;
     txn.open_table(MODULES)?;

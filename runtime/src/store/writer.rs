@@ -378,7 +378,6 @@ struct Tx<'t> {
     actors: Table<'t, &'static str, &'static [u8]>,
     states: Table<'t, &'static str, &'static [u8]>,
     mailbox: Table<'t, (&'static str, u64), &'static [u8]>,
-    ready: Table<'t, &'static str, ()>,
     requests: Table<'t, u128, &'static [u8]>,
     dead: Table<'t, (&'static str, u64), &'static [u8]>,
     modules: Table<'t, &'static str, &'static [u8]>,
@@ -413,7 +412,6 @@ impl<'t> Tx<'t> {
             actors: txn.open_table(ACTORS)?,
             states: txn.open_table(STATES)?,
             mailbox: txn.open_table(MAILBOX)?,
-            ready: txn.open_table(READY)?,
             requests: txn.open_table(REQUESTS)?,
             dead: txn.open_table(DEAD)?,
             modules: txn.open_table(MODULES)?,
@@ -499,7 +497,7 @@ impl<'t> Tx<'t> {
     /// Append to a mailbox, creating the actor (pinned to its module's latest version)
     /// on its first message.
     fn enqueue(&mut self, actor: &ActorId, env: &Envelope) -> Result<EnqueueAck, Error> {
-        self.enqueue_with(actor, env, |_| {})
+        self.enqueue_with(actor, env, |_| false)
     }
 
     /// [`Tx::enqueue`], adjusting the actor's meta in the same write.
@@ -507,10 +505,12 @@ impl<'t> Tx<'t> {
         &mut self,
         actor: &ActorId,
         env: &Envelope,
-        adjust: impl FnOnce(&mut ActorMeta),
+        adjust: impl FnOnce(&mut ActorMeta) -> bool,
     ) -> Result<EnqueueAck, Error> {
         let key = actor.storage_key();
-        let mut meta = match self.meta(&key)? {
+        let existing = self.meta(&key)?;
+        let is_new = existing.is_none();
+        let mut meta = match existing {
             Some(m) => m,
             None => {
                 let module: Option<ModuleRecord> =
@@ -545,7 +545,6 @@ impl<'t> Tx<'t> {
                     digest: latest.digest.clone(),
                     version: latest.version,
                     status: ActorStatus::Active,
-                    next_seq: 0,
                     head_seq: 0,
                     turns: 0,
                     dead_letters: 0,
@@ -558,15 +557,19 @@ impl<'t> Tx<'t> {
         if meta.status == ActorStatus::Completed {
             return Ok(EnqueueAck::ActorCompleted);
         }
-        adjust(&mut meta);
-        let seq = meta.next_seq;
-        meta.next_seq += 1;
-        meta.updated_ms = self.now;
+        let last = self
+            .mailbox
+            .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k.value().1);
+        let seq = last.map_or(meta.head_seq, |l| l + 1);
         self.mailbox
             .insert((key.as_str(), seq), records::encode(env).as_slice())?;
-        self.actors
-            .insert(key.as_str(), records::encode(&meta).as_slice())?;
-        self.ready.insert(key.as_str(), ())?;
+        if adjust(&mut meta) || is_new {
+            self.actors
+                .insert(key.as_str(), records::encode(&meta).as_slice())?;
+        }
         self.notices.push(Notice::Mail(actor.clone()));
         Ok(EnqueueAck::Accepted { seq })
     }
@@ -751,9 +754,6 @@ impl<'t> Tx<'t> {
         if let Some(state) = new_state {
             self.states.insert(key.as_str(), state.as_slice())?;
         }
-        if meta.head_seq >= meta.next_seq {
-            self.ready.remove(key.as_str())?;
-        }
         self.actors
             .insert(key.as_str(), records::encode(&meta).as_slice())?;
         for (to, outcome) in replies {
@@ -835,7 +835,10 @@ impl<'t> Tx<'t> {
                 body: payload,
                 enqueued_ms: self.now,
             };
-            let ack = self.enqueue_with(&actor, &env, |m| m.timers = m.timers.saturating_sub(1))?;
+            let ack = self.enqueue_with(&actor, &env, |m| {
+                m.timers = m.timers.saturating_sub(1);
+                true
+            })?;
             if !matches!(ack, EnqueueAck::Accepted { .. }) {
                 tracing::debug!(%actor, ?ack, "timer of an inactive actor dropped");
             }
@@ -1055,18 +1058,23 @@ impl<'t> Tx<'t> {
             return Ok(false);
         };
         let mut failed = Vec::new();
-        for seq in meta.head_seq..meta.next_seq {
-            let env: Option<Envelope> = match self.mailbox.remove((key.as_str(), seq))? {
-                Some(raw) => Some(records::decode(raw.value())?),
-                None => None,
-            };
-            if let Some(Envelope {
+        let mut seqs = Vec::new();
+        for entry in self
+            .mailbox
+            .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?
+        {
+            let (k, v) = entry?;
+            seqs.push(k.value().1);
+            if let Envelope {
                 kind: MessageKind::Request { request },
                 ..
-            }) = env
+            } = records::decode(v.value())?
             {
                 failed.push(request);
             }
+        }
+        for seq in seqs {
+            self.mailbox.remove((key.as_str(), seq))?;
         }
         self.cancel_all_timers(&key, &mut meta)?;
         let mut dead = Vec::new();
@@ -1080,7 +1088,6 @@ impl<'t> Tx<'t> {
             self.dead.remove((key.as_str(), seq))?;
         }
         self.states.remove(key.as_str())?;
-        self.ready.remove(key.as_str())?;
         self.actors.remove(key.as_str())?;
         let tenant = actor.tenant.0.as_str();
         let count = self
