@@ -8,6 +8,7 @@ mod foundation;
 mod harness;
 mod processes;
 mod tenancy;
+mod tidy;
 
 /// The example crates the harness builds for wasm32-wasip2.
 pub const GUESTS: &[&str] = &["counter", "checkin", "hostile", "probe", "payment", "trip"];

@@ -1,0 +1,49 @@
+//! Tidy checks on the source tree: every Rust file opens with a `//!` doc saying what it
+//! owns, and no debugging leftovers are committed.
+
+use std::path::Path;
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_rust_file_has_module_docs_and_no_debug_leftovers() {
+    let root = crate::harness::workspace_root();
+    let mut files = Vec::new();
+    for dir in ["runtime", "guest-sdk", "examples", "tests"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 20, "found the sources");
+    let mut problems = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        if !text.starts_with("//!") {
+            problems.push(format!(
+                "{}: no //! module doc on the first line",
+                f.display()
+            ));
+        }
+        for bad in [
+            concat!("dbg", "!("),
+            concat!("todo", "!("),
+            concat!("unimplemented", "!("),
+        ] {
+            if text.contains(bad) {
+                problems.push(format!("{}: contains {bad}", f.display()));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
