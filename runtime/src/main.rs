@@ -161,8 +161,10 @@ struct ServeArgs {
     /// Default quota: request burst per tenant (default: the rate).
     #[arg(long, default_value_t = 0)]
     rate_burst: u64,
-    /// Default quota: turns of one tenant executing at once (default: half the cores).
-    #[arg(long)]
+    /// Default quota: turns of one tenant executing at once (default: half the cores,
+    /// so one tenant's expensive turns always leave room for the others; a node with a
+    /// single tenant wants the number of cores).
+    #[arg(long, env = "DWELL_CONCURRENT_TURNS")]
     concurrent_turns: Option<u64>,
     /// Allocate instances on demand instead of from wasmtime's pooling allocator.
     #[arg(long)]
