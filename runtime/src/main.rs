@@ -343,7 +343,13 @@ fn run_server(args: ServeArgs, admin_key: Option<String>) -> anyhow::Result<()> 
         max_wait: args.max_wait,
         workers: args.http_workers,
     };
+    let closed = engine.closed();
     actix_web::rt::System::new().block_on(serve(engine, listener, http))?;
-    drop(rt);
+    // Stopped (SIGTERM/SIGINT): end the engine's tasks, then let the writer finish its
+    // last batch and close the database, so the next start needs no repair.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    if !closed.wait(Duration::from_secs(10)) {
+        tracing::warn!("the store did not close in time; the next start will repair it");
+    }
     Ok(())
 }

@@ -353,3 +353,31 @@ fn bad_input_gets_problem_json_and_loses_nothing() {
     let list = server.get("/v1/modules").json();
     assert_eq!(list["modules"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn sigterm_closes_the_data_file_cleanly_and_sigkill_is_repaired() {
+    let mut server = Server::start(&[]);
+    server.deploy("counter", "counter");
+    assert_eq!(server.call("counter", "t", json!({"add": 1})).status, 200);
+    assert!(server.terminate(), "SIGTERM ends the server with success");
+    server.start_again();
+    assert_eq!(
+        server.call("counter", "t", json!({"add": 1})).json(),
+        json!({"total": 2})
+    );
+    assert!(
+        !server.log().contains("not closed cleanly"),
+        "a clean stop needs no repair:\n{}",
+        server.log()
+    );
+    server.kill();
+    server.start_again();
+    assert_eq!(
+        server.call("counter", "t", json!({"add": 1})).json(),
+        json!({"total": 3})
+    );
+    assert!(
+        server.log().contains("not closed cleanly"),
+        "SIGKILL is repaired at start"
+    );
+}

@@ -205,6 +205,32 @@ impl Server {
         }
     }
 
+    /// SIGTERM the server and wait for it to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let pid = c.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start again on the same data directory (after `kill` or `terminate`).
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     /// Start again on the same data directory.
     pub fn restart(&mut self) {
         self.kill();

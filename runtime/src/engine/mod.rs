@@ -776,6 +776,12 @@ impl Engine {
         Ok(removed)
     }
 
+    /// Wait for a clean shutdown: drop every engine handle and the runtime first, then
+    /// wait on this until the store is closed.
+    pub fn closed(&self) -> Arc<store::Closed> {
+        self.inner.store.closed()
+    }
+
     /// Writer counters (for the benchmark).
     pub async fn writer_stats(&self) -> Result<store::WriterStats, Error> {
         Ok(self.inner.store.writer_stats().await?)

@@ -57,6 +57,7 @@ pub async fn serve(
             .default_service(web::to(handlers::no_route))
     })
     .workers(workers)
+    .shutdown_timeout(5)
     .listen(listener)?
     .run()
     .await

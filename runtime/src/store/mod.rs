@@ -23,7 +23,7 @@ pub use records::{
     OutboxEntry, RequestRecord, TenantRecord,
 };
 pub use writer::{
-    AdminOp, CommittedTurn, EnqueueAck, EnqueueRequest, Idempotency, NewRequest, Notice,
+    AdminOp, Closed, CommittedTurn, EnqueueAck, EnqueueRequest, Idempotency, NewRequest, Notice,
     OutboxUpdate, PostCommit, WriterConfig, WriterStats,
 };
 
@@ -83,6 +83,7 @@ pub struct ActorView {
 pub struct Store {
     db: Arc<Database>,
     writer: mpsc::Sender<writer::Op>,
+    closed: Arc<writer::Closed>,
 }
 
 impl Store {
@@ -96,13 +97,19 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let db = Database::builder()
             .set_cache_size(256 << 20)
+            .set_repair_callback(|session| {
+                if session.progress() == 0.0 {
+                    tracing::warn!("the data file was not closed cleanly; repairing it");
+                }
+            })
             .create(dir.join("dwell.redb"))?;
         let txn = db.begin_write()?;
         tables::create_all(&txn)?;
         txn.commit()?;
         let db = Arc::new(db);
-        let writer = writer::spawn(db.clone(), hook, clock, config);
-        Ok(Store { db, writer })
+        let closed = Arc::new(writer::Closed::default());
+        let writer = writer::spawn(db.clone(), hook, clock, config, closed.clone());
+        Ok(Store { db, writer, closed })
     }
 
     async fn submit<T>(
@@ -115,6 +122,12 @@ impl Store {
             .await
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// A handle to wait, at shutdown, until the writer has finished and the database is
+    /// closed (which happens once every `Store` handle is dropped).
+    pub fn closed(&self) -> Arc<writer::Closed> {
+        self.closed.clone()
     }
 
     /// Durably enqueue one message (creating the actor if needed). Returns after fsync.

@@ -221,13 +221,44 @@ pub(super) fn spawn(
     hook: Arc<dyn PostCommit>,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
+    closed: Arc<Closed>,
 ) -> mpsc::Sender<Op> {
     let (tx, rx) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
         .name("dwell-writer".into())
-        .spawn(move || run(db, rx, hook, clock, config))
+        .spawn(move || {
+            run(db.clone(), rx, hook, clock, config);
+            // Every sender is gone: drop our handle. When it is the last one, redb closes
+            // the file cleanly (no repair at the next start).
+            drop(db);
+            closed.signal();
+        })
         .expect("spawn the writer thread");
     tx
+}
+
+/// Set when the writer thread has finished and released the database.
+#[derive(Default)]
+pub struct Closed {
+    done: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Closed {
+    fn signal(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    /// Wait up to `timeout` for the writer to finish; `true` if it did.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let (done, _) = self
+            .cv
+            .wait_timeout_while(done, timeout, |d| !*d)
+            .unwrap_or_else(|p| p.into_inner());
+        *done
+    }
 }
 
 /// A caller's answer, held until the batch commits.
