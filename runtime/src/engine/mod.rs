@@ -72,7 +72,7 @@ impl Default for EngineConfig {
             outbound: OutboundConfig::default(),
             webhook_secret: None,
             idempotency_retention: Duration::from_secs(24 * 3600),
-            purge_interval: Duration::from_secs(60),
+            purge_interval: Duration::from_secs(10),
             quotas: Quotas::defaults(&Limits::default()),
             allow_private_net: false,
             pooling: true,

@@ -96,7 +96,7 @@ impl Store {
     ) -> Result<Store, Error> {
         std::fs::create_dir_all(dir)?;
         let db = Database::builder()
-            .set_cache_size(256 << 20)
+            .set_cache_size(128 << 20)
             .set_repair_callback(|session| {
                 if session.progress() == 0.0 {
                     tracing::warn!("the data file was not closed cleanly; repairing it");
