@@ -438,6 +438,14 @@ fn p99(mut v: Vec<Duration>) -> Duration {
     v[(v.len() * 99 / 100).min(v.len() - 1)]
 }
 
+fn median_p99(server: &Server, key: &str) -> Duration {
+    let mut rounds: Vec<Duration> = (0..3)
+        .map(|_| p99(sequential_calls(server, key, 300)))
+        .collect();
+    rounds.sort();
+    rounds[1]
+}
+
 fn sequential_calls(server: &Server, key: &str, n: usize) -> Vec<Duration> {
     (0..n)
         .map(|i| {
@@ -464,7 +472,8 @@ fn a_noisy_tenant_does_not_starve_a_quiet_one() {
     assert_eq!(deploy_as(&server, &noisy, "hostile", "hostile").status, 201);
     assert_eq!(deploy_as(&server, &quiet, "counter", "counter").status, 201);
     sequential_calls(&server, &quiet, 50); // warm up
-    let idle = p99(sequential_calls(&server, &quiet, 600));
+    // The median of three p99s: one disk stall on this shared VM must not decide.
+    let idle = median_p99(&server, &quiet);
 
     let stop = std::sync::atomic::AtomicBool::new(false);
     let noisy_p99 = std::thread::scope(|s| {
@@ -495,7 +504,7 @@ fn a_noisy_tenant_does_not_starve_a_quiet_one() {
             busy["mailbox_depth"].as_u64().unwrap() > 5,
             "the noisy tenant is really busy: {busy}"
         );
-        let under_load = p99(sequential_calls(&server, &quiet, 600));
+        let under_load = median_p99(&server, &quiet);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         under_load
     });

@@ -14,6 +14,7 @@ mod scheduler;
 mod tenants;
 mod timers;
 mod waiters;
+mod warm;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, Weak};
@@ -59,6 +60,8 @@ pub struct EngineConfig {
     /// Use wasmtime's pooling allocator (instances, memories and stacks from
     /// pre-reserved slots).
     pub pooling: bool,
+    /// Instances of idle actors kept warm (least recently used evicted).
+    pub warm_instances: usize,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +79,7 @@ impl Default for EngineConfig {
             quotas: Quotas::defaults(&Limits::default()),
             allow_private_net: false,
             pooling: true,
+            warm_instances: 128,
         }
     }
 }
@@ -117,6 +121,7 @@ pub(crate) struct Inner {
     pub outbox_wake: tokio::sync::Notify,
     pub webhook_secret: String,
     pub tenants: Arc<tenants::Tenants>,
+    pub warm: warm::WarmCache,
 }
 
 /// What the executor may ask while recording effects: modules of the tenant, and whether
@@ -225,8 +230,9 @@ impl Engine {
             platform_allow: config.outbound.allow.clone(),
             allow_private: config.allow_private_net,
         });
+        let warm_instances = config.warm_instances;
         let pool_slots = if config.pooling {
-            (config.max_active_actors + 64) as u32
+            (config.max_active_actors + config.warm_instances + 64) as u32
         } else {
             0
         };
@@ -246,6 +252,7 @@ impl Engine {
             outbox_wake: tokio::sync::Notify::new(),
             webhook_secret,
             tenants,
+            warm: warm::WarmCache::new(warm_instances),
         });
         let _ = dispatch.engine.set(Arc::downgrade(&inner));
         inner.rt.spawn(timers::run(inner.clone()));

@@ -30,11 +30,12 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
         limits,
         tenant_permits: permits,
     };
-    let mut warm: Option<Warm> = None;
+    let mut warm: Option<Warm> = inner.warm.take(&actor);
     loop {
         let batch = match inner.store.pending(&actor, inner.config.batch_per_actor) {
             Ok(Some(b)) => b,
             Ok(None) => {
+                // The actor is gone (deleted): its instance goes with it.
                 if inner.scheduler.retire(&actor) {
                     return;
                 }
@@ -47,9 +48,14 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
             }
         };
         if batch.messages.is_empty() {
+            // Park the instance before retiring, so a runner started right after finds it.
+            if let Some(w) = warm.take() {
+                inner.warm.put(&actor, w);
+            }
             if inner.scheduler.retire(&actor) {
                 return;
             }
+            warm = inner.warm.take(&actor);
             continue;
         }
         if let Err(e) = run_batch(&inner, &actor, batch, &mut warm, &exec).await {
