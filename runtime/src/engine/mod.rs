@@ -60,7 +60,8 @@ pub struct EngineConfig {
     /// Use wasmtime's pooling allocator (instances, memories and stacks from
     /// pre-reserved slots).
     pub pooling: bool,
-    /// Instances of idle actors kept warm (least recently used evicted).
+    /// Idle instances kept warm, shared by the actors of a tenant's module version
+    /// (least recently used evicted).
     pub warm_instances: usize,
 }
 
@@ -353,9 +354,32 @@ impl Engine {
         }
     }
 
+    /// Make a message durable. `inline`: hand it to its actor's runner, which commits it
+    /// together with its turn (one commit instead of two, so a quick call answers
+    /// sooner); else, or when that runner's inbox is full, enqueue it on its own (the
+    /// caller hears before the turn runs). Either way this returns after the commit that
+    /// holds the message.
+    async fn ingest(&self, req: EnqueueRequest, inline: bool) -> Result<EnqueueAck, Error> {
+        let req = if inline {
+            if self.inner.store.overloaded() {
+                return Err(store::Error::Overloaded.into());
+            }
+            let (done, answer) = tokio::sync::oneshot::channel();
+            match scheduler::offer(&self.inner, scheduler::Inbound { req, done }) {
+                Ok(()) => return Ok(answer.await.map_err(|_| store::Error::Closed)??),
+                Err(back) => back.req,
+            }
+        } else {
+            req
+        };
+        Ok(self.inner.store.enqueue(req).await?)
+    }
+
     /// Durably enqueue a request to an actor. Returns the request id to wait for: `id`,
     /// or with a repeated `Idempotency-Key`, the first request's id (and `true`).
-    /// Register a watch on `id` before calling, so no reply can be missed.
+    /// Register a watch on `id` before calling, so no reply can be missed. `inline`:
+    /// the caller will wait for the reply, so the message may be committed together with
+    /// its turn (see [`Engine::ingest`]).
     pub async fn call(
         &self,
         actor: &ActorId,
@@ -363,6 +387,7 @@ impl Engine {
         body: Vec<u8>,
         callback_url: Option<String>,
         idempotency_key: Option<String>,
+        inline: bool,
     ) -> Result<(RequestId, bool), Error> {
         self.check_target(actor)?;
         if let Some(url) = &callback_url {
@@ -379,7 +404,7 @@ impl Engine {
             request: Some(NewRequest { id, callback_url }),
             idempotency: self.idempotency(idempotency_key),
         };
-        match self.inner.store.enqueue(req).await? {
+        match self.ingest(req, inline).await? {
             EnqueueAck::Accepted { .. } => Ok((id, false)),
             EnqueueAck::Duplicate {
                 request: Some(first),
@@ -409,7 +434,7 @@ impl Engine {
             request: None,
             idempotency: self.idempotency(idempotency_key),
         };
-        match self.inner.store.enqueue(req).await? {
+        match self.ingest(req, true).await? {
             EnqueueAck::Accepted { seq } => Ok((seq, false)),
             EnqueueAck::Duplicate { request: None, seq } => Ok((seq, true)),
             EnqueueAck::Duplicate {
@@ -682,9 +707,9 @@ impl Engine {
             })
             .await?;
         self.inner.tenants.remove(name);
-        self.inner
-            .registry
-            .forget_tenant(&TenantId(name.to_owned()));
+        let tenant = TenantId(name.to_owned());
+        self.inner.registry.forget_tenant(&tenant);
+        self.inner.warm.forget_tenant(&tenant);
         Ok(())
     }
 

@@ -1,21 +1,40 @@
-//! The runner of one actor: load a batch of pending messages, run their turns back to
-//! back on the evolving state (a warm instance serves the whole batch), and commit all
-//! outcomes in one store operation. Replies and other effects leave only after that
-//! commit (the store's post-commit hook releases them).
+//! The runner of one actor: take a batch — pending mailbox messages, then calls and
+//! events handed over in memory by ingress — run their turns back to back on the
+//! evolving state (one warm instance serves the whole batch), and commit all outcomes in
+//! one store operation. An in-memory message is committed together with its turn (see
+//! `store::InlineTurn`), so a quick call costs one commit, not two. Replies and other
+//! effects leave only after that commit (the store's post-commit hook releases them).
+//!
+//! Between batches the runner remembers its actor's meta and state as committed, and
+//! reads the store again only when durable mail was announced or a commit did not apply
+//! as run.
 //!
 //! Failure policy: a trap (or time/memory breach) discards that turn; the turns before it
 //! are committed, the message is retried after a backoff, and after the policy's attempts
-//! it is dead-lettered with the trap's text. A guest error (the guest refusing the
-//! message) is dead-lettered at once.
+//! it is dead-lettered with the trap's text. An in-memory message whose turn traps is
+//! enqueued instead, so its retries take the same path. A guest error (the guest refusing
+//! the message) is dead-lettered at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{ActorId, ActorStatus, Effect, TurnResult};
 use crate::executor::{TurnExec, TurnInput, Warm};
-use crate::store::CommittedTurn;
+use crate::store::{self, ActorMeta, CommittedTurn, EnqueueAck, Expect, InlineTurn, PendingBatch};
 
 use super::Inner;
+use super::scheduler::Inbound;
+use super::warm::PoolKey;
+
+/// A batch whose turns take longer than this (waiting for a CPU slot included) makes ingress enqueue the actor's next
+/// messages durably instead of handing them to its runner.
+const KEEPS_UP: Duration = Duration::from_millis(20);
+
+/// What a runner knows of its actor as last committed.
+struct Known {
+    meta: ActorMeta,
+    state: Option<Vec<u8>>,
+}
 
 pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
     let Ok(_permit) = inner.scheduler.permits.clone().acquire_owned().await else {
@@ -30,40 +49,106 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
         limits,
         tenant_permits: permits,
     };
-    let mut warm: Option<Warm> = inner.warm.take(&actor);
+    let max = inner.config.batch_per_actor.max(1);
+    // The instance this runner holds while its actor has mail, with its pool key.
+    let mut held: Option<(PoolKey, Warm)> = None;
+    let mut known: Option<Known> = None;
     loop {
-        let batch = match inner.store.pending(&actor, inner.config.batch_per_actor) {
-            Ok(Some(b)) => b,
-            Ok(None) => {
-                // The actor is gone (deleted): its instance goes with it.
+        let (inbox, more) = inner.scheduler.take(&actor, max);
+        let loaded = match known.take() {
+            Some(k) if !more => Ok(Some(PendingBatch {
+                meta: k.meta,
+                state: k.state,
+                messages: Vec::new(),
+            })),
+            _ => inner.store.pending(&actor, max),
+        };
+        let (batch, fresh) = match loaded {
+            Ok(Some(b)) => (b, false),
+            Ok(None) if inbox.is_empty() => {
+                // The actor is gone (deleted), or never was: its instance goes with it.
                 if inner.scheduler.retire(&actor) {
                     return;
                 }
                 continue;
             }
+            Ok(None) => match new_actor(&inner, &actor) {
+                Some(b) => (b, true),
+                None => {
+                    for m in inbox {
+                        let _ = m.done.send(Ok(EnqueueAck::UnknownModule));
+                    }
+                    continue;
+                }
+            },
             Err(e) => {
                 tracing::error!(%actor, error = %e, "cannot read mailbox; retrying");
+                for m in inbox {
+                    let _ = m.done.send(Err(store::Error::Corrupt(e.to_string())));
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        if batch.messages.is_empty() {
-            // Park the instance before retiring, so a runner started right after finds it.
-            if let Some(w) = warm.take() {
-                inner.warm.put(&actor, w);
+        if batch.messages.is_empty() && inbox.is_empty() {
+            if !fresh {
+                known = Some(Known {
+                    meta: batch.meta,
+                    state: batch.state,
+                });
+            }
+            // Park the instance for the next runner of this tenant's module version.
+            if let Some((key, w)) = held.take() {
+                inner.warm.put(key, w);
             }
             if inner.scheduler.retire(&actor) {
                 return;
             }
-            warm = inner.warm.take(&actor);
             continue;
         }
-        if let Err(e) = run_batch(&inner, &actor, batch, &mut warm, &exec).await {
-            tracing::error!(%actor, error = %e, "cannot commit turns; retrying");
-            warm = None;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        // A full batch may have left mail behind: read the mailbox again next time.
+        let full = batch.messages.len() >= max;
+        let backlog = !batch.messages.is_empty();
+        let mut busy = Duration::ZERO;
+        let ran = run_batch(
+            &inner, &actor, batch, inbox, fresh, &mut held, &exec, &mut busy,
+        )
+        .await;
+        // Keeping up: no mailbox backlog, every turn went through, and quickly.
+        let quick = busy < KEEPS_UP;
+        let ok = matches!(&ran, Ok(Some(_))) && !backlog && quick;
+        inner.scheduler.keeps_up(&actor, ok);
+        match ran {
+            Ok(k) => known = k.filter(|_| !full),
+            Err(e) => {
+                tracing::error!(%actor, error = %e, "cannot commit turns; retrying");
+                held = None;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
+}
+
+/// The batch of an actor that does not exist yet: its first message creates it, pinned
+/// to the module's latest version. `None` if there is no such module.
+fn new_actor(inner: &Inner, actor: &ActorId) -> Option<PendingBatch> {
+    let latest = inner.registry.latest(&actor.tenant, &actor.module)?;
+    Some(PendingBatch {
+        meta: ActorMeta {
+            module: actor.module.clone(),
+            digest: latest.digest,
+            version: latest.version,
+            status: ActorStatus::Active,
+            head_seq: 0,
+            turns: 0,
+            dead_letters: 0,
+            created_ms: 0,
+            updated_ms: 0,
+            timers: 0,
+        },
+        state: None,
+        messages: Vec::new(),
+    })
 }
 
 /// What a runner needs to run its actor's turns.
@@ -72,13 +157,50 @@ struct Exec {
     tenant_permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
+/// Run and commit one batch. Returns what the runner knows of its actor afterwards, or
+/// `None` if it must read the store again. Adds the time its turns took to `busy`.
+#[allow(clippy::too_many_arguments)]
 async fn run_batch(
     inner: &Arc<Inner>,
     actor: &ActorId,
-    batch: crate::store::PendingBatch,
+    batch: PendingBatch,
+    inbox: Vec<Inbound>,
+    fresh: bool,
+    held: &mut Option<(PoolKey, Warm)>,
+    exec: &Exec,
+    busy: &mut Duration,
+) -> Result<Option<Known>, store::Error> {
+    let key = PoolKey {
+        tenant: actor.tenant.clone(),
+        digest: batch.meta.digest.clone(),
+    };
+    let mut warm = match held.take() {
+        Some((k, w)) if k == key => Some(w),
+        _ => inner.warm.take(&key),
+    };
+    let result = run_turns(inner, actor, batch, inbox, fresh, &mut warm, exec, busy).await;
+    *held = warm.map(|w| (key, w));
+    result
+}
+
+/// How one turn went, as the runner records it.
+enum Ran {
+    Done(Vec<u8>, Vec<Effect>),
+    Refused(String),
+    Trapped(String),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_turns(
+    inner: &Arc<Inner>,
+    actor: &ActorId,
+    batch: PendingBatch,
+    inbox: Vec<Inbound>,
+    fresh: bool,
     warm: &mut Option<Warm>,
     exec: &Exec,
-) -> Result<(), crate::store::Error> {
+    busy: &mut Duration,
+) -> Result<Option<Known>, store::Error> {
     let mut status = batch.meta.status;
     let module = if status == ActorStatus::Active {
         match inner
@@ -100,7 +222,13 @@ async fn run_batch(
                         },
                     })
                     .collect();
-                return inner.store.commit_turns(actor.clone(), turns).await;
+                // In-memory messages are only enqueued: they meet the same fate there.
+                let inline = not_run(inbox);
+                inner
+                    .store
+                    .commit_batch(actor.clone(), turns, inline, None)
+                    .await?;
+                return Ok(None);
             }
         }
     } else {
@@ -111,8 +239,10 @@ async fn run_batch(
     // Pending timers as the turns see them (approximate within a batch: the writer
     // enforces the exact limit).
     let mut timers = batch.meta.timers;
+    let mut head = batch.meta.head_seq;
     let mut done: Vec<CommittedTurn> = Vec::with_capacity(batch.messages.len());
     for (seq, envelope) in batch.messages {
+        head = seq + 1;
         let Some(module) = module.as_ref().filter(|_| status == ActorStatus::Active) else {
             done.push(CommittedTurn {
                 seq,
@@ -126,45 +256,12 @@ async fn run_batch(
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let input = TurnInput {
-                actor,
-                now_ms: inner.clock.now_ms(),
-                state: state.as_deref(),
-                envelope: &envelope,
-                timers,
-                limits: exec.limits.clone(),
-            };
-            // Fair share of the CPU: a turn runs only while holding one of its tenant's
-            // `concurrent_turns` permits and one of the node's execution slots (one per
-            // core). A tenant flooding its actors queues behind itself, and never holds
-            // every slot unless its quota allows it.
-            let _tenant_slot = match &exec.tenant_permits {
-                Some(p) => p.clone().acquire_owned().await.ok(),
-                None => None,
-            };
-            let _slot = inner
-                .scheduler
-                .exec_slots
-                .clone()
-                .acquire_owned()
-                .await
-                .ok();
-            let outcome = inner.executor.run_turn(module, warm, input).await;
-            drop(_slot);
-            drop(_tenant_slot);
-            match outcome {
-                TurnExec::Done {
-                    state: new_state,
-                    effects,
-                } => {
-                    for e in &effects {
-                        match e {
-                            Effect::Complete => status = ActorStatus::Completed,
-                            Effect::SetTimer { .. } => timers += 1,
-                            Effect::CancelTimer { .. } => timers = timers.saturating_sub(1),
-                            _ => {}
-                        }
-                    }
+            let t = std::time::Instant::now();
+            let ran = turn(inner, exec, module, warm, actor, &state, &envelope, timers).await;
+            *busy += t.elapsed();
+            match ran {
+                Ran::Done(new_state, effects) => {
+                    count_effects(&effects, &mut status, &mut timers);
                     state = Some(new_state);
                     done.push(CommittedTurn {
                         seq,
@@ -177,7 +274,7 @@ async fn run_batch(
                     mark_last_state(&mut done, &state);
                     break;
                 }
-                TurnExec::Refused(error) => {
+                Ran::Refused(error) => {
                     tracing::info!(%actor, seq, %error, "guest refused a message");
                     done.push(CommittedTurn {
                         seq,
@@ -188,9 +285,8 @@ async fn run_batch(
                     });
                     break;
                 }
-                TurnExec::Trapped(error) => {
+                Ran::Trapped(error) => {
                     tracing::warn!(%actor, seq, attempt, %error, "turn failed");
-                    *warm = None;
                     match inner.config.retry.backoff_after(attempt) {
                         None => {
                             done.push(CommittedTurn {
@@ -215,10 +311,154 @@ async fn run_batch(
             }
         }
     }
-    if done.is_empty() {
-        return Ok(());
+
+    // The in-memory messages, on the state the mailbox turns left. The first that traps
+    // (and every one after it) is only enqueued: it is retried from the mailbox.
+    let mut inline: Vec<InlineTurn> = Vec::with_capacity(inbox.len());
+    let mut last_done: Option<usize> = None;
+    let mut stop = false;
+    for m in inbox {
+        let module = module.as_ref().filter(|_| status == ActorStatus::Active);
+        let result = match module {
+            Some(module) if !stop => {
+                let t = std::time::Instant::now();
+                let ran = turn(
+                    inner,
+                    exec,
+                    module,
+                    warm,
+                    actor,
+                    &state,
+                    &m.req.envelope,
+                    timers,
+                )
+                .await;
+                *busy += t.elapsed();
+                match ran {
+                    Ran::Done(new_state, effects) => {
+                        count_effects(&effects, &mut status, &mut timers);
+                        state = Some(new_state);
+                        last_done = Some(inline.len());
+                        Some(TurnResult::Done {
+                            state: Vec::new(),
+                            effects,
+                        })
+                    }
+                    Ran::Refused(error) => {
+                        tracing::info!(%actor, %error, "guest refused a message");
+                        Some(TurnResult::DeadLetter {
+                            error: format!("refused by the actor: {error}"),
+                            attempts: 1,
+                        })
+                    }
+                    Ran::Trapped(error) => {
+                        tracing::warn!(%actor, %error, "turn failed; the message goes to the mailbox");
+                        stop = true;
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        inline.push(InlineTurn {
+            req: m.req,
+            result,
+            done: m.done,
+        });
     }
-    inner.store.commit_turns(actor.clone(), done).await
+    if let (Some(i), Some(s)) = (last_done, &state)
+        && let Some(TurnResult::Done { state: slot, .. }) = &mut inline[i].result
+    {
+        slot.clone_from(s);
+    }
+
+    if done.is_empty() && inline.is_empty() {
+        return Ok(None);
+    }
+    let expect = Expect {
+        head_seq: head,
+        created_ms: (!fresh).then_some(batch.meta.created_ms),
+        digest: batch.meta.digest.clone(),
+    };
+    let ack = inner
+        .store
+        .commit_batch(actor.clone(), done, inline, Some(expect))
+        .await?;
+    Ok(match ack.meta {
+        Some(meta) if ack.inline_applied && !stop => Some(Known { meta, state }),
+        _ => None,
+    })
+}
+
+/// Run one turn on the actor's current state, holding its fair share of the CPU.
+#[allow(clippy::too_many_arguments)]
+async fn turn(
+    inner: &Arc<Inner>,
+    exec: &Exec,
+    module: &Arc<crate::executor::CompiledModule>,
+    warm: &mut Option<Warm>,
+    actor: &ActorId,
+    state: &Option<Vec<u8>>,
+    envelope: &crate::domain::Envelope,
+    timers: u32,
+) -> Ran {
+    let input = TurnInput {
+        actor,
+        now_ms: inner.clock.now_ms(),
+        state: state.as_deref(),
+        envelope,
+        timers,
+        limits: exec.limits.clone(),
+    };
+    // Fair share of the CPU: a turn runs only while holding one of its tenant's
+    // `concurrent_turns` permits and one of the node's execution slots (one per core). A
+    // tenant flooding its actors queues behind itself, and never holds every slot unless
+    // its quota allows it.
+    let _tenant_slot = match &exec.tenant_permits {
+        Some(p) => p.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    let _slot = inner
+        .scheduler
+        .exec_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .ok();
+    let started = std::time::Instant::now();
+    let outcome = inner.executor.run_turn(module, warm, input).await;
+    inner.scheduler.record_turn(actor, started.elapsed());
+    match outcome {
+        TurnExec::Done { state, effects } => Ran::Done(state, effects),
+        TurnExec::Refused(e) => Ran::Refused(e),
+        TurnExec::Trapped(e) => {
+            *warm = None;
+            Ran::Trapped(e)
+        }
+    }
+}
+
+fn count_effects(effects: &[Effect], status: &mut ActorStatus, timers: &mut u32) {
+    for e in effects {
+        match e {
+            Effect::Complete => *status = ActorStatus::Completed,
+            Effect::SetTimer { .. } => *timers += 1,
+            Effect::CancelTimer { .. } => *timers = timers.saturating_sub(1),
+            _ => {}
+        }
+    }
+}
+
+/// In-memory messages that were not run: the writer only enqueues them.
+fn not_run(inbox: Vec<Inbound>) -> Vec<InlineTurn> {
+    inbox
+        .into_iter()
+        .map(|m| InlineTurn {
+            req: m.req,
+            result: None,
+            done: m.done,
+        })
+        .collect()
 }
 
 /// Only the last successful turn of a commit carries the state snapshot; the one before

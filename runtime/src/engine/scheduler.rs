@@ -1,22 +1,69 @@
 //! The scheduler: one turn at a time per actor, many actors in parallel.
 //!
-//! An actor is either idle (absent from the map) or has exactly one runner task. A
-//! notification for a running actor sets its `more` flag, so the runner looks at the
-//! mailbox once more before it retires; that closes the race between "mailbox looked
-//! empty" and "a message just arrived". A semaphore bounds how many runners work at once.
+//! An actor is either idle (absent from the map) or has exactly one runner task. Mail
+//! reaches a runner two ways:
+//! - durable mail (timers, messages from other actors, HTTP results, anything enqueued
+//!   through the store) is announced by [`notify`], which sets the runner's `more` flag
+//!   so it reads the mailbox once more before it retires;
+//! - ingress hands calls and events straight to the runner with [`offer`], in memory and
+//!   not yet durable; the runner runs them and the writer commits each message together
+//!   with its turn (see `store::InlineTurn`). Only a runner that keeps up gets them, and
+//!   its in-memory inbox is bounded: otherwise ingress enqueues durably, and the caller
+//!   hears as soon as the message is on disk rather than after a backlog of turns.
+//!
+//! Both flags are checked under the map's lock when a runner retires, which closes the
+//! race between "nothing left" and "something just arrived". A semaphore bounds how many
+//! runners work at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::domain::ActorId;
+use crate::domain::{ActorId, TenantId};
+use crate::store::{EnqueueDone, EnqueueRequest};
 
 use super::Inner;
 
+/// Messages waiting in one runner's in-memory inbox before ingress falls back to the
+/// durable mailbox.
+pub const INBOX: usize = 128;
+
+/// A call or event handed to a runner before it is durable.
+pub struct Inbound {
+    pub req: EnqueueRequest,
+    pub done: EnqueueDone,
+}
+
+struct Slot {
+    /// Durable mail arrived since the runner last read its mailbox.
+    more: bool,
+    inbox: Vec<Inbound>,
+    /// The runner keeps up: its last batch had no mailbox backlog, no failed turn and
+    /// was quick. Only then does ingress hand it messages in memory; otherwise callers
+    /// would wait for turns, not just for durability.
+    inline_ok: bool,
+}
+
+impl Slot {
+    fn new(inline_ok: bool) -> Self {
+        Slot {
+            more: false,
+            inbox: Vec::new(),
+            inline_ok,
+        }
+    }
+}
+
+/// A module whose turns take longer than this on average (or that has not run yet) has
+/// its calls and events enqueued durably: a caller should not wait for slow turns.
+const QUICK: Duration = Duration::from_millis(5);
+
 pub struct Scheduler {
-    /// actor → "more mail arrived while running"
-    running: Mutex<HashMap<ActorId, bool>>,
+    running: Mutex<HashMap<ActorId, Slot>>,
+    /// Moving average of turn times per (tenant, module name).
+    pace: Mutex<HashMap<TenantId, HashMap<String, Duration>>>,
     pub(super) permits: Arc<Semaphore>,
     /// Turns executing at once on the node (one per core).
     pub(super) exec_slots: Arc<Semaphore>,
@@ -26,6 +73,7 @@ impl Scheduler {
     pub fn new(max_active: usize) -> Self {
         Scheduler {
             running: Mutex::new(HashMap::new()),
+            pace: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_active.max(1))),
             exec_slots: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -33,14 +81,62 @@ impl Scheduler {
         }
     }
 
-    /// Called by a runner that found no mail: retire unless more arrived meanwhile.
-    pub(super) fn retire(&self, actor: &ActorId) -> bool {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        match running.get_mut(actor) {
-            Some(more) if *more => {
-                *more = false;
-                false
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ActorId, Slot>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The runner takes what arrived: up to `max` inbound messages, and whether durable
+    /// mail was announced (the flag is cleared).
+    pub(super) fn take(&self, actor: &ActorId, max: usize) -> (Vec<Inbound>, bool) {
+        let mut running = self.lock();
+        let Some(slot) = running.get_mut(actor) else {
+            return (Vec::new(), false);
+        };
+        let more = std::mem::take(&mut slot.more);
+        let inbox = if slot.inbox.len() <= max {
+            std::mem::take(&mut slot.inbox)
+        } else {
+            slot.inbox.drain(..max).collect()
+        };
+        (inbox, more)
+    }
+
+    /// Record how long a turn of an actor's module took (failed turns too).
+    pub(super) fn record_turn(&self, actor: &ActorId, took: Duration) {
+        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        let modules = match pace.get_mut(&actor.tenant) {
+            Some(m) => m,
+            None => pace.entry(actor.tenant.clone()).or_default(),
+        };
+        match modules.get_mut(&actor.module) {
+            Some(avg) => *avg = (*avg * 7 + took) / 8,
+            None => {
+                modules.insert(actor.module.clone(), took);
             }
+        }
+    }
+
+    /// Whether the module's turns are known to be quick.
+    fn quick(&self, actor: &ActorId) -> bool {
+        let pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        pace.get(&actor.tenant)
+            .and_then(|m| m.get(&actor.module))
+            .is_some_and(|avg| *avg < QUICK)
+    }
+
+    /// The runner says whether it keeps up (see `Slot::inline_ok`).
+    pub(super) fn keeps_up(&self, actor: &ActorId, ok: bool) {
+        if let Some(slot) = self.lock().get_mut(actor) {
+            slot.inline_ok = ok;
+        }
+    }
+
+    /// Called by a runner that found nothing to do: retire unless something arrived
+    /// meanwhile.
+    pub(super) fn retire(&self, actor: &ActorId) -> bool {
+        let mut running = self.lock();
+        match running.get(actor) {
+            Some(slot) if slot.more || !slot.inbox.is_empty() => false,
             _ => {
                 running.remove(actor);
                 true
@@ -49,20 +145,42 @@ impl Scheduler {
     }
 }
 
-/// An actor has new mail: start its runner, or tell the running one to look again.
+/// An actor has new durable mail: start its runner, or tell the running one to look again.
 pub(super) fn notify(inner: &Arc<Inner>, actor: ActorId) {
     {
-        let mut running = inner
-            .scheduler
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(more) = running.get_mut(&actor) {
-            *more = true;
+        let mut running = inner.scheduler.lock();
+        if let Some(slot) = running.get_mut(&actor) {
+            slot.more = true;
             return;
         }
-        running.insert(actor.clone(), false);
+        running.insert(actor.clone(), Slot::new(false));
     }
     let inner2 = inner.clone();
     inner.rt.spawn(super::runner::run_actor(inner2, actor));
+}
+
+/// Hand a call or event to its actor's runner (starting one if the actor is idle).
+/// Gives the message back when the actor's module has not shown quick turns, when its
+/// runner does not keep up, or when its inbox is full.
+pub(super) fn offer(inner: &Arc<Inner>, msg: Inbound) -> Result<(), Box<Inbound>> {
+    let actor = msg.req.actor.clone();
+    if !inner.scheduler.quick(&actor) {
+        return Err(Box::new(msg));
+    }
+    {
+        let mut running = inner.scheduler.lock();
+        if let Some(slot) = running.get_mut(&actor) {
+            if !slot.inline_ok || slot.inbox.len() >= INBOX {
+                return Err(Box::new(msg));
+            }
+            slot.inbox.push(msg);
+            return Ok(());
+        }
+        let mut slot = Slot::new(true);
+        slot.inbox.push(msg);
+        running.insert(actor.clone(), slot);
+    }
+    let inner2 = inner.clone();
+    inner.rt.spawn(super::runner::run_actor(inner2, actor));
+    Ok(())
 }

@@ -72,7 +72,8 @@ pub enum TurnExec {
     Trapped(String),
 }
 
-/// A live instance kept between turns of one actor.
+/// A live, healthy instance kept between turns (of one actor while it is busy, then
+/// pooled for any actor of the same tenant and module version).
 pub struct Warm {
     store: Store<HostState>,
     actor: bindings::Actor,

@@ -273,7 +273,11 @@ async fn call_actor(
     let (actor, body, key) = ingress(&st, &req, path.into_inner(), payload).await?;
     let fresh = RequestId::random();
     let watch = st.engine.watch(fresh);
-    let (id, repeat) = st.engine.call(&actor, fresh, body, callback, key).await?;
+    let inline = !prefer.respond_async;
+    let (id, repeat) = st
+        .engine
+        .call(&actor, fresh, body, callback, key, inline)
+        .await?;
     // A repeated Idempotency-Key answers for the first request.
     let watch = if repeat { st.engine.watch(id) } else { watch };
     if prefer.respond_async {

@@ -23,8 +23,8 @@ pub use records::{
     OutboxEntry, RequestRecord, TenantRecord,
 };
 pub use writer::{
-    AdminOp, Closed, CommittedTurn, EnqueueAck, EnqueueRequest, Idempotency, NewRequest, Notice,
-    OutboxUpdate, PostCommit, WriterConfig, WriterStats,
+    AdminOp, Closed, CommittedTurn, EnqueueAck, EnqueueDone, EnqueueRequest, Expect, Idempotency,
+    InlineTurn, NewRequest, Notice, OutboxUpdate, PostCommit, TurnsAck, WriterConfig, WriterStats,
 };
 
 use tables::*;
@@ -134,13 +134,14 @@ impl Store {
     /// Refuses at once with [`Error::Overloaded`] when the writer's queue is full
     /// (backpressure for ingress: callers get 503 rather than queueing without bound).
     pub async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueAck, Error> {
-        let permit = self.writer.try_reserve().map_err(|e| match e {
-            mpsc::error::TrySendError::Full(()) => Error::Overloaded,
-            mpsc::error::TrySendError::Closed(()) => Error::Closed,
-        })?;
         let (tx, rx) = oneshot::channel();
-        permit.send(writer::Op::Enqueue { req, done: tx });
+        self.try_submit(writer::Op::Enqueue { req, done: tx })?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Whether the writer's queue is full (ingress answers 503 then).
+    pub fn overloaded(&self) -> bool {
+        self.writer.capacity() == 0
     }
 
     /// Durably commit the outcomes of consecutive turns of one actor.
@@ -149,8 +150,39 @@ impl Store {
         actor: ActorId,
         turns: Vec<CommittedTurn>,
     ) -> Result<(), Error> {
-        self.submit(|done| writer::Op::CommitTurns { actor, turns, done })
+        self.commit_batch(actor, turns, Vec::new(), None)
             .await
+            .map(drop)
+    }
+
+    /// Durably commit a runner's batch: its mailbox turns, then its inline turns (each
+    /// inline caller is answered through its own channel).
+    pub async fn commit_batch(
+        &self,
+        actor: ActorId,
+        turns: Vec<CommittedTurn>,
+        inline: Vec<InlineTurn>,
+        expect: Option<Expect>,
+    ) -> Result<TurnsAck, Error> {
+        self.submit(|done| writer::Op::CommitTurns {
+            actor,
+            turns,
+            inline,
+            expect,
+            done,
+        })
+        .await
+    }
+
+    /// Hand an operation to the writer without waiting for room in its queue (ingress
+    /// backpressure): [`Error::Overloaded`] when it is full.
+    fn try_submit(&self, op: writer::Op) -> Result<(), Error> {
+        let permit = self.writer.try_reserve().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(()) => Error::Overloaded,
+            mpsc::error::TrySendError::Closed(()) => Error::Closed,
+        })?;
+        permit.send(op);
+        Ok(())
     }
 
     /// Store a module version (or return the existing one with the same digest).

@@ -41,7 +41,9 @@ pub(super) enum Op {
     CommitTurns {
         actor: ActorId,
         turns: Vec<CommittedTurn>,
-        done: Done<()>,
+        inline: Vec<InlineTurn>,
+        expect: Option<Expect>,
+        done: Done<TurnsAck>,
     },
     PutModule {
         tenant: TenantId,
@@ -190,6 +192,42 @@ pub struct CommittedTurn {
     pub result: TurnResult,
 }
 
+/// The caller's answer to an enqueue.
+pub type EnqueueDone = oneshot::Sender<Result<EnqueueAck, Error>>;
+
+/// A message handed to its actor's runner in memory, before it was durable, and run
+/// there: the writer commits its enqueue and its turn's outcome in one go — the message
+/// never touches the mailbox. If the actor is not as the runner saw it (other mail
+/// arrived first, a deploy or a delete intervened, the idempotency key was used), the
+/// outcome is discarded and the message is only enqueued, like any other; its runner then
+/// handles it again from the mailbox. Either way the caller hears after the commit.
+pub struct InlineTurn {
+    pub req: EnqueueRequest,
+    /// `None`: not run (the actor is complete, its module is unavailable, or the turn
+    /// failed): enqueue only.
+    pub result: Option<TurnResult>,
+    pub done: EnqueueDone,
+}
+
+/// What a runner saw of its actor when it ran inline turns after its mailbox turns.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    /// The head the actor has after this batch's mailbox turns.
+    pub head_seq: u64,
+    /// `None`: the actor did not exist yet.
+    pub created_ms: Option<UnixMs>,
+    pub digest: String,
+}
+
+/// The writer's answer to a batch of turns.
+#[derive(Debug, Clone)]
+pub struct TurnsAck {
+    /// The actor's meta after the commit (`None` if it does not exist).
+    pub meta: Option<ActorMeta>,
+    /// Every inline turn was committed as run (none fell back to the mailbox).
+    pub inline_applied: bool,
+}
+
 /// What became durable, for the post-commit path.
 #[derive(Debug, Clone)]
 pub enum Notice {
@@ -265,6 +303,7 @@ impl Closed {
 enum Answer {
     Enqueue(Done<EnqueueAck>, EnqueueAck),
     Unit(Done<()>),
+    Turns(Done<TurnsAck>, TurnsAck),
     Module(Done<(ModuleVersion, bool)>, (ModuleVersion, bool)),
     Count(Done<usize>, usize),
     Flag(Done<bool>, bool),
@@ -277,6 +316,8 @@ impl Answer {
         match (self, commit) {
             (Answer::Enqueue(d, v), Ok(())) => drop(d.send(Ok(v))),
             (Answer::Unit(d), Ok(())) => drop(d.send(Ok(()))),
+            (Answer::Turns(d, v), Ok(())) => drop(d.send(Ok(v))),
+            (Answer::Turns(d, _), Err(e)) => drop(d.send(Err(fail(e)))),
             (Answer::Module(d, v), Ok(())) => drop(d.send(Ok(v))),
             (Answer::Count(d, v), Ok(())) => drop(d.send(Ok(v))),
             (Answer::Count(d, _), Err(e)) => drop(d.send(Err(fail(e)))),
@@ -363,9 +404,17 @@ fn apply_batch(
                     let ack = tx.enqueue_request(req).map_err(|e| e.to_string())?;
                     answers.push(Answer::Enqueue(done, ack));
                 }
-                Op::CommitTurns { actor, turns, done } => {
-                    tx.commit_turns(&actor, turns).map_err(|e| e.to_string())?;
-                    answers.push(Answer::Unit(done));
+                Op::CommitTurns {
+                    actor,
+                    turns,
+                    inline,
+                    expect,
+                    done,
+                } => {
+                    let ack = tx
+                        .commit_turns(&actor, turns, inline, expect, answers)
+                        .map_err(|e| e.to_string())?;
+                    answers.push(Answer::Turns(done, ack));
                 }
                 Op::PutModule {
                     tenant,
@@ -402,6 +451,16 @@ fn apply_batch(
         }
     }
     txn.commit().map_err(|e| e.to_string())
+}
+
+/// What a batch's turns leave to do after their bookkeeping.
+#[derive(Default)]
+struct TurnOutput {
+    new_state: Option<Vec<u8>>,
+    replies: Vec<(ReplyTo, Result<Vec<u8>, String>)>,
+    /// Messages to other mailboxes wait until the actor's meta is written, so that a
+    /// message an actor sends to itself lands after its own bookkeeping.
+    outgoing: Vec<(ActorId, Envelope)>,
 }
 
 /// The open tables of one write transaction, and what the batch has to announce.
@@ -497,32 +556,50 @@ impl<'t> Tx<'t> {
         }
         let ack = self.enqueue(&req.actor, &req.envelope)?;
         if let (EnqueueAck::Accepted { seq }, Some(idem)) = (&ack, &req.idempotency) {
-            let rec = IdempotencyRecord {
-                actor: actor_key.clone(),
-                request: req.request.as_ref().map(|r| r.id.0),
-                seq: *seq,
-                expires_ms: idem.expires_ms,
-            };
-            self.idem.insert(
-                (tenant, idem.key.as_str()),
-                records::encode(&rec).as_slice(),
-            )?;
-            self.idem_expiry
-                .insert((idem.expires_ms, tenant, idem.key.as_str()), ())?;
+            self.put_idempotency(tenant, idem, &actor_key, req.request.as_ref(), *seq)?;
         }
         if let (EnqueueAck::Accepted { .. }, Some(new)) = (&ack, req.request) {
-            let rec = RequestRecord {
-                actor: req.actor.storage_key(),
-                status: RequestStatus::Pending,
-                created_ms: self.now,
-                settled_ms: None,
-                callback_url: new.callback_url,
-                callback: None,
-            };
-            self.requests
-                .insert(new.id.0, records::encode(&rec).as_slice())?;
+            self.put_request(&actor_key, new)?;
         }
         Ok(ack)
+    }
+
+    fn put_idempotency(
+        &mut self,
+        tenant: &str,
+        idem: &Idempotency,
+        actor_key: &str,
+        request: Option<&NewRequest>,
+        seq: u64,
+    ) -> Result<(), Error> {
+        let rec = IdempotencyRecord {
+            actor: actor_key.to_owned(),
+            request: request.map(|r| r.id.0),
+            seq,
+            expires_ms: idem.expires_ms,
+        };
+        self.idem.insert(
+            (tenant, idem.key.as_str()),
+            records::encode(&rec).as_slice(),
+        )?;
+        self.idem_expiry
+            .insert((idem.expires_ms, tenant, idem.key.as_str()), ())?;
+        Ok(())
+    }
+
+    /// A new pending request record.
+    fn put_request(&mut self, actor_key: &str, new: NewRequest) -> Result<(), Error> {
+        let rec = RequestRecord {
+            actor: actor_key.to_owned(),
+            status: RequestStatus::Pending,
+            created_ms: self.now,
+            settled_ms: None,
+            callback_url: new.callback_url,
+            callback: None,
+        };
+        self.requests
+            .insert(new.id.0, records::encode(&rec).as_slice())?;
+        Ok(())
     }
 
     /// Append to a mailbox, creating the actor (pinned to its module's latest version)
@@ -543,47 +620,10 @@ impl<'t> Tx<'t> {
         let is_new = existing.is_none();
         let mut meta = match existing {
             Some(m) => m,
-            None => {
-                let module: Option<ModuleRecord> =
-                    match self.modules.get(actor.module_key().as_str())? {
-                        Some(v) => Some(records::decode(v.value())?),
-                        None => None,
-                    };
-                let Some(latest) = module.as_ref().and_then(|m| m.latest()) else {
-                    return Ok(EnqueueAck::UnknownModule);
-                };
-                let tenant = actor.tenant.0.as_str();
-                let max = match self.tenants.get(tenant)? {
-                    Some(v) => {
-                        records::decode::<TenantRecord>(v.value())?
-                            .quotas
-                            .max_actors
-                    }
-                    None => None,
-                }
-                .unwrap_or(self.config.max_actors);
-                let count = self
-                    .tenant_actors
-                    .get(tenant)?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
-                if count >= max {
-                    return Ok(EnqueueAck::ActorQuota(max));
-                }
-                self.tenant_actors.insert(tenant, count + 1)?;
-                ActorMeta {
-                    module: actor.module.clone(),
-                    digest: latest.digest.clone(),
-                    version: latest.version,
-                    status: ActorStatus::Active,
-                    head_seq: 0,
-                    turns: 0,
-                    dead_letters: 0,
-                    created_ms: self.now,
-                    updated_ms: self.now,
-                    timers: 0,
-                }
-            }
+            None => match self.new_actor(actor)? {
+                Ok(m) => m,
+                Err(refused) => return Ok(refused),
+            },
         };
         if meta.status == ActorStatus::Completed {
             return Ok(EnqueueAck::ActorCompleted);
@@ -603,6 +643,83 @@ impl<'t> Tx<'t> {
         }
         self.notices.push(Notice::Mail(actor.clone()));
         Ok(EnqueueAck::Accepted { seq })
+    }
+
+    /// The meta of a brand-new actor, pinned to its module's latest version, counted
+    /// against its tenant's actor quota (the caller writes the meta).
+    fn new_actor(&mut self, actor: &ActorId) -> Result<Result<ActorMeta, EnqueueAck>, Error> {
+        let module: Option<ModuleRecord> = match self.modules.get(actor.module_key().as_str())? {
+            Some(v) => Some(records::decode(v.value())?),
+            None => None,
+        };
+        let Some(latest) = module.as_ref().and_then(|m| m.latest()) else {
+            return Ok(Err(EnqueueAck::UnknownModule));
+        };
+        let tenant = actor.tenant.0.as_str();
+        let max = match self.tenants.get(tenant)? {
+            Some(v) => {
+                records::decode::<TenantRecord>(v.value())?
+                    .quotas
+                    .max_actors
+            }
+            None => None,
+        }
+        .unwrap_or(self.config.max_actors);
+        let count = self
+            .tenant_actors
+            .get(tenant)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        if count >= max {
+            return Ok(Err(EnqueueAck::ActorQuota(max)));
+        }
+        self.tenant_actors.insert(tenant, count + 1)?;
+        Ok(Ok(ActorMeta {
+            module: actor.module.clone(),
+            digest: latest.digest.clone(),
+            version: latest.version,
+            status: ActorStatus::Active,
+            head_seq: 0,
+            turns: 0,
+            dead_letters: 0,
+            created_ms: self.now,
+            updated_ms: self.now,
+            timers: 0,
+        }))
+    }
+
+    /// Whether an actor's mailbox holds any message.
+    fn has_mail(&self, key: &str) -> Result<bool, Error> {
+        Ok(self
+            .mailbox
+            .range((key, 0)..=(key, u64::MAX))?
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
+    /// Whether inline turns are all addressed to `actor` and none of their
+    /// `Idempotency-Key`s is taken (stored and unexpired, or repeated among them).
+    fn fresh_keys(&self, actor: &ActorId, inline: &[InlineTurn]) -> Result<bool, Error> {
+        let tenant = actor.tenant.0.as_str();
+        let mut seen = HashSet::new();
+        for it in inline {
+            if it.req.actor != *actor {
+                return Ok(false);
+            }
+            let Some(idem) = &it.req.idempotency else {
+                continue;
+            };
+            if !seen.insert(idem.key.as_str()) {
+                return Ok(false);
+            }
+            if let Some(v) = self.idem.get((tenant, idem.key.as_str()))?
+                && records::decode::<IdempotencyRecord>(v.value())?.expires_ms > self.now
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Settle a pending request of `tenant`. A request of another tenant, or one already
@@ -674,18 +791,46 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    fn commit_turns(&mut self, actor: &ActorId, turns: Vec<CommittedTurn>) -> Result<(), Error> {
+    /// Commit a runner's batch: the outcomes of its mailbox turns, then its inline turns
+    /// (see [`InlineTurn`]), then their replies and outgoing messages.
+    fn commit_turns(
+        &mut self,
+        actor: &ActorId,
+        turns: Vec<CommittedTurn>,
+        inline: Vec<InlineTurn>,
+        expect: Option<Expect>,
+        answers: &mut Vec<Answer>,
+    ) -> Result<TurnsAck, Error> {
         let key = actor.storage_key();
-        let Some(mut meta) = self.meta(&key)? else {
-            return Err(Error::Corrupt(format!(
-                "turn committed for unknown actor {key}"
-            )));
+        let existing = self.meta(&key)?;
+        let existed = existing.is_some();
+        let mut meta = match existing {
+            Some(m) => m,
+            None if turns.is_empty() && !inline.is_empty() => match self.new_actor(actor)? {
+                Ok(m) => m,
+                Err(refused) => {
+                    for it in inline {
+                        answers.push(Answer::Enqueue(it.done, refused.clone()));
+                    }
+                    return Ok(TurnsAck {
+                        meta: None,
+                        inline_applied: false,
+                    });
+                }
+            },
+            None if turns.is_empty() => {
+                return Ok(TurnsAck {
+                    meta: None,
+                    inline_applied: true,
+                });
+            }
+            None => {
+                return Err(Error::Corrupt(format!(
+                    "turn committed for unknown actor {key}"
+                )));
+            }
         };
-        let mut new_state: Option<Vec<u8>> = None;
-        // Messages to other mailboxes wait until this actor's meta is written, so that a
-        // message an actor sends to itself lands after its own bookkeeping.
-        let mut outgoing: Vec<(ActorId, Envelope)> = Vec::new();
-        let mut replies: Vec<(ReplyTo, Result<Vec<u8>, String>)> = Vec::new();
+        let mut out = TurnOutput::default();
         for turn in turns {
             // Exactly once: a turn whose message is no longer the head was committed before.
             if turn.seq != meta.head_seq {
@@ -696,102 +841,177 @@ impl<'t> Tx<'t> {
                 Some(raw) => records::decode(raw.value())?,
                 None => continue,
             };
-            meta.head_seq = turn.seq + 1;
-            meta.updated_ms = self.now;
-            match turn.result {
-                TurnResult::Done { state, effects } => {
-                    meta.turns += 1;
-                    // Within a batch only the last successful turn carries the snapshot;
-                    // earlier ones carry an empty vector (never a valid MessagePack value).
-                    if !state.is_empty() {
-                        new_state = Some(state);
+            self.apply_turn(actor, &key, &mut meta, turn.seq, env, turn.result, &mut out)?;
+        }
+
+        // Inline turns apply only to the actor exactly as the runner saw it, with no
+        // mailbox message ahead of them, and only all together (only the last one carries
+        // the state snapshot): otherwise each is enqueued instead, its outcome discarded.
+        // Those the runner could not run come last and are always enqueued.
+        let mut inline = inline;
+        let run = inline
+            .iter()
+            .position(|it| it.result.is_none())
+            .unwrap_or(inline.len());
+        let mut fallback = inline.split_off(run);
+        let mut applied_all = fallback.is_empty();
+        if !inline.is_empty() {
+            let seen = expect.as_ref().is_some_and(|e| {
+                e.head_seq == meta.head_seq
+                    && e.digest == meta.digest
+                    && match e.created_ms {
+                        Some(c) => existed && c == meta.created_ms,
+                        None => !existed,
                     }
-                    for effect in effects {
-                        match effect {
-                            Effect::Reply { to, outcome } => replies.push((to, outcome)),
-                            Effect::Send { to, body } => outgoing.push((
-                                to,
-                                Envelope {
-                                    kind: MessageKind::Event,
-                                    body,
-                                    enqueued_ms: self.now,
-                                },
-                            )),
-                            Effect::Ask {
-                                to,
-                                body,
-                                correlation,
-                            } => outgoing.push((
-                                to,
-                                Envelope {
-                                    kind: MessageKind::Ask {
-                                        from: actor.clone(),
-                                        correlation,
-                                    },
-                                    body,
-                                    enqueued_ms: self.now,
-                                },
-                            )),
-                            Effect::Complete => {
-                                meta.status = ActorStatus::Completed;
-                                self.cancel_all_timers(&key, &mut meta)?;
-                            }
-                            Effect::SetTimer {
-                                name,
-                                due_ms,
-                                payload,
-                            } => self.set_timer(&key, &mut meta, &name, due_ms, &payload)?,
-                            Effect::CancelTimer { name } => {
-                                self.cancel_timer(&key, &mut meta, &name)?
-                            }
-                            Effect::HttpCall(spec) => {
-                                let call_id = spec.call_id.clone();
-                                let id = self.outbox_add(Delivery::Http {
-                                    actor: key.clone(),
-                                    spec,
-                                })?;
-                                self.http_pending
-                                    .insert((key.as_str(), call_id.as_str()), id)?;
-                            }
-                        }
+            });
+            let applies = seen
+                && meta.status == ActorStatus::Active
+                && !self.has_mail(&key)?
+                && self.fresh_keys(actor, &inline)?;
+            if applies {
+                let tenant = actor.tenant.0.as_str();
+                for it in inline {
+                    let Some(result) = it.result else { continue };
+                    let seq = meta.head_seq;
+                    if let Some(idem) = &it.req.idempotency {
+                        self.put_idempotency(tenant, idem, &key, it.req.request.as_ref(), seq)?;
                     }
+                    if let Some(new) = it.req.request {
+                        self.put_request(&key, new)?;
+                    }
+                    self.apply_turn(
+                        actor,
+                        &key,
+                        &mut meta,
+                        seq,
+                        it.req.envelope,
+                        result,
+                        &mut out,
+                    )?;
+                    answers.push(Answer::Enqueue(it.done, EnqueueAck::Accepted { seq }));
                 }
-                TurnResult::DeadLetter { error, attempts } => {
-                    meta.dead_letters += 1;
-                    match &env.kind {
-                        MessageKind::Request { request } => {
-                            replies.push((ReplyTo::Request(*request), Err(error.clone())))
-                        }
-                        MessageKind::Ask { from, correlation } => replies.push((
-                            ReplyTo::Actor {
-                                actor: from.clone(),
-                                correlation: correlation.clone(),
-                            },
-                            Err(error.clone()),
-                        )),
-                        _ => {}
-                    }
-                    let dl = DeadLetter {
-                        envelope: env,
-                        error,
-                        attempts,
-                        at_ms: self.now,
-                    };
-                    self.dead
-                        .insert((key.as_str(), turn.seq), records::encode(&dl).as_slice())?;
-                }
+            } else {
+                applied_all = false;
+                inline.append(&mut fallback);
+                fallback = inline;
             }
         }
-        if let Some(state) = new_state {
+
+        if let Some(state) = out.new_state.take() {
             self.states.insert(key.as_str(), state.as_slice())?;
         }
         self.actors
             .insert(key.as_str(), records::encode(&meta).as_slice())?;
-        for (to, outcome) in replies {
+        for (to, outcome) in out.replies {
             self.reply(actor, to, outcome)?;
         }
-        for (to, env) in outgoing {
+        for (to, env) in out.outgoing {
             self.enqueue_or_log(&to, &env)?;
+        }
+        for it in fallback {
+            let ack = self.enqueue_request(it.req)?;
+            answers.push(Answer::Enqueue(it.done, ack));
+        }
+        let meta = self.meta(&key)?;
+        Ok(TurnsAck {
+            meta,
+            inline_applied: applied_all,
+        })
+    }
+
+    /// Dequeue bookkeeping and effects of one turn, on `meta` (written by the caller).
+    #[allow(clippy::too_many_arguments)]
+    fn apply_turn(
+        &mut self,
+        actor: &ActorId,
+        key: &str,
+        meta: &mut ActorMeta,
+        seq: u64,
+        env: Envelope,
+        result: TurnResult,
+        out: &mut TurnOutput,
+    ) -> Result<(), Error> {
+        meta.head_seq = seq + 1;
+        meta.updated_ms = self.now;
+        match result {
+            TurnResult::Done { state, effects } => {
+                meta.turns += 1;
+                // Within a batch only the last successful turn carries the snapshot;
+                // earlier ones carry an empty vector (never a valid MessagePack value).
+                if !state.is_empty() {
+                    out.new_state = Some(state);
+                }
+                for effect in effects {
+                    match effect {
+                        Effect::Reply { to, outcome } => out.replies.push((to, outcome)),
+                        Effect::Send { to, body } => out.outgoing.push((
+                            to,
+                            Envelope {
+                                kind: MessageKind::Event,
+                                body,
+                                enqueued_ms: self.now,
+                            },
+                        )),
+                        Effect::Ask {
+                            to,
+                            body,
+                            correlation,
+                        } => out.outgoing.push((
+                            to,
+                            Envelope {
+                                kind: MessageKind::Ask {
+                                    from: actor.clone(),
+                                    correlation,
+                                },
+                                body,
+                                enqueued_ms: self.now,
+                            },
+                        )),
+                        Effect::Complete => {
+                            meta.status = ActorStatus::Completed;
+                            self.cancel_all_timers(key, meta)?;
+                        }
+                        Effect::SetTimer {
+                            name,
+                            due_ms,
+                            payload,
+                        } => self.set_timer(key, meta, &name, due_ms, &payload)?,
+                        Effect::CancelTimer { name } => self.cancel_timer(key, meta, &name)?,
+                        Effect::HttpCall(spec) => {
+                            let call_id = spec.call_id.clone();
+                            let id = self.outbox_add(Delivery::Http {
+                                actor: key.to_owned(),
+                                spec,
+                            })?;
+                            self.http_pending.insert((key, call_id.as_str()), id)?;
+                        }
+                    }
+                }
+            }
+            TurnResult::DeadLetter { error, attempts } => {
+                meta.dead_letters += 1;
+                match &env.kind {
+                    MessageKind::Request { request } => out
+                        .replies
+                        .push((ReplyTo::Request(*request), Err(error.clone()))),
+                    MessageKind::Ask { from, correlation } => out.replies.push((
+                        ReplyTo::Actor {
+                            actor: from.clone(),
+                            correlation: correlation.clone(),
+                        },
+                        Err(error.clone()),
+                    )),
+                    _ => {}
+                }
+                let dl = DeadLetter {
+                    envelope: env,
+                    error,
+                    attempts,
+                    at_ms: self.now,
+                };
+                self.dead
+                    .insert((key, seq), records::encode(&dl).as_slice())?;
+            }
         }
         Ok(())
     }
