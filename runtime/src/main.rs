@@ -166,6 +166,13 @@ struct ServeArgs {
     /// single tenant wants the number of cores).
     #[arg(long, env = "DWELL_CONCURRENT_TURNS")]
     concurrent_turns: Option<u64>,
+    /// Calls and events held in memory before they are durable, at most; past it (or
+    /// past `--ingress-mb` of their bodies) they get 503 with Retry-After.
+    #[arg(long, default_value_t = 65_536)]
+    ingress_messages: usize,
+    /// Message bytes held in memory before they are durable, at most, in MiB.
+    #[arg(long, default_value_t = 256)]
+    ingress_mb: usize,
     /// Allocate instances on demand instead of from wasmtime's pooling allocator.
     #[arg(long)]
     no_pooling: bool,
@@ -278,6 +285,8 @@ fn run_server(args: ServeArgs, admin_key: Option<String>) -> anyhow::Result<()> 
         idempotency_retention: args.idempotency_retention,
         allow_private_net: args.allow_private_net,
         pooling: !args.no_pooling,
+        ingress_messages: args.ingress_messages,
+        ingress_bytes: args.ingress_mb << 20,
         ..EngineConfig::default()
     };
     let mut config = config;

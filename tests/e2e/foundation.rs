@@ -381,3 +381,61 @@ fn sigterm_closes_the_data_file_cleanly_and_sigkill_is_repaired() {
         "SIGKILL is repaired at start"
     );
 }
+
+#[test]
+fn overload_answers_503_with_retry_after_and_loses_nothing() {
+    // Room for two messages in flight: 16 callers at once are bound to overflow it.
+    let server = Server::start(&["--ingress-messages", "2"]);
+    server.deploy("counter", "counter");
+    let accepted = std::sync::atomic::AtomicU64::new(0);
+    let refused = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let (server, accepted, refused) = (&server, &accepted, &refused);
+            s.spawn(move || {
+                for i in 0..40 {
+                    let key = format!("o{}", (t + i) % 4);
+                    let r = if i % 2 == 0 {
+                        server.call("counter", &key, json!({"add": 1}))
+                    } else {
+                        server.event("counter", &key, json!({"add": 1}))
+                    };
+                    match r.status {
+                        200 | 202 => {
+                            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        _ => refused.lock().unwrap().push(r),
+                    }
+                }
+            });
+        }
+    });
+    let refused = refused.into_inner().unwrap();
+    assert!(!refused.is_empty(), "some calls met a full server");
+    for r in &refused {
+        let p = r.assert_problem(503);
+        assert_eq!(
+            p["type"].as_str().map(|t| t.ends_with("overloaded")),
+            Some(true)
+        );
+        assert!(
+            r.header("retry-after")
+                .is_some_and(|v| v.parse::<u64>().is_ok()),
+            "503 says when to come back"
+        );
+    }
+    // Everything acknowledged is applied exactly once; nothing refused is.
+    let accepted = accepted.into_inner();
+    let total = server.eventually(Duration::from_secs(10), "accepted messages applied", || {
+        let mut sum = 0;
+        for k in 0..4 {
+            let a = server.actor("counter", &format!("o{k}")).json();
+            if a["mailbox_depth"] != 0 {
+                return None;
+            }
+            sum += a["state"]["total"].as_u64().unwrap_or(0);
+        }
+        (sum == accepted).then_some(sum)
+    });
+    assert_eq!(total + refused.len() as u64, 16 * 40);
+}

@@ -60,6 +60,11 @@ pub struct EngineConfig {
     /// Use wasmtime's pooling allocator (instances, memories and stacks from
     /// pre-reserved slots).
     pub pooling: bool,
+    /// Messages ingress may hold in memory before they are durable (in runners' inboxes
+    /// and the writer's queue); past it, calls and events get 503 + `Retry-After`.
+    pub ingress_messages: usize,
+    /// The same bound in message bytes.
+    pub ingress_bytes: usize,
     /// Idle instances kept warm, shared by the actors of a tenant's module version
     /// (least recently used evicted).
     pub warm_instances: usize,
@@ -81,6 +86,8 @@ impl Default for EngineConfig {
             allow_private_net: false,
             pooling: true,
             warm_instances: 128,
+            ingress_messages: 65_536,
+            ingress_bytes: 256 << 20,
         }
     }
 }
@@ -123,6 +130,54 @@ pub(crate) struct Inner {
     pub webhook_secret: String,
     pub tenants: Arc<tenants::Tenants>,
     pub warm: warm::WarmCache,
+    pub in_flight: Arc<InFlight>,
+}
+
+/// What ingress holds in memory before it is durable: counted on admission, released
+/// when the caller has its answer (or gave up).
+pub(crate) struct InFlight {
+    max_messages: usize,
+    max_bytes: usize,
+    messages: std::sync::atomic::AtomicUsize,
+    bytes: std::sync::atomic::AtomicUsize,
+}
+
+/// One admitted message; dropping it releases its share.
+pub(crate) struct Admitted {
+    pool: Arc<InFlight>,
+    bytes: usize,
+}
+
+impl InFlight {
+    fn new(max_messages: usize, max_bytes: usize) -> Self {
+        InFlight {
+            max_messages: max_messages.max(1),
+            max_bytes: max_bytes.max(1),
+            messages: Default::default(),
+            bytes: Default::default(),
+        }
+    }
+
+    /// Admit a message of `bytes`, or `None` when the budget is spent.
+    fn admit(self: &Arc<Self>, bytes: usize) -> Option<Admitted> {
+        use std::sync::atomic::Ordering::AcqRel;
+        let n = self.messages.fetch_add(1, AcqRel);
+        let b = self.bytes.fetch_add(bytes, AcqRel);
+        let admitted = Admitted {
+            pool: self.clone(),
+            bytes,
+        };
+        // Over budget: the guard gives both shares back as it drops.
+        (n < self.max_messages && b + bytes <= self.max_bytes).then_some(admitted)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::AcqRel;
+        self.pool.messages.fetch_sub(1, AcqRel);
+        self.pool.bytes.fetch_sub(self.bytes, AcqRel);
+    }
 }
 
 /// What the executor may ask while recording effects: modules of the tenant, and whether
@@ -240,6 +295,7 @@ impl Engine {
         let executor =
             Executor::new(config.limits.clone(), directory, pool_slots).map_err(Error::Setup)?;
         registry.load(&store)?;
+        let in_flight = Arc::new(InFlight::new(config.ingress_messages, config.ingress_bytes));
         let inner = Arc::new(Inner {
             store,
             executor,
@@ -254,6 +310,7 @@ impl Engine {
             webhook_secret,
             tenants,
             warm: warm::WarmCache::new(warm_instances),
+            in_flight,
         });
         let _ = dispatch.engine.set(Arc::downgrade(&inner));
         inner.rt.spawn(timers::run(inner.clone()));
@@ -360,6 +417,11 @@ impl Engine {
     /// caller hears before the turn runs). Either way this returns after the commit that
     /// holds the message.
     async fn ingest(&self, req: EnqueueRequest, inline: bool) -> Result<EnqueueAck, Error> {
+        // Bounded memory under overload: past the in-flight budget, refuse (503) rather
+        // than queue.
+        let Some(_admitted) = self.inner.in_flight.admit(req.envelope.body.len()) else {
+            return Err(store::Error::Overloaded.into());
+        };
         let req = if inline {
             if self.inner.store.overloaded() {
                 return Err(store::Error::Overloaded.into());

@@ -10,6 +10,9 @@ mod records;
 mod tables;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,0 +1,382 @@
+//! Store tests on a real redb file: inline turns (a message committed together with its
+//! turn) and their fall-back to the mailbox when the actor is not as the runner saw it.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::domain::{
+    ActorId, Clock, Effect, Envelope, MessageKind, ReplyTo, RequestId, RequestStatus, TenantId,
+    TurnResult, UnixMs,
+};
+
+struct FixedClock;
+
+impl Clock for FixedClock {
+    fn now_ms(&self) -> UnixMs {
+        1_000_000
+    }
+}
+
+/// Remembers every notice, to check what the post-commit path was told.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Notice>>);
+
+impl PostCommit for Recorder {
+    fn committed(&self, notices: Vec<Notice>) {
+        self.0.lock().unwrap().extend(notices);
+    }
+}
+
+impl Recorder {
+    fn mail(&self) -> usize {
+        let n = self.0.lock().unwrap();
+        n.iter().filter(|n| matches!(n, Notice::Mail(_))).count()
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    hook: Arc<Recorder>,
+    actor: ActorId,
+    digest: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Arc::new(Recorder::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Store::open(
+        dir.path(),
+        hook.clone(),
+        Arc::new(FixedClock),
+        WriterConfig {
+            timers_per_actor: 10,
+            max_actors: 100,
+        },
+    )
+    .unwrap();
+    let tenant = TenantId::default_tenant();
+    let digest = "d1".to_owned();
+    rt.block_on(store.put_module(tenant.clone(), "m".into(), b"wasm".to_vec(), digest.clone()))
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        hook,
+        actor: ActorId::new(tenant, "m", "k"),
+        digest,
+        rt,
+    }
+}
+
+fn request(actor: &ActorId, id: RequestId, key: Option<&str>) -> EnqueueRequest {
+    EnqueueRequest {
+        actor: actor.clone(),
+        envelope: Envelope {
+            kind: MessageKind::Request { request: id },
+            body: b"in".to_vec(),
+            enqueued_ms: 1,
+        },
+        request: Some(NewRequest {
+            id,
+            callback_url: None,
+        }),
+        idempotency: key.map(|k| Idempotency {
+            key: k.to_owned(),
+            expires_ms: u64::MAX,
+        }),
+    }
+}
+
+/// The outcome of a turn that answers request `id` with `reply` and sets state `state`.
+fn answered(id: RequestId, reply: &[u8], state: &[u8]) -> Option<TurnResult> {
+    Some(TurnResult::Done {
+        state: state.to_vec(),
+        effects: vec![Effect::Reply {
+            to: ReplyTo::Request(id),
+            outcome: Ok(reply.to_vec()),
+        }],
+    })
+}
+
+impl Fixture {
+    fn expect(&self, head_seq: u64, created_ms: Option<UnixMs>) -> Option<Expect> {
+        Some(Expect {
+            head_seq,
+            created_ms,
+            digest: self.digest.clone(),
+        })
+    }
+
+    /// Commit inline turns; returns the writer's answer and each caller's ack.
+    fn commit(
+        &self,
+        inline: Vec<(EnqueueRequest, Option<TurnResult>)>,
+        expect: Option<Expect>,
+    ) -> (TurnsAck, Vec<EnqueueAck>) {
+        let mut answers = Vec::new();
+        let turns = inline
+            .into_iter()
+            .map(|(req, result)| {
+                let (done, rx) = oneshot::channel();
+                answers.push(rx);
+                InlineTurn { req, result, done }
+            })
+            .collect();
+        self.rt.block_on(async {
+            let ack = self
+                .store
+                .commit_batch(self.actor.clone(), Vec::new(), turns, expect)
+                .await
+                .unwrap();
+            let mut acks = Vec::new();
+            for rx in answers {
+                acks.push(rx.await.unwrap().unwrap());
+            }
+            (ack, acks)
+        })
+    }
+
+    fn mailbox(&self) -> Vec<u64> {
+        match self.store.pending(&self.actor, 100).unwrap() {
+            Some(b) => b.messages.iter().map(|(seq, _)| *seq).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn state(&self) -> Option<Vec<u8>> {
+        self.store.pending(&self.actor, 100).unwrap()?.state
+    }
+
+    fn status(&self, id: RequestId) -> RequestStatus {
+        self.store
+            .request(id)
+            .unwrap()
+            .expect("request exists")
+            .status
+    }
+}
+
+#[test]
+fn an_inline_turn_commits_message_and_outcome_without_the_mailbox() {
+    let f = fixture();
+    let id = RequestId(1);
+    let (ack, acks) = f.commit(
+        vec![(request(&f.actor, id, None), answered(id, b"out", b"s1"))],
+        f.expect(0, None),
+    );
+    assert!(ack.inline_applied);
+    assert_eq!(acks, vec![EnqueueAck::Accepted { seq: 0 }]);
+    let meta = ack.meta.expect("the first message created the actor");
+    assert_eq!((meta.head_seq, meta.turns), (1, 1));
+    assert_eq!(f.state(), Some(b"s1".to_vec()));
+    assert!(f.mailbox().is_empty());
+    assert_eq!(
+        f.status(id),
+        RequestStatus::Completed {
+            reply: b"out".to_vec()
+        }
+    );
+    assert_eq!(f.hook.mail(), 0, "no mailbox message was announced");
+
+    // The next inline turn builds on what the runner saw after the first commit.
+    let id2 = RequestId(2);
+    let (ack, acks) = f.commit(
+        vec![(request(&f.actor, id2, None), answered(id2, b"out2", b"s2"))],
+        f.expect(1, Some(meta.created_ms)),
+    );
+    assert!(ack.inline_applied);
+    assert_eq!(acks, vec![EnqueueAck::Accepted { seq: 1 }]);
+    assert_eq!(f.state(), Some(b"s2".to_vec()));
+}
+
+#[test]
+fn an_inline_turn_behind_mailbox_mail_is_enqueued_and_its_outcome_discarded() {
+    let f = fixture();
+    let first = RequestId(1);
+    let queued =
+        f.rt.block_on(f.store.enqueue(request(&f.actor, first, None)))
+            .unwrap();
+    assert_eq!(queued, EnqueueAck::Accepted { seq: 0 });
+    let created = f.store.actor_meta(&f.actor).unwrap().unwrap().created_ms;
+
+    // The runner did not see message 0 and ran message `late` on the empty state.
+    let late = RequestId(2);
+    let (ack, acks) = f.commit(
+        vec![(
+            request(&f.actor, late, None),
+            answered(late, b"x", b"wrong"),
+        )],
+        f.expect(0, Some(created)),
+    );
+    assert!(!ack.inline_applied);
+    assert_eq!(acks, vec![EnqueueAck::Accepted { seq: 1 }]);
+    assert_eq!(f.mailbox(), vec![0, 1], "both wait in mailbox order");
+    assert_eq!(f.state(), None, "the speculative outcome was discarded");
+    assert_eq!(f.status(late), RequestStatus::Pending);
+}
+
+#[test]
+fn an_inline_turn_for_a_replaced_or_recreated_actor_is_enqueued() {
+    let f = fixture();
+    let id = RequestId(1);
+    // The runner believed in another module version.
+    let stale = Some(Expect {
+        head_seq: 0,
+        created_ms: None,
+        digest: "old".into(),
+    });
+    let (ack, acks) = f.commit(
+        vec![(request(&f.actor, id, None), answered(id, b"x", b"s"))],
+        stale,
+    );
+    assert!(!ack.inline_applied);
+    assert_eq!(acks, vec![EnqueueAck::Accepted { seq: 0 }]);
+    assert_eq!(f.mailbox(), vec![0]);
+    assert_eq!(f.state(), None);
+
+    // The runner believed the actor existed, created at another time.
+    let id2 = RequestId(2);
+    let (ack, _) = f.commit(
+        vec![(request(&f.actor, id2, None), answered(id2, b"x", b"s"))],
+        f.expect(0, Some(42)),
+    );
+    assert!(!ack.inline_applied);
+    assert_eq!(f.mailbox(), vec![0, 1]);
+}
+
+#[test]
+fn a_repeated_idempotency_key_makes_inline_turns_fall_back_and_enqueues_once() {
+    let f = fixture();
+    let first = RequestId(1);
+    let (ack, _) = f.commit(
+        vec![(
+            request(&f.actor, first, Some("K")),
+            answered(first, b"r", b"s1"),
+        )],
+        f.expect(0, None),
+    );
+    assert!(ack.inline_applied);
+    let created = ack.meta.unwrap().created_ms;
+
+    // A repeat of K (run speculatively) and a fresh message behind it: neither outcome
+    // applies; the repeat answers for the first request, the fresh one is enqueued.
+    let (again, other) = (RequestId(2), RequestId(3));
+    let (ack, acks) = f.commit(
+        vec![
+            (
+                request(&f.actor, again, Some("K")),
+                answered(again, b"r", b"s2"),
+            ),
+            (request(&f.actor, other, None), answered(other, b"r", b"s3")),
+        ],
+        f.expect(1, Some(created)),
+    );
+    assert!(!ack.inline_applied);
+    assert_eq!(
+        acks,
+        vec![
+            EnqueueAck::Duplicate {
+                request: Some(first),
+                seq: 0
+            },
+            EnqueueAck::Accepted { seq: 1 },
+        ]
+    );
+    assert_eq!(
+        f.state(),
+        Some(b"s1".to_vec()),
+        "only the first turn applied"
+    );
+    assert_eq!(f.mailbox(), vec![1]);
+    assert!(
+        f.store.request(again).unwrap().is_none(),
+        "no second request"
+    );
+}
+
+#[test]
+fn turns_that_did_not_run_are_enqueued_after_the_ones_that_did() {
+    let f = fixture();
+    let (ran, trapped) = (RequestId(1), RequestId(2));
+    let (ack, acks) = f.commit(
+        vec![
+            (request(&f.actor, ran, None), answered(ran, b"ok", b"s1")),
+            (request(&f.actor, trapped, None), None),
+        ],
+        f.expect(0, None),
+    );
+    assert!(!ack.inline_applied, "one of them was only enqueued");
+    assert_eq!(
+        acks,
+        vec![
+            EnqueueAck::Accepted { seq: 0 },
+            EnqueueAck::Accepted { seq: 1 }
+        ]
+    );
+    assert_eq!(f.state(), Some(b"s1".to_vec()));
+    assert_eq!(
+        f.mailbox(),
+        vec![1],
+        "the one that did not run waits for a retry"
+    );
+    assert!(matches!(f.status(ran), RequestStatus::Completed { .. }));
+    assert_eq!(f.status(trapped), RequestStatus::Pending);
+    assert_eq!(
+        f.hook.mail(),
+        1,
+        "its runner is told about the mailbox message"
+    );
+}
+
+#[test]
+fn an_inline_message_past_the_actor_quota_is_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Store::open(
+        dir.path(),
+        Arc::new(Recorder::default()),
+        Arc::new(FixedClock),
+        WriterConfig {
+            timers_per_actor: 10,
+            max_actors: 0,
+        },
+    )
+    .unwrap();
+    let tenant = TenantId::default_tenant();
+    rt.block_on(store.put_module(tenant.clone(), "m".into(), b"w".to_vec(), "d1".into()))
+        .unwrap();
+    let actor = ActorId::new(tenant, "m", "k");
+    let id = RequestId(1);
+    let (done, rx) = oneshot::channel();
+    let ack = rt
+        .block_on(store.commit_batch(
+            actor.clone(),
+            Vec::new(),
+            vec![InlineTurn {
+                req: request(&actor, id, None),
+                result: answered(id, b"r", b"s"),
+                done,
+            }],
+            Some(Expect {
+                head_seq: 0,
+                created_ms: None,
+                digest: "d1".into(),
+            }),
+        ))
+        .unwrap();
+    assert!(!ack.inline_applied);
+    assert_eq!(rt.block_on(rx).unwrap().unwrap(), EnqueueAck::ActorQuota(0));
+    assert!(store.actor_meta(&actor).unwrap().is_none());
+    assert!(store.request(id).unwrap().is_none());
+}
