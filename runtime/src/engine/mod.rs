@@ -6,6 +6,7 @@
 //! actors with new mail and settles request waiters ([`waiters`]). Compiled modules live in
 //! the [`registry`].
 
+mod lanes;
 mod outbound;
 mod outbox;
 mod registry;
@@ -40,7 +41,8 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     pub limits: Limits,
     pub retry: RetryPolicy,
-    /// Actors whose turns may be in flight at once.
+    /// Actors with a runner at once (a runner is a task holding a batch; instances are
+    /// taken from the warm pool only for the length of a turn).
     pub max_active_actors: usize,
     /// Messages of one actor handled back to back before one commit.
     pub batch_per_actor: usize,
@@ -76,7 +78,7 @@ impl Default for EngineConfig {
             data_dir: PathBuf::from("./data"),
             limits: Limits::default(),
             retry: RetryPolicy::default(),
-            max_active_actors: 512,
+            max_active_actors: 8192,
             batch_per_actor: 64,
             outbound: OutboundConfig::default(),
             webhook_secret: None,
@@ -131,6 +133,7 @@ pub(crate) struct Inner {
     pub tenants: Arc<tenants::Tenants>,
     pub warm: warm::WarmCache,
     pub in_flight: Arc<InFlight>,
+    pub(super) schedule: timers::Schedule,
 }
 
 /// What ingress holds in memory before it is durable: counted on admission, released
@@ -230,7 +233,12 @@ impl PostCommit for Dispatch {
             match n {
                 Notice::Mail(actor) => scheduler::notify(&inner, actor),
                 Notice::Settled(id, status) => inner.waiters.settle(id, status),
-                Notice::TimerSet(_) => inner.timer_wake.notify_one(),
+                Notice::TimerSet { key, payload } => {
+                    if inner.schedule.set(key, payload) {
+                        inner.timer_wake.notify_one();
+                    }
+                }
+                Notice::TimerGone(key) => inner.schedule.gone(&key),
                 Notice::Outbox => inner.outbox_wake.notify_one(),
             }
         }
@@ -287,8 +295,11 @@ impl Engine {
             allow_private: config.allow_private_net,
         });
         let warm_instances = config.warm_instances;
+        // Instances alive at once: one per turn executing (one per CPU slot), the idle
+        // ones in the warm pool, and a margin for those being torn down.
+        let cpu_slots = std::thread::available_parallelism().map_or(2, |n| n.get());
         let pool_slots = if config.pooling {
-            (config.max_active_actors + config.warm_instances + 64) as u32
+            (cpu_slots + config.warm_instances + 64) as u32
         } else {
             0
         };
@@ -311,6 +322,7 @@ impl Engine {
             tenants,
             warm: warm::WarmCache::new(warm_instances),
             in_flight,
+            schedule: timers::Schedule::default(),
         });
         let _ = dispatch.engine.set(Arc::downgrade(&inner));
         inner.rt.spawn(timers::run(inner.clone()));
@@ -427,7 +439,12 @@ impl Engine {
                 return Err(store::Error::Overloaded.into());
             }
             let (done, answer) = tokio::sync::oneshot::channel();
-            match scheduler::offer(&self.inner, scheduler::Inbound { req, done }) {
+            let inbound = scheduler::Inbound {
+                req,
+                timer: None,
+                done,
+            };
+            match scheduler::offer(&self.inner, inbound) {
                 Ok(()) => return Ok(answer.await.map_err(|_| store::Error::Closed)??),
                 Err(back) => back.req,
             }

@@ -1,6 +1,6 @@
 //! The runner of one actor: take a batch — pending mailbox messages, then calls and
 //! events handed over in memory by ingress — run their turns back to back on the
-//! evolving state (one warm instance serves the whole batch), and commit all outcomes in
+//! evolving state (each turn on a warm instance from the pool), and commit all outcomes in
 //! one store operation. An in-memory message is committed together with its turn (see
 //! `store::InlineTurn`), so a quick call costs one commit, not two. Replies and other
 //! effects leave only after that commit (the store's post-commit hook releases them).
@@ -19,14 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{ActorId, ActorStatus, Effect, TurnResult};
-use crate::executor::{TurnExec, TurnInput, Warm};
+use crate::executor::{TurnExec, TurnInput};
 use crate::store::{self, ActorMeta, CommittedTurn, EnqueueAck, Expect, InlineTurn, PendingBatch};
 
 use super::Inner;
 use super::scheduler::Inbound;
 use super::warm::PoolKey;
 
-/// A batch whose turns take longer than this (waiting for a CPU slot included) makes ingress enqueue the actor's next
+/// A batch whose turns run longer than this (not counting waits for a CPU slot) makes ingress enqueue the actor's next
 /// messages durably instead of handing them to its runner.
 const KEEPS_UP: Duration = Duration::from_millis(20);
 
@@ -50,8 +50,6 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
         tenant_permits: permits,
     };
     let max = inner.config.batch_per_actor.max(1);
-    // The instance this runner holds while its actor has mail, with its pool key.
-    let mut held: Option<(PoolKey, Warm)> = None;
     let mut known: Option<Known> = None;
     loop {
         let (inbox, more) = inner.scheduler.take(&actor, max);
@@ -97,10 +95,6 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
                     state: batch.state,
                 });
             }
-            // Park the instance for the next runner of this tenant's module version.
-            if let Some((key, w)) = held.take() {
-                inner.warm.put(key, w);
-            }
             if inner.scheduler.retire(&actor) {
                 return;
             }
@@ -110,10 +104,7 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
         let full = batch.messages.len() >= max;
         let backlog = !batch.messages.is_empty();
         let mut busy = Duration::ZERO;
-        let ran = run_batch(
-            &inner, &actor, batch, inbox, fresh, &mut held, &exec, &mut busy,
-        )
-        .await;
+        let ran = run_batch(&inner, &actor, batch, inbox, fresh, &exec, &mut busy).await;
         // Keeping up: no mailbox backlog, every turn went through, and quickly.
         let quick = busy < KEEPS_UP;
         let ok = matches!(&ran, Ok(Some(_))) && !backlog && quick;
@@ -122,7 +113,6 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
             Ok(k) => known = k.filter(|_| !full),
             Err(e) => {
                 tracing::error!(%actor, error = %e, "cannot commit turns; retrying");
-                held = None;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -157,32 +147,6 @@ struct Exec {
     tenant_permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
-/// Run and commit one batch. Returns what the runner knows of its actor afterwards, or
-/// `None` if it must read the store again. Adds the time its turns took to `busy`.
-#[allow(clippy::too_many_arguments)]
-async fn run_batch(
-    inner: &Arc<Inner>,
-    actor: &ActorId,
-    batch: PendingBatch,
-    inbox: Vec<Inbound>,
-    fresh: bool,
-    held: &mut Option<(PoolKey, Warm)>,
-    exec: &Exec,
-    busy: &mut Duration,
-) -> Result<Option<Known>, store::Error> {
-    let key = PoolKey {
-        tenant: actor.tenant.clone(),
-        digest: batch.meta.digest.clone(),
-    };
-    let mut warm = match held.take() {
-        Some((k, w)) if k == key => Some(w),
-        _ => inner.warm.take(&key),
-    };
-    let result = run_turns(inner, actor, batch, inbox, fresh, &mut warm, exec, busy).await;
-    *held = warm.map(|w| (key, w));
-    result
-}
-
 /// How one turn went, as the runner records it.
 enum Ran {
     Done(Vec<u8>, Vec<Effect>),
@@ -190,17 +154,22 @@ enum Ran {
     Trapped(String),
 }
 
+/// Run and commit one batch. Returns what the runner knows of its actor afterwards, or
+/// `None` if it must read the store again. Adds the time its turns ran to `busy`.
 #[allow(clippy::too_many_arguments)]
-async fn run_turns(
+async fn run_batch(
     inner: &Arc<Inner>,
     actor: &ActorId,
     batch: PendingBatch,
     inbox: Vec<Inbound>,
     fresh: bool,
-    warm: &mut Option<Warm>,
     exec: &Exec,
     busy: &mut Duration,
 ) -> Result<Option<Known>, store::Error> {
+    let key = PoolKey {
+        tenant: actor.tenant.clone(),
+        digest: batch.meta.digest.clone(),
+    };
     let mut status = batch.meta.status;
     let module = if status == ActorStatus::Active {
         match inner
@@ -256,9 +225,9 @@ async fn run_turns(
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let t = std::time::Instant::now();
-            let ran = turn(inner, exec, module, warm, actor, &state, &envelope, timers).await;
-            *busy += t.elapsed();
+            let (ran, took) =
+                turn(inner, exec, module, &key, actor, &state, &envelope, timers).await;
+            *busy += took;
             match ran {
                 Ran::Done(new_state, effects) => {
                     count_effects(&effects, &mut status, &mut timers);
@@ -321,19 +290,18 @@ async fn run_turns(
         let module = module.as_ref().filter(|_| status == ActorStatus::Active);
         let result = match module {
             Some(module) if !stop => {
-                let t = std::time::Instant::now();
-                let ran = turn(
+                let (ran, took) = turn(
                     inner,
                     exec,
                     module,
-                    warm,
+                    &key,
                     actor,
                     &state,
                     &m.req.envelope,
                     timers,
                 )
                 .await;
-                *busy += t.elapsed();
+                *busy += took;
                 match ran {
                     Ran::Done(new_state, effects) => {
                         count_effects(&effects, &mut status, &mut timers);
@@ -362,6 +330,7 @@ async fn run_turns(
         };
         inline.push(InlineTurn {
             req: m.req,
+            timer: m.timer,
             result,
             done: m.done,
         });
@@ -390,18 +359,21 @@ async fn run_turns(
     })
 }
 
-/// Run one turn on the actor's current state, holding its fair share of the CPU.
+/// Run one turn on the actor's current state, holding its fair share of the CPU and, for
+/// just that long, a warm instance of its module from the pool (so instances in use never
+/// outnumber the CPU slots). Also returns how long it ran (not counting the wait for a
+/// CPU slot).
 #[allow(clippy::too_many_arguments)]
 async fn turn(
     inner: &Arc<Inner>,
     exec: &Exec,
     module: &Arc<crate::executor::CompiledModule>,
-    warm: &mut Option<Warm>,
+    key: &PoolKey,
     actor: &ActorId,
     state: &Option<Vec<u8>>,
     envelope: &crate::domain::Envelope,
     timers: u32,
-) -> Ran {
+) -> (Ran, Duration) {
     let input = TurnInput {
         actor,
         now_ms: inner.clock.now_ms(),
@@ -426,16 +398,50 @@ async fn turn(
         .await
         .ok();
     let started = std::time::Instant::now();
-    let outcome = inner.executor.run_turn(module, warm, input).await;
-    inner.scheduler.record_turn(actor, started.elapsed());
-    match outcome {
+    let mut warm = inner.warm.take(key);
+    let outcome = if inner.scheduler.quick(actor) {
+        inner.executor.run_turn(module, &mut warm, input).await
+    } else {
+        // A slow module's turn runs on the slow lane (see `lanes`), with owned inputs.
+        let (executor, module) = (inner.executor.clone(), module.clone());
+        let (actor, state, envelope) = (actor.clone(), state.clone(), envelope.clone());
+        let (now_ms, limits) = (input.now_ms, input.limits.clone());
+        let ran = super::lanes::run_slow(async move {
+            let input = TurnInput {
+                actor: &actor,
+                now_ms,
+                state: state.as_deref(),
+                envelope: &envelope,
+                timers,
+                limits,
+            };
+            let outcome = executor.run_turn(&module, &mut warm, input).await;
+            (outcome, warm)
+        })
+        .await;
+        match ran {
+            Ok((outcome, back)) => {
+                warm = back;
+                outcome
+            }
+            Err(e) => {
+                warm = None;
+                TurnExec::Trapped(e)
+            }
+        }
+    };
+    // A trapped instance did not come back; a healthy one returns to the pool.
+    if let Some(w) = warm {
+        inner.warm.put(key.clone(), w);
+    }
+    let took = started.elapsed();
+    inner.scheduler.record_turn(actor, took);
+    let ran = match outcome {
         TurnExec::Done { state, effects } => Ran::Done(state, effects),
         TurnExec::Refused(e) => Ran::Refused(e),
-        TurnExec::Trapped(e) => {
-            *warm = None;
-            Ran::Trapped(e)
-        }
-    }
+        TurnExec::Trapped(e) => Ran::Trapped(e),
+    };
+    (ran, took)
 }
 
 fn count_effects(effects: &[Effect], status: &mut ActorStatus, timers: &mut u32) {
@@ -455,6 +461,7 @@ fn not_run(inbox: Vec<Inbound>) -> Vec<InlineTurn> {
         .into_iter()
         .map(|m| InlineTurn {
             req: m.req,
+            timer: m.timer,
             result: None,
             done: m.done,
         })

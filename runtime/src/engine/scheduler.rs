@@ -30,9 +30,12 @@ use super::Inner;
 /// durable mailbox.
 pub const INBOX: usize = 128;
 
-/// A call or event handed to a runner before it is durable.
+/// A call or event handed to a runner before it is durable, or a due timer handed to it
+/// before it is fired into the mailbox.
 pub struct Inbound {
     pub req: EnqueueRequest,
+    /// A timer's due time (the message is that timer's).
+    pub timer: Option<crate::domain::UnixMs>,
     pub done: EnqueueDone,
 }
 
@@ -117,7 +120,7 @@ impl Scheduler {
     }
 
     /// Whether the module's turns are known to be quick.
-    fn quick(&self, actor: &ActorId) -> bool {
+    pub(super) fn quick(&self, actor: &ActorId) -> bool {
         let pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
         pace.get(&actor.tenant)
             .and_then(|m| m.get(&actor.module))

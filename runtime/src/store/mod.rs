@@ -27,7 +27,8 @@ pub use records::{
 };
 pub use writer::{
     AdminOp, Closed, CommittedTurn, EnqueueAck, EnqueueDone, EnqueueRequest, Expect, Idempotency,
-    InlineTurn, NewRequest, Notice, OutboxUpdate, PostCommit, TurnsAck, WriterConfig, WriterStats,
+    InlineTurn, NewRequest, Notice, OutboxUpdate, PostCommit, TimerKey, TurnsAck, WriterConfig,
+    WriterStats,
 };
 
 use tables::*;
@@ -215,6 +216,41 @@ impl Store {
     pub async fn fire_timers(&self, now: UnixMs, max: usize) -> Result<usize, Error> {
         self.submit(|done| writer::Op::FireTimers { now, max, done })
             .await
+    }
+
+    /// Move these timers into their actors' mailboxes, those still pending; returns how
+    /// many were.
+    pub async fn fire_these(&self, timers: Vec<TimerKey>) -> Result<usize, Error> {
+        self.submit(|done| writer::Op::FireThese { timers, done })
+            .await
+    }
+
+    /// Pending timers after `after` (all if `None`) and due at or before `until`, at
+    /// most `max`, in due order, with their payloads.
+    pub fn timers_after(
+        &self,
+        after: Option<&TimerKey>,
+        until: UnixMs,
+        max: usize,
+    ) -> Result<Vec<(TimerKey, Vec<u8>)>, Error> {
+        use std::ops::Bound;
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(TIMERS)?;
+        let start = match after {
+            Some((d, a, n)) => Bound::Excluded((*d, a.as_str(), n.as_str())),
+            None => Bound::Unbounded,
+        };
+        let end = Bound::Excluded((until.saturating_add(1), "", ""));
+        let mut out = Vec::new();
+        for entry in t.range::<(u64, &str, &str)>((start, end))? {
+            let (k, v) = entry?;
+            let (d, a, n) = k.value();
+            out.push(((d, a.to_owned(), n.to_owned()), v.value().to_vec()));
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Record the outcome of an outbox delivery attempt.

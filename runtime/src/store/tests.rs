@@ -127,7 +127,12 @@ impl Fixture {
             .map(|(req, result)| {
                 let (done, rx) = oneshot::channel();
                 answers.push(rx);
-                InlineTurn { req, result, done }
+                InlineTurn {
+                    req,
+                    timer: None,
+                    result,
+                    done,
+                }
             })
             .collect();
         self.rt.block_on(async {
@@ -329,6 +334,11 @@ fn turns_that_did_not_run_are_enqueued_after_the_ones_that_did() {
     );
     assert!(matches!(f.status(ran), RequestStatus::Completed { .. }));
     assert_eq!(f.status(trapped), RequestStatus::Pending);
+    // The post-commit hook runs right after the callers are answered.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while f.hook.mail() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     assert_eq!(
         f.hook.mail(),
         1,
@@ -365,6 +375,7 @@ fn an_inline_message_past_the_actor_quota_is_refused_and_nothing_is_stored() {
             Vec::new(),
             vec![InlineTurn {
                 req: request(&actor, id, None),
+                timer: None,
                 result: answered(id, b"r", b"s"),
                 done,
             }],

@@ -60,6 +60,10 @@ pub(super) enum Op {
         max: usize,
         done: Done<usize>,
     },
+    FireThese {
+        timers: Vec<TimerKey>,
+        done: Done<usize>,
+    },
     Outbox {
         id: u128,
         update: OutboxUpdate,
@@ -192,6 +196,9 @@ pub struct CommittedTurn {
     pub result: TurnResult,
 }
 
+/// A timer's key: `(due, actor storage key, name)`.
+pub type TimerKey = (UnixMs, String, String);
+
 /// The caller's answer to an enqueue.
 pub type EnqueueDone = oneshot::Sender<Result<EnqueueAck, Error>>;
 
@@ -203,6 +210,10 @@ pub type EnqueueDone = oneshot::Sender<Result<EnqueueAck, Error>>;
 /// handles it again from the mailbox. Either way the caller hears after the commit.
 pub struct InlineTurn {
     pub req: EnqueueRequest,
+    /// For a timer handed over by the timer worker: its due time. It applies only if the
+    /// timer is still pending (not cancelled, replaced or fired meanwhile); enqueueing it
+    /// means firing it, if it is still pending, else nothing.
+    pub timer: Option<UnixMs>,
     /// `None`: not run (the actor is complete, its module is unavailable, or the turn
     /// failed): enqueue only.
     pub result: Option<TurnResult>,
@@ -235,8 +246,10 @@ pub enum Notice {
     Mail(ActorId),
     /// A request got its final status.
     Settled(RequestId, RequestStatus),
-    /// A timer was set for `due`.
-    TimerSet(UnixMs),
+    /// A timer was set.
+    TimerSet { key: TimerKey, payload: Vec<u8> },
+    /// A timer was cancelled, replaced or fired.
+    TimerGone(TimerKey),
     /// A delivery entered the outbox.
     Outbox,
 }
@@ -433,6 +446,15 @@ fn apply_batch(
                 }
                 Op::FireTimers { now, max, done } => {
                     let n = tx.fire_timers(now, max).map_err(|e| e.to_string())?;
+                    answers.push(Answer::Count(done, n));
+                }
+                Op::FireThese { timers, done } => {
+                    let mut n = 0;
+                    for (due, actor, name) in timers {
+                        n += usize::from(
+                            tx.fire_one(due, &actor, &name).map_err(|e| e.to_string())?,
+                        );
+                    }
                     answers.push(Answer::Count(done, n));
                 }
                 Op::Outbox { id, update, done } => {
@@ -698,14 +720,25 @@ impl<'t> Tx<'t> {
             .is_some())
     }
 
-    /// Whether inline turns are all addressed to `actor` and none of their
-    /// `Idempotency-Key`s is taken (stored and unexpired, or repeated among them).
+    /// Whether inline turns are all addressed to `actor`, their timers are still pending,
+    /// and none of their `Idempotency-Key`s is taken (stored and unexpired, or repeated
+    /// among them).
     fn fresh_keys(&self, actor: &ActorId, inline: &[InlineTurn]) -> Result<bool, Error> {
         let tenant = actor.tenant.0.as_str();
         let mut seen = HashSet::new();
         for it in inline {
             if it.req.actor != *actor {
                 return Ok(false);
+            }
+            if let (Some(due), MessageKind::Timer { name }) = (it.timer, &it.req.envelope.kind) {
+                let key = actor.storage_key();
+                if self
+                    .timers
+                    .get((due, key.as_str(), name.as_str()))?
+                    .is_none()
+                {
+                    return Ok(false);
+                }
             }
             let Some(idem) = &it.req.idempotency else {
                 continue;
@@ -872,6 +905,11 @@ impl<'t> Tx<'t> {
                 let tenant = actor.tenant.0.as_str();
                 for it in inline {
                     let Some(result) = it.result else { continue };
+                    if let (Some(due), MessageKind::Timer { name }) =
+                        (it.timer, &it.req.envelope.kind)
+                    {
+                        self.take_timer(due, &key, name, &mut meta)?;
+                    }
                     let seq = meta.head_seq;
                     if let Some(idem) = &it.req.idempotency {
                         self.put_idempotency(tenant, idem, &key, it.req.request.as_ref(), seq)?;
@@ -909,7 +947,13 @@ impl<'t> Tx<'t> {
             self.enqueue_or_log(&to, &env)?;
         }
         for it in fallback {
-            let ack = self.enqueue_request(it.req)?;
+            let ack = match (it.timer, &it.req.envelope.kind) {
+                (Some(due), MessageKind::Timer { name }) => {
+                    self.fire_one(due, &key, name)?;
+                    EnqueueAck::Accepted { seq: 0 }
+                }
+                _ => self.enqueue_request(it.req)?,
+            };
             answers.push(Answer::Enqueue(it.done, ack));
         }
         let meta = self.meta(&key)?;
@@ -1028,6 +1072,11 @@ impl<'t> Tx<'t> {
         match old {
             Some(old_due) => {
                 self.timers.remove((old_due, key, name))?;
+                self.notices.push(Notice::TimerGone((
+                    old_due,
+                    key.to_owned(),
+                    name.to_owned(),
+                )));
             }
             None if meta.timers >= self.config.timers_per_actor => {
                 tracing::warn!(actor = key, name, "timer limit reached; timer dropped");
@@ -1037,7 +1086,10 @@ impl<'t> Tx<'t> {
         }
         self.timers.insert((due, key, name), payload)?;
         self.timer_index.insert((key, name), due)?;
-        self.notices.push(Notice::TimerSet(due));
+        self.notices.push(Notice::TimerSet {
+            key: (due, key.to_owned(), name.to_owned()),
+            payload: payload.to_vec(),
+        });
         Ok(())
     }
 
@@ -1046,6 +1098,8 @@ impl<'t> Tx<'t> {
         if let Some(due) = old {
             self.timers.remove((due, key, name))?;
             meta.timers = meta.timers.saturating_sub(1);
+            self.notices
+                .push(Notice::TimerGone((due, key.to_owned(), name.to_owned())));
         }
         Ok(())
     }
@@ -1066,35 +1120,67 @@ impl<'t> Tx<'t> {
     fn fire_timers(&mut self, now: UnixMs, max: usize) -> Result<usize, Error> {
         let mut due = Vec::new();
         for entry in self.timers.range(..(now.saturating_add(1), "", ""))? {
-            let (k, v) = entry?;
+            let (k, _) = entry?;
             let (d, actor, name) = k.value();
-            due.push((d, actor.to_owned(), name.to_owned(), v.value().to_vec()));
+            due.push((d, actor.to_owned(), name.to_owned()));
             if due.len() >= max {
                 break;
             }
         }
-        let fired = due.len();
-        for (d, actor_key, name, payload) in due {
-            self.timers.remove((d, actor_key.as_str(), name.as_str()))?;
-            self.timer_index
-                .remove((actor_key.as_str(), name.as_str()))?;
-            let Some(actor) = ActorId::from_storage_key(&actor_key) else {
-                continue;
-            };
-            let env = Envelope {
-                kind: MessageKind::Timer { name },
-                body: payload,
-                enqueued_ms: self.now,
-            };
-            let ack = self.enqueue_with(&actor, &env, |m| {
-                m.timers = m.timers.saturating_sub(1);
-                true
-            })?;
-            if !matches!(ack, EnqueueAck::Accepted { .. }) {
-                tracing::debug!(%actor, ?ack, "timer of an inactive actor dropped");
-            }
+        for (d, actor_key, name) in &due {
+            self.fire_one(*d, actor_key, name)?;
         }
-        Ok(fired)
+        Ok(due.len())
+    }
+
+    /// Move one timer into its actor's mailbox, if it is still pending; `true` if it was.
+    fn fire_one(&mut self, due: UnixMs, actor_key: &str, name: &str) -> Result<bool, Error> {
+        let Some(payload) = self
+            .timers
+            .remove((due, actor_key, name))?
+            .map(|v| v.value().to_vec())
+        else {
+            return Ok(false);
+        };
+        self.timer_index.remove((actor_key, name))?;
+        self.notices.push(Notice::TimerGone((
+            due,
+            actor_key.to_owned(),
+            name.to_owned(),
+        )));
+        let Some(actor) = ActorId::from_storage_key(actor_key) else {
+            return Ok(true);
+        };
+        let env = Envelope {
+            kind: MessageKind::Timer {
+                name: name.to_owned(),
+            },
+            body: payload,
+            enqueued_ms: self.now,
+        };
+        let ack = self.enqueue_with(&actor, &env, |m| {
+            m.timers = m.timers.saturating_sub(1);
+            true
+        })?;
+        if !matches!(ack, EnqueueAck::Accepted { .. }) {
+            tracing::debug!(%actor, ?ack, "timer of an inactive actor dropped");
+        }
+        Ok(true)
+    }
+
+    /// Remove a pending timer whose turn is being committed inline.
+    fn take_timer(
+        &mut self,
+        due: UnixMs,
+        key: &str,
+        name: &str,
+        meta: &mut ActorMeta,
+    ) -> Result<(), Error> {
+        if self.timers.remove((due, key, name))?.is_some() {
+            self.timer_index.remove((key, name))?;
+            meta.timers = meta.timers.saturating_sub(1);
+        }
+        Ok(())
     }
 
     fn outbox_add(&mut self, delivery: Delivery) -> Result<u128, Error> {
