@@ -956,9 +956,10 @@ impl<'t> Tx<'t> {
             };
             answers.push(Answer::Enqueue(it.done, ack));
         }
-        let meta = self.meta(&key)?;
+        // Later writes in this op (messages to itself, the fall-back enqueues) append to
+        // the mailbox of an existing actor and leave its meta as written above.
         Ok(TurnsAck {
-            meta,
+            meta: Some(meta),
             inline_applied: applied_all,
         })
     }
