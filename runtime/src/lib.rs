@@ -5,8 +5,9 @@
 //! - [`http`] — the API (actix-web): validates input, converts JSON ↔ MessagePack at the
 //!   edge, and calls the [`engine::Engine`] handle. Errors become problem+json here.
 //! - [`engine`] — the glue: ingress operations, the [`engine`] scheduler (one turn at a
-//!   time per actor), the runner that executes batches of turns, request waiters, and
-//!   the registry of compiled modules.
+//!   time per actor; quick calls handed to runners in memory), the runner that executes
+//!   batches of turns and commits a message together with its turn when it can, timers,
+//!   request waiters, the warm-instance pool and the registry of compiled modules.
 //! - [`store`] — everything durable in one redb file. One writer thread commits many
 //!   enqueues and turn outcomes per transaction (group commit) and only then releases
 //!   replies and wakes actors (the output gate).

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `dwell` binary, real HTTP on 127.0.0.1:0, real redb files
 //! and real Wasm components built from `examples/`. One test binary (see harness.rs).
 
+mod cli;
 mod examples;
 #[allow(dead_code)]
 mod fake;

@@ -9,9 +9,9 @@
 //! no environment, no sockets; stderr goes to a small in-memory pipe whose tail explains a
 //! guest panic.
 //!
-//! A trapped instance is dropped; a healthy one may be kept warm and reused for the same
-//! actor's next turn ([`Warm`]) — safe because the state snapshot, not the instance, is
-//! the truth.
+//! A trapped instance is dropped; a healthy one may be kept warm and reused for a later
+//! turn of any actor of the same tenant and module version ([`Warm`]) — safe because the
+//! state snapshot, not the instance, is the truth.
 
 mod host;
 
@@ -138,8 +138,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 impl Executor {
     /// `pool_slots`: instances the pooling allocator keeps ready (0 = allocate on
-    /// demand). Must cover every instance alive at once: warm instances of active actors
-    /// plus turns in flight.
+    /// demand). Must cover every instance alive at once: instances of turns executing,
+    /// plus the idle ones kept warm.
     pub fn new(
         limits: Limits,
         directory: Arc<dyn ModuleDirectory>,
@@ -259,7 +259,7 @@ impl Executor {
         store
     }
 
-    /// Run one turn. `warm` is an instance kept from this actor's previous turn (reused if
+    /// Run one turn. `warm` is an idle instance from the pool (reused if
     /// it is of the same module) and receives the instance back if it is still healthy.
     pub async fn run_turn(
         &self,
