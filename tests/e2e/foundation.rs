@@ -233,6 +233,29 @@ fn hostile_guests_are_stopped_and_the_server_keeps_serving() {
         assert_eq!(a["dead_letters"][0]["body"], json!({"do": what}));
     }
 
+    // A guest that writes to stderr on every turn keeps working, however many turns its
+    // (pooled) instance serves; only the last turn's words explain a trap.
+    for i in 1..=20 {
+        let r = server.call(
+            "hostile",
+            &format!("chatty{}", i % 3),
+            json!({"do": "shout"}),
+        );
+        assert_eq!(
+            r.status,
+            200,
+            "turn {i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let r = server.call("hostile", "chatty0", json!({"do": "trap"}));
+    let detail = r.assert_problem(500)["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("trapped on purpose"), "{detail}");
+    assert!(
+        !detail.contains("aaaa"),
+        "earlier turns' stderr is not in it: {detail}"
+    );
+
     // A guest error refuses the message without retry.
     let r = server.call("hostile", "refuser", json!({"do": "refuse"}));
     let p = r.assert_problem(500);

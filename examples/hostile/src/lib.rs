@@ -2,8 +2,9 @@
 //!
 //! `{"do": "loop"}` spins forever, `{"do": "bomb"}` grows memory without bound,
 //! `{"do": "trap"}` panics (a Wasm trap), `{"do": "recurse"}` overflows the stack,
-//! `{"do": "huge", "bytes": n}` returns a state with n (default 64 Mi) bytes of ballast, `{"do": "refuse"}` returns a guest error,
-//! and `{"do": "ok"}` counts and answers `{"ok": n}`.
+//! `{"do": "huge", "bytes": n}` returns a state with n (default 64 Mi) bytes of ballast,
+//! `{"do": "refuse"}` returns a guest error, `{"do": "shout"}` writes 3 KiB to stderr and
+//! answers like `ok`, and `{"do": "ok"}` counts and answers `{"ok": n}`.
 use dwell_sdk::prelude::*;
 
 #[derive(Default, Serialize, Deserialize)]
@@ -69,6 +70,7 @@ impl Actor for Hostile {
                 self.ballast = vec![7u8; cmd.bytes.unwrap_or(64 << 20)];
             }
             "refuse" => return Err(Error::new("refused on purpose")),
+            "shout" => eprintln!("{}", "a".repeat(3 << 10)),
             _ => {}
         }
         self.handled += 1;

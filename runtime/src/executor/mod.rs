@@ -6,21 +6,21 @@
 //! async runtime every tick so one long turn cannot hog a worker thread), in memory (a
 //! per-instance limiter), in stack (wasmtime's stack limit) and in output (state size,
 //! effect count and size). WASI is linked with an empty, locked-down context: no files,
-//! no environment, no sockets; stderr goes to a small in-memory pipe whose tail explains a
-//! guest panic.
+//! no environment, no sockets; stderr goes to a small in-memory tail, cleared every turn,
+//! that explains a guest panic.
 //!
 //! A trapped instance is dropped; a healthy one may be kept warm and reused for a later
 //! turn of any actor of the same tenant and module version ([`Warm`]) — safe because the
 //! state snapshot, not the instance, is the truth.
 
 mod host;
+mod stderr;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::domain::{ActorId, Effect, Envelope, Limits, UnixMs};
@@ -231,7 +231,7 @@ impl Executor {
     }
 
     fn new_store(&self) -> Store<HostState> {
-        let stderr = MemoryOutputPipe::new(4096);
+        let stderr = stderr::TailPipe::default();
         let wasi = WasiCtxBuilder::new()
             .stderr(stderr.clone())
             .allow_tcp(false)
@@ -288,6 +288,7 @@ impl Executor {
             }
         };
         inst.store.data_mut().memory_limit = input.limits.memory_bytes;
+        inst.store.data().stderr.clear();
         inst.store
             .data_mut()
             .turn
@@ -405,7 +406,7 @@ fn to_wit_message(env: &Envelope) -> wit::Message {
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    stderr: MemoryOutputPipe,
+    stderr: stderr::TailPipe,
     memory_limit: usize,
     memory_hit: bool,
     turn: host::TurnCtx,

@@ -46,6 +46,12 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(100)
+}
+
+/// A store holding module `m` (digest `d1`) of the default tenant, which may have at most
+/// `max_actors` actors.
+fn fixture_with(max_actors: u64) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let hook = Arc::new(Recorder::default());
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -58,7 +64,7 @@ fn fixture() -> Fixture {
         Arc::new(FixedClock),
         WriterConfig {
             timers_per_actor: 10,
-            max_actors: 100,
+            max_actors,
         },
     )
     .unwrap();
@@ -348,46 +354,14 @@ fn turns_that_did_not_run_are_enqueued_after_the_ones_that_did() {
 
 #[test]
 fn an_inline_message_past_the_actor_quota_is_refused_and_nothing_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let store = Store::open(
-        dir.path(),
-        Arc::new(Recorder::default()),
-        Arc::new(FixedClock),
-        WriterConfig {
-            timers_per_actor: 10,
-            max_actors: 0,
-        },
-    )
-    .unwrap();
-    let tenant = TenantId::default_tenant();
-    rt.block_on(store.put_module(tenant.clone(), "m".into(), b"w".to_vec(), "d1".into()))
-        .unwrap();
-    let actor = ActorId::new(tenant, "m", "k");
+    let f = fixture_with(0);
     let id = RequestId(1);
-    let (done, rx) = oneshot::channel();
-    let ack = rt
-        .block_on(store.commit_batch(
-            actor.clone(),
-            Vec::new(),
-            vec![InlineTurn {
-                req: request(&actor, id, None),
-                timer: None,
-                result: answered(id, b"r", b"s"),
-                done,
-            }],
-            Some(Expect {
-                head_seq: 0,
-                created_ms: None,
-                digest: "d1".into(),
-            }),
-        ))
-        .unwrap();
+    let (ack, acks) = f.commit(
+        vec![(request(&f.actor, id, None), answered(id, b"r", b"s"))],
+        f.expect(0, None),
+    );
     assert!(!ack.inline_applied);
-    assert_eq!(rt.block_on(rx).unwrap().unwrap(), EnqueueAck::ActorQuota(0));
-    assert!(store.actor_meta(&actor).unwrap().is_none());
-    assert!(store.request(id).unwrap().is_none());
+    assert_eq!(acks, vec![EnqueueAck::ActorQuota(0)]);
+    assert!(f.store.actor_meta(&f.actor).unwrap().is_none());
+    assert!(f.store.request(id).unwrap().is_none());
 }
