@@ -167,6 +167,86 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
 }
 
 #[test]
+fn sigkill_in_the_middle_of_calls_and_events_loses_and_doubles_nothing() {
+    let mut server = Server::start(&[]);
+    server.deploy("counter", "counter");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // Each sender has its own 10 actors and at most one message in flight. Per actor:
+    // (acknowledged count, acknowledged sum, the message in flight when the server died).
+    type Tally = std::collections::HashMap<String, (u64, u64, Option<u64>)>;
+    let tallies: Vec<Tally> = std::thread::scope(|s| {
+        let senders: Vec<_> = (0..6)
+            .map(|t| {
+                let (server, stop) = (&server, &stop);
+                s.spawn(move || {
+                    let mut tally = Tally::new();
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        let key = format!("k{t}-{}", n % 10);
+                        let add = n % 7 + 1;
+                        let body = json!({ "add": add });
+                        let path = if n % 2 == 0 {
+                            format!("/v1/actors/counter/{key}")
+                        } else {
+                            format!("/v1/actors/counter/{key}/events")
+                        };
+                        let entry = tally.entry(key).or_default();
+                        match server.try_request(
+                            "POST",
+                            &path,
+                            &[("content-type", "application/json")],
+                            Some(body.to_string().as_bytes()),
+                        ) {
+                            Ok(r) if r.status == 200 || r.status == 202 => {
+                                entry.0 += 1;
+                                entry.1 += add;
+                            }
+                            Ok(r) => panic!("{path}: {} {}", r.status, r.json()),
+                            Err(_) => {
+                                // The server is gone: this one may or may not be durable.
+                                entry.2 = Some(add);
+                                break;
+                            }
+                        }
+                    }
+                    tally
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(700));
+        server.kill_now();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        senders.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    server.restart();
+    let mut acked = 0;
+    for (key, (count, sum, in_flight)) in tallies.into_iter().flatten() {
+        acked += count;
+        let a = server.eventually(Duration::from_secs(30), "mail applied", || {
+            let a = server.actor("counter", &key).json();
+            (a["mailbox_depth"] == 0).then_some(a)
+        });
+        let (total, turns) = (
+            a["state"]["total"].as_u64().unwrap(),
+            a["turns"].as_u64().unwrap(),
+        );
+        // Every acknowledged message applied exactly once; the one in flight at most once.
+        let ok = (total, turns) == (sum, count)
+            || in_flight.is_some_and(|add| (total, turns) == (sum + add, count + 1));
+        assert!(
+            ok,
+            "{key}: total {total} after {turns} turns; acknowledged {count} adding {sum}, in flight {in_flight:?}"
+        );
+    }
+    eprintln!("killed after {acked} acknowledged messages; each applied exactly once");
+    assert!(
+        acked > 200,
+        "the server was busy when killed ({acked} acknowledged)"
+    );
+}
+
+#[test]
 fn hostile_guests_are_stopped_and_the_server_keeps_serving() {
     let mut server = Server::start(&[
         "--turn-time-ms",

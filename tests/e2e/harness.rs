@@ -197,6 +197,16 @@ impl Server {
         std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
     }
 
+    /// SIGKILL the server while other threads still hold `&self` (they see the
+    /// connection fail); `restart` reaps it.
+    pub fn kill_now(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-KILL", &c.id().to_string()])
+                .status();
+        }
+    }
+
     /// SIGKILL the server (no shutdown path runs).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -250,6 +260,18 @@ impl Server {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Resp {
+        self.try_request(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// A request that may fail on the wire (the server was killed): the error instead.
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Resp, String> {
         let url = format!("{}{}", self.base, path);
         let mut b = ureq::http::Request::builder().method(method).uri(&url);
         // As the default tenant, unless the caller brings its own `authorization`
@@ -269,7 +291,7 @@ impl Server {
             Some(bytes) => self.agent.run(b.body(bytes.to_vec()).expect("request")),
             None => self.agent.run(b.body(()).expect("request")),
         };
-        let mut resp = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let mut resp = result.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp
@@ -278,11 +300,11 @@ impl Server {
             .limit(64 << 20)
             .read_to_vec()
             .unwrap_or_default();
-        Resp {
+        Ok(Resp {
             status,
             headers,
             body,
-        }
+        })
     }
 
     pub fn get(&self, path: &str) -> Resp {

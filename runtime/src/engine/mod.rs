@@ -789,6 +789,7 @@ impl Engine {
         let tenant = TenantId(name.to_owned());
         self.inner.registry.forget_tenant(&tenant);
         self.inner.warm.forget_tenant(&tenant);
+        self.inner.scheduler.forget_tenant(&tenant);
         Ok(())
     }
 

@@ -119,6 +119,12 @@ impl Scheduler {
         }
     }
 
+    /// Forget a deleted tenant's turn times.
+    pub(super) fn forget_tenant(&self, tenant: &TenantId) {
+        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        pace.remove(tenant);
+    }
+
     /// Whether the module's turns are known to be quick.
     pub(super) fn quick(&self, actor: &ActorId) -> bool {
         let pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
