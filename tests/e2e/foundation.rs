@@ -186,7 +186,7 @@ fn sigkill_in_the_middle_of_calls_and_events_loses_and_doubles_nothing() {
                         let key = format!("k{t}-{}", n % 10);
                         let add = n % 7 + 1;
                         let body = json!({ "add": add });
-                        let path = if n % 2 == 0 {
+                        let path = if n.is_multiple_of(2) {
                             format!("/v1/actors/counter/{key}")
                         } else {
                             format!("/v1/actors/counter/{key}/events")
