@@ -2,7 +2,7 @@
 //! engine's runtime, next to ingress and the runners. A turn of a module known to be slow
 //! (its turns average more than a few milliseconds, as a guest that burns its whole time
 //! budget does) runs on the *slow lane*: a few worker threads at a lower OS priority
-//! (nice 19). Both lanes are bounded by the same per-tenant permits and per-core slots,
+//! (nice 10). Both lanes are bounded by the same per-tenant permits and per-core slots,
 //! so a slow tenant still gets its share of the CPU — but when the cores are contended,
 //! the threads that answer other tenants' quick calls are scheduled first, and a noisy
 //! tenant's heavy turns cannot stretch everyone else's latency.
@@ -44,7 +44,7 @@ fn lower_priority() {
         // SAFETY: setpriority with PRIO_PROCESS and who = 0 changes only the calling
         // thread's nice value; it touches no memory of ours.
         #[allow(unsafe_code)]
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
         if rc != 0 {
             tracing::debug!("could not lower the slow lane's priority");
         }

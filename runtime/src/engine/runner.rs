@@ -7,7 +7,9 @@
 //!
 //! Between batches the runner remembers its actor's meta and state as committed, and
 //! reads the store again only when durable mail was announced or a commit did not apply
-//! as run.
+//! as run. Commits are pipelined one deep: while batch N is with the writer, batch N+1
+//! runs on the state N will leave and is submitted behind it; if N does not apply as
+//! run, the writer's check makes N+1 fall back too, and the runner reads the store.
 //!
 //! Failure policy: a trap (or time/memory breach) discards that turn; the turns before it
 //! are committed, the message is retried after a backoff, and after the policy's attempts
@@ -51,20 +53,30 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
     };
     let max = inner.config.batch_per_actor.max(1);
     let mut known: Option<Known> = None;
+    // The last batch's commit, still in the writer's hands while the next batch runs
+    // (its turns build on the state that commit will leave).
+    let mut inflight: Option<InFlight> = None;
     loop {
         let (inbox, more) = inner.scheduler.take(&actor, max);
+        if more {
+            known = None;
+        }
+        if known.is_none() {
+            // About to read the store: it must hold everything this runner submitted.
+            settle(&mut inflight).await;
+        }
         let loaded = match known.take() {
-            Some(k) if !more => Ok(Some(PendingBatch {
+            Some(k) => Ok(Some(PendingBatch {
                 meta: k.meta,
                 state: k.state,
                 messages: Vec::new(),
             })),
-            _ => inner.store.pending(&actor, max),
+            None => inner.store.pending(&actor, max),
         };
         let (batch, fresh) = match loaded {
             Ok(Some(b)) => (b, false),
             Ok(None) if inbox.is_empty() => {
-                // The actor is gone (deleted), or never was: its instance goes with it.
+                // The actor is gone (deleted), or never was.
                 if inner.scheduler.retire(&actor) {
                     return;
                 }
@@ -89,6 +101,19 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
             }
         };
         if batch.messages.is_empty() && inbox.is_empty() {
+            if inflight.is_some() {
+                // Hear back before retiring: the next runner of this actor reads the
+                // store, which must hold this commit.
+                let (ok, meta) = settle(&mut inflight).await;
+                known = match meta {
+                    Some(meta) if ok && !fresh => Some(Known {
+                        meta,
+                        state: batch.state,
+                    }),
+                    _ => None,
+                };
+                continue;
+            }
             if !fresh {
                 known = Some(Known {
                     meta: batch.meta,
@@ -104,18 +129,54 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
         let full = batch.messages.len() >= max;
         let backlog = !batch.messages.is_empty();
         let mut busy = Duration::ZERO;
-        let ran = run_batch(&inner, &actor, batch, inbox, fresh, &exec, &mut busy).await;
+        let prepared = run_batch(&inner, &actor, batch, inbox, fresh, &exec, &mut busy).await;
         // Keeping up: no mailbox backlog, every turn went through, and quickly.
-        let quick = busy < KEEPS_UP;
-        let ok = matches!(&ran, Ok(Some(_))) && !backlog && quick;
-        inner.scheduler.keeps_up(&actor, ok);
-        match ran {
-            Ok(k) => known = k.filter(|_| !full),
+        let clean = matches!(&prepared, Ok(Some(p)) if p.clean);
+        inner
+            .scheduler
+            .keeps_up(&actor, clean && !backlog && busy < KEEPS_UP);
+        let p = match prepared {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::error!(%actor, error = %e, "cannot commit turns; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             }
+        };
+        let submitted = inner
+            .store
+            .submit_batch(actor.clone(), p.turns, p.inline, Some(p.expect))
+            .await;
+        // The previous commit is ahead of this one in the writer's queue; if it did not
+        // apply as run, neither will this one (the writer checks), and the runner must
+        // read the store again.
+        let (previous_ok, _) = settle(&mut inflight).await;
+        inflight = match submitted {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                tracing::error!(%actor, error = %e, "cannot commit turns; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if !(previous_ok && p.clean) || full {
+            continue;
         }
+        known = match p.meta {
+            Some(meta) => Some(Known {
+                meta,
+                state: p.state,
+            }),
+            // A new actor: its creation time comes from the writer.
+            None => match settle(&mut inflight).await {
+                (true, Some(meta)) => Some(Known {
+                    meta,
+                    state: p.state,
+                }),
+                _ => None,
+            },
+        };
     }
 }
 
@@ -154,8 +215,8 @@ enum Ran {
     Trapped(String),
 }
 
-/// Run and commit one batch. Returns what the runner knows of its actor afterwards, or
-/// `None` if it must read the store again. Adds the time its turns ran to `busy`.
+/// Run one batch's turns. Returns the batch to commit, or `None` if there is nothing
+/// (left) to commit. Adds the time its turns ran to `busy`.
 #[allow(clippy::too_many_arguments)]
 async fn run_batch(
     inner: &Arc<Inner>,
@@ -165,7 +226,7 @@ async fn run_batch(
     fresh: bool,
     exec: &Exec,
     busy: &mut Duration,
-) -> Result<Option<Known>, store::Error> {
+) -> Result<Option<Prepared>, store::Error> {
     let key = PoolKey {
         tenant: actor.tenant.clone(),
         digest: batch.meta.digest.clone(),
@@ -349,14 +410,57 @@ async fn run_batch(
         created_ms: (!fresh).then_some(batch.meta.created_ms),
         digest: batch.meta.digest.clone(),
     };
-    let ack = inner
-        .store
-        .commit_batch(actor.clone(), done, inline, Some(expect))
-        .await?;
-    Ok(match ack.meta {
-        Some(meta) if ack.inline_applied && !stop => Some(Known { meta, state }),
-        _ => None,
-    })
+    let clean = !stop && inline.iter().all(|it| it.result.is_some());
+    // The meta the commit will leave if it applies as run (the writer's is the truth;
+    // a brand-new actor's creation time is known only from it).
+    let meta = (!fresh).then(|| {
+        let mut meta = batch.meta;
+        meta.head_seq = head + inline.len() as u64;
+        meta.status = status;
+        meta.timers = timers;
+        meta
+    });
+    Ok(Some(Prepared {
+        turns: done,
+        inline,
+        expect,
+        state,
+        meta,
+        clean,
+    }))
+}
+
+/// A batch whose turns have run, ready to commit.
+struct Prepared {
+    turns: Vec<CommittedTurn>,
+    inline: Vec<InlineTurn>,
+    expect: Expect,
+    /// The state after the batch.
+    state: Option<Vec<u8>>,
+    /// The actor's meta after the batch, if the runner can tell without the writer.
+    meta: Option<ActorMeta>,
+    /// Every in-memory message ran (none is only to be enqueued).
+    clean: bool,
+}
+
+/// A submitted commit the runner has not heard back from.
+type InFlight = tokio::sync::oneshot::Receiver<Result<store::TurnsAck, store::Error>>;
+
+/// Wait for the commit in flight, if any. Returns whether everything the runner assumed
+/// about it holds (it committed and its inline turns applied as run), and the actor's
+/// meta as the writer left it.
+async fn settle(inflight: &mut Option<InFlight>) -> (bool, Option<ActorMeta>) {
+    let Some(rx) = inflight.take() else {
+        return (true, None);
+    };
+    match rx.await {
+        Ok(Ok(ack)) => (ack.inline_applied, ack.meta),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a batch of turns failed to commit");
+            (false, None)
+        }
+        Err(_) => (false, None),
+    }
 }
 
 /// Run one turn on the actor's current state, holding its fair share of the CPU and, for

@@ -25,6 +25,8 @@ pub(super) struct TurnCtx {
     pub now_ms: UnixMs,
     pub started: Instant,
     pub budget: Duration,
+    /// CPU time used by the turn so far.
+    pub cpu: super::cpu::CpuMeter,
     effects: Vec<Effect>,
     effect_bytes: usize,
     /// Pending timers before the turn, and names newly set during it.
@@ -41,6 +43,7 @@ impl TurnCtx {
             now_ms: 0,
             started: Instant::now(),
             budget: limits.turn_time,
+            cpu: Default::default(),
             effects: Vec::new(),
             effect_bytes: 0,
             timers_before: 0,
@@ -60,6 +63,7 @@ impl TurnCtx {
         self.now_ms = now_ms;
         self.started = Instant::now();
         self.budget = self.limits.turn_time;
+        self.cpu.start();
         self.effects.clear();
         self.effect_bytes = 0;
         self.timers_before = timers;

@@ -2,8 +2,9 @@
 //!
 //! It compiles and validates components against the `dwell:actor` world, and runs one
 //! turn: state + message in, new state + recorded effects out. Each turn is bounded in
-//! time (epoch interruption with a per-turn wall-clock budget; the turn yields to the
-//! async runtime every tick so one long turn cannot hog a worker thread), in memory (a
+//! time (epoch interruption with a per-turn budget of CPU time, and ten times that in
+//! wall-clock time; the turn yields to the async runtime every tick so one long turn
+//! cannot hog a worker thread), in memory (a
 //! per-instance limiter), in stack (wasmtime's stack limit) and in output (state size,
 //! effect count and size). WASI is linked with an empty, locked-down context: no files,
 //! no environment, no sockets; stderr goes to a small in-memory tail, cleared every turn,
@@ -13,6 +14,7 @@
 //! turn of any actor of the same tenant and module version ([`Warm`]) — safe because the
 //! state snapshot, not the instance, is the truth.
 
+mod cpu;
 mod host;
 mod stderr;
 
@@ -133,6 +135,10 @@ impl std::error::Error for MemoryLimitExceeded {}
 /// slot is sized for it).
 pub const MAX_MEMORY: usize = 4 << 30;
 
+/// A turn is stopped after this many times its budget in wall-clock time, whatever CPU
+/// time it got.
+const WALL_FACTOR: u32 = 10;
+
 /// How often the epoch advances; the granularity of the time budget.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
 
@@ -248,9 +254,12 @@ impl Executor {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
-        store.epoch_deadline_callback(|ctx| {
-            let turn = &ctx.data().turn;
-            if turn.started.elapsed() > turn.budget {
+        store.epoch_deadline_callback(|mut ctx| {
+            let turn = &mut ctx.data_mut().turn;
+            // The budget is CPU time; a turn starved of CPU for many times its budget
+            // (it holds its tenant's permit meanwhile) is stopped all the same.
+            let used = turn.cpu.tick();
+            if used > turn.budget || turn.started.elapsed() > turn.budget * WALL_FACTOR {
                 Err(wasmtime::Error::new(TimeBudgetExceeded(turn.budget)))
             } else {
                 Ok(UpdateDeadline::Yield(1))

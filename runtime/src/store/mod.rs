@@ -178,6 +178,29 @@ impl Store {
         .await
     }
 
+    /// Submit a runner's batch (see [`Store::commit_batch`]) without waiting for its
+    /// commit: the receiver answers once it is durable.
+    pub async fn submit_batch(
+        &self,
+        actor: ActorId,
+        turns: Vec<CommittedTurn>,
+        inline: Vec<InlineTurn>,
+        expect: Option<Expect>,
+    ) -> Result<oneshot::Receiver<Result<TurnsAck, Error>>, Error> {
+        let (done, rx) = oneshot::channel();
+        self.writer
+            .send(writer::Op::CommitTurns {
+                actor,
+                turns,
+                inline,
+                expect,
+                done,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        Ok(rx)
+    }
+
     /// Hand an operation to the writer without waiting for room in its queue (ingress
     /// backpressure): [`Error::Overloaded`] when it is full.
     fn try_submit(&self, op: writer::Op) -> Result<(), Error> {
