@@ -365,3 +365,34 @@ fn an_inline_message_past_the_actor_quota_is_refused_and_nothing_is_stored() {
     assert!(f.store.actor_meta(&f.actor).unwrap().is_none());
     assert!(f.store.request(id).unwrap().is_none());
 }
+
+#[test]
+fn a_batch_built_on_one_that_fell_back_falls_back_too() {
+    // A runner submits batch 1 and, before hearing back, batch 2 built on batch 1's
+    // outcome. Batch 1 does not apply (the actor is not as the runner saw it), so batch 2
+    // must not either: both messages wait in the mailbox, in order.
+    let f = fixture();
+    let (first, second) = (RequestId(1), RequestId(2));
+    let stale = Some(Expect {
+        head_seq: 0,
+        created_ms: None,
+        digest: "old".into(),
+    });
+    let (ack, _) = f.commit(
+        vec![(request(&f.actor, first, None), answered(first, b"a", b"s1"))],
+        stale,
+    );
+    assert!(!ack.inline_applied);
+    let created = f.store.actor_meta(&f.actor).unwrap().unwrap().created_ms;
+    let (ack, acks) = f.commit(
+        vec![(
+            request(&f.actor, second, None),
+            answered(second, b"b", b"s2"),
+        )],
+        f.expect(1, Some(created)),
+    );
+    assert!(!ack.inline_applied);
+    assert_eq!(acks, vec![EnqueueAck::Accepted { seq: 1 }]);
+    assert_eq!(f.mailbox(), vec![0, 1]);
+    assert_eq!(f.state(), None);
+}
