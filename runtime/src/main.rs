@@ -113,7 +113,8 @@ struct ServeArgs {
     /// Largest module in bytes.
     #[arg(long, env = "DWELL_MAX_MODULE", default_value_t = 64 << 20)]
     max_module: usize,
-    /// Wall-clock budget of one turn, in milliseconds.
+    /// CPU-time budget of one turn, in milliseconds (a turn is also stopped after ten
+    /// times this in wall-clock time).
     #[arg(long, env = "DWELL_TURN_TIME_MS", default_value_t = 1000)]
     turn_time_ms: u64,
     /// Memory limit of one instance, in MiB.

@@ -542,3 +542,39 @@ fn overload_answers_503_with_retry_after_and_loses_nothing() {
     });
     assert_eq!(total + refused.len() as u64, 16 * 40);
 }
+
+#[test]
+fn a_restart_loads_compiled_modules_from_the_cache_instead_of_compiling() {
+    let mut server = Server::start(&[]);
+    let deployed = server.deploy("counter", "counter");
+    let digest = deployed["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    assert_eq!(server.call("counter", "c", json!({"add": 1})).status, 200);
+    let cached: Vec<String> = std::fs::read_dir(server.data.join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(
+        cached[0].starts_with(&format!("{digest}-")) && cached[0].ends_with(".cwasm"),
+        "keyed by digest and engine fingerprint: {cached:?}"
+    );
+
+    server.restart();
+    let r = server.call("counter", "c", json!({"add": 1}));
+    assert_eq!(r.json(), json!({"total": 2}));
+    assert!(
+        !server.log().contains("no cached artefact"),
+        "nothing was compiled after the restart"
+    );
+    // Without the cache, the module is compiled again from its stored bytes.
+    server.kill();
+    std::fs::remove_dir_all(server.data.join("compiled")).unwrap();
+    server.start_again();
+    let r = server.call("counter", "c", json!({"add": 1}));
+    assert_eq!(r.json(), json!({"total": 3}));
+    assert!(server.log().contains("no cached artefact"));
+}

@@ -2,8 +2,9 @@
 //! and virtual-actor creation) and compiled components by digest.
 //!
 //! A digest is compiled at most once per process; the compiled artefact is also cached
-//! on disk (`<data>/compiled/<digest>.cwasm`), so a restart deserialises instead of
-//! recompiling.
+//! on disk (`<data>/compiled/<digest>-<engine fingerprint>.cwasm`), so a restart
+//! deserialises instead of recompiling, and a changed wasmtime or configuration compiles
+//! once into a new file.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -90,12 +91,13 @@ impl Registry {
         latest.insert(module_key(tenant, name), version);
     }
 
-    fn cache_path(&self, digest: &str) -> PathBuf {
-        self.cache_dir.join(format!("{digest}.cwasm"))
+    /// `<digest>-<engine fingerprint>.cwasm`
+    fn cache_path(&self, digest: &str, fingerprint: &str) -> PathBuf {
+        self.cache_dir.join(format!("{digest}-{fingerprint}.cwasm"))
     }
 
     fn write_cache(&self, digest: &str, module: &CompiledModule) {
-        let path = self.cache_path(digest);
+        let path = self.cache_path(digest, &module.fingerprint());
         if path.exists() {
             return;
         }
@@ -121,7 +123,7 @@ impl Registry {
     ) -> Result<Arc<CompiledModule>, String> {
         let cell = self.cell(digest);
         cell.get_or_try_init(|| async {
-            let path = self.cache_path(digest);
+            let path = self.cache_path(digest, &executor.fingerprint());
             let exec = executor.clone();
             let cached = tokio::task::spawn_blocking(move || {
                 std::fs::read(&path)
@@ -134,6 +136,10 @@ impl Registry {
             if let Some(m) = cached {
                 return Ok(Arc::new(m));
             }
+            tracing::info!(
+                digest,
+                "compiling a module: no cached artefact fits this engine"
+            );
             let bytes = store
                 .module_bytes(digest)
                 .map_err(|e| e.to_string())?

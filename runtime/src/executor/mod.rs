@@ -59,6 +59,21 @@ impl CompiledModule {
     pub fn serialize(&self) -> Option<Vec<u8>> {
         self.component.serialize().ok()
     }
+
+    /// The fingerprint of the engine configuration it was compiled for.
+    pub fn fingerprint(&self) -> String {
+        fingerprint_of(self.component.engine())
+    }
+}
+
+/// Identifies the wasmtime version and every setting that makes compiled artefacts
+/// compatible: the on-disk cache is keyed by it, so a changed configuration compiles
+/// afresh instead of failing to load an old artefact at every start.
+fn fingerprint_of(engine: &Engine) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// What a turn produced.
@@ -206,6 +221,11 @@ impl Executor {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// See [`CompiledModule::fingerprint`].
+    pub fn fingerprint(&self) -> String {
+        fingerprint_of(&self.engine)
     }
 
     /// Compile and validate a component. CPU-heavy: call it off the async workers.
