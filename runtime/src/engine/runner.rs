@@ -9,7 +9,9 @@
 //! reads the store again only when durable mail was announced or a commit did not apply
 //! as run. Commits are pipelined one deep: while batch N is with the writer, batch N+1
 //! runs on the state N will leave and is submitted behind it; if N does not apply as
-//! run, the writer's check makes N+1 fall back too, and the runner reads the store.
+//! run, the writer's check makes N+1 fall back too, and the runner reads the store. A
+//! runner with nothing left to do waits for its last commit before it retires, but a
+//! message arriving meanwhile is run at once rather than after that commit.
 //!
 //! Failure policy: a trap (or time/memory breach) discards that turn; the turns before it
 //! are committed, the message is retried after a backoff, and after the policy's attempts
@@ -101,17 +103,36 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
             }
         };
         if batch.messages.is_empty() && inbox.is_empty() {
-            if inflight.is_some() {
+            if let Some(rx) = inflight.as_mut() {
                 // Hear back before retiring: the next runner of this actor reads the
-                // store, which must hold this commit.
-                let (ok, meta) = settle(&mut inflight).await;
-                known = match meta {
-                    Some(meta) if ok && !fresh => Some(Known {
-                        meta,
-                        state: batch.state,
-                    }),
-                    _ => None,
+                // store, which must hold this commit. Unless something arrives first:
+                // then run it on the state that commit will leave.
+                let wake = inner.scheduler.waker(&actor);
+                let arrived = async {
+                    match &wake {
+                        Some(w) => w.notified().await,
+                        None => std::future::pending().await,
+                    }
                 };
+                tokio::select! {
+                    answer = rx => {
+                        inflight = None;
+                        let (ok, meta) = answered(answer);
+                        known = match meta {
+                            Some(meta) if ok && !fresh => Some(Known {
+                                meta,
+                                state: batch.state,
+                            }),
+                            _ => None,
+                        };
+                    }
+                    _ = arrived => {
+                        known = (!fresh).then_some(Known {
+                            meta: batch.meta,
+                            state: batch.state,
+                        });
+                    }
+                }
                 continue;
             }
             if !fresh {
@@ -453,7 +474,14 @@ async fn settle(inflight: &mut Option<InFlight>) -> (bool, Option<ActorMeta>) {
     let Some(rx) = inflight.take() else {
         return (true, None);
     };
-    match rx.await {
+    answered(rx.await)
+}
+
+/// See [`settle`].
+fn answered(
+    answer: Result<Result<store::TurnsAck, store::Error>, tokio::sync::oneshot::error::RecvError>,
+) -> (bool, Option<ActorMeta>) {
+    match answer {
         Ok(Ok(ack)) => (ack.inline_applied, ack.meta),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "a batch of turns failed to commit");

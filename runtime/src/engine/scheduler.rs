@@ -47,6 +47,8 @@ struct Slot {
     /// was quick. Only then does ingress hand it messages in memory; otherwise callers
     /// would wait for turns, not just for durability.
     inline_ok: bool,
+    /// Woken when something arrives, for a runner waiting on its last commit.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Slot {
@@ -55,6 +57,7 @@ impl Slot {
             more: false,
             inbox: Vec::new(),
             inline_ok,
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -133,6 +136,11 @@ impl Scheduler {
             .is_some_and(|avg| *avg < QUICK)
     }
 
+    /// What wakes the actor's runner when something arrives.
+    pub(super) fn waker(&self, actor: &ActorId) -> Option<Arc<tokio::sync::Notify>> {
+        self.lock().get(actor).map(|s| s.wake.clone())
+    }
+
     /// The runner says whether it keeps up (see `Slot::inline_ok`).
     pub(super) fn keeps_up(&self, actor: &ActorId, ok: bool) {
         if let Some(slot) = self.lock().get_mut(actor) {
@@ -160,6 +168,7 @@ pub(super) fn notify(inner: &Arc<Inner>, actor: ActorId) {
         let mut running = inner.scheduler.lock();
         if let Some(slot) = running.get_mut(&actor) {
             slot.more = true;
+            slot.wake.notify_one();
             return;
         }
         running.insert(actor.clone(), Slot::new(false));
@@ -183,6 +192,7 @@ pub(super) fn offer(inner: &Arc<Inner>, msg: Inbound) -> Result<(), Box<Inbound>
                 return Err(Box::new(msg));
             }
             slot.inbox.push(msg);
+            slot.wake.notify_one();
             return Ok(());
         }
         let mut slot = Slot::new(true);
