@@ -168,14 +168,8 @@ impl Store {
         inline: Vec<InlineTurn>,
         expect: Option<Expect>,
     ) -> Result<TurnsAck, Error> {
-        self.submit(|done| writer::Op::CommitTurns {
-            actor,
-            turns,
-            inline,
-            expect,
-            done,
-        })
-        .await
+        let answer = self.submit_batch(actor, turns, inline, expect).await?;
+        answer.await.map_err(|_| Error::Closed)?
     }
 
     /// Submit a runner's batch (see [`Store::commit_batch`]) without waiting for its

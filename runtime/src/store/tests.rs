@@ -113,6 +113,15 @@ fn answered(id: RequestId, reply: &[u8], state: &[u8]) -> Option<TurnResult> {
 }
 
 impl Fixture {
+    /// What a runner expects when it believed in another module version of a new actor.
+    fn expect_old_version(&self) -> Option<Expect> {
+        Some(Expect {
+            head_seq: 0,
+            created_ms: None,
+            digest: "old".into(),
+        })
+    }
+
     fn expect(&self, head_seq: u64, created_ms: Option<UnixMs>) -> Option<Expect> {
         Some(Expect {
             head_seq,
@@ -239,11 +248,7 @@ fn an_inline_turn_for_a_replaced_or_recreated_actor_is_enqueued() {
     let f = fixture();
     let id = RequestId(1);
     // The runner believed in another module version.
-    let stale = Some(Expect {
-        head_seq: 0,
-        created_ms: None,
-        digest: "old".into(),
-    });
+    let stale = f.expect_old_version();
     let (ack, acks) = f.commit(
         vec![(request(&f.actor, id, None), answered(id, b"x", b"s"))],
         stale,
@@ -373,11 +378,7 @@ fn a_batch_built_on_one_that_fell_back_falls_back_too() {
     // must not either: both messages wait in the mailbox, in order.
     let f = fixture();
     let (first, second) = (RequestId(1), RequestId(2));
-    let stale = Some(Expect {
-        head_seq: 0,
-        created_ms: None,
-        digest: "old".into(),
-    });
+    let stale = f.expect_old_version();
     let (ack, _) = f.commit(
         vec![(request(&f.actor, first, None), answered(first, b"a", b"s1"))],
         stale,
