@@ -57,25 +57,96 @@ use bindings::dwell::actor::types as wit;
 pub mod prelude {
     pub use crate::{
         Actor, ActorRef, AskReply, Context, Error, HttpRequest, HttpResponse, HttpResult, Message,
-        ReplyHandle, Timer, export_actor,
+        Refusal, ReplyHandle, Timer, export_actor,
     };
     pub use serde::{Deserialize, Serialize};
 }
 
-/// An error a turn returns: the message is refused and its request (if any) fails with
-/// this text. It is not a trap: the turn is rolled back and not retried.
+/// Why a process refuses a request, as its caller sees it: over HTTP `Invalid` is 422,
+/// `NotFound` 404, `Conflict` 409 and `FailedPrecondition` 412.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The message is not one the process can accept (bad fields, cannot decode).
+    Invalid,
+    /// What the message is about does not exist.
+    NotFound,
+    /// The process is in a state that contradicts the message (e.g. already paid).
+    Conflict,
+    /// A condition the message depends on does not hold (e.g. check-in closed).
+    FailedPrecondition,
+}
+
+impl Refusal {
+    fn wit(self) -> wit::RefusalCode {
+        match self {
+            Refusal::Invalid => wit::RefusalCode::Invalid,
+            Refusal::NotFound => wit::RefusalCode::NotFound,
+            Refusal::Conflict => wit::RefusalCode::Conflict,
+            Refusal::FailedPrecondition => wit::RefusalCode::FailedPrecondition,
+        }
+    }
+}
+
+/// An error a turn returns: the turn is rolled back (state and effects discarded) and
+/// not retried. A *refusal* ([`Error::conflict`], [`Error::invalid`], …) answers a
+/// request: its caller gets the refusal's status and message (an event refused this way
+/// has nobody to tell and is dead-lettered). A plain error ([`Error::new`]) is a
+/// failure: the message is dead-lettered and its caller gets 500.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(pub String);
+pub struct Error {
+    message: String,
+    refusal: Option<Refusal>,
+}
 
 impl Error {
+    /// A failure: the message is dead-lettered (retryable by an operator).
     pub fn new(msg: impl Into<String>) -> Self {
-        Error(msg.into())
+        Error {
+            message: msg.into(),
+            refusal: None,
+        }
+    }
+
+    /// A refusal of the given kind.
+    pub fn refused(refusal: Refusal, msg: impl Into<String>) -> Self {
+        Error {
+            message: msg.into(),
+            refusal: Some(refusal),
+        }
+    }
+
+    /// Refuse a message that is not acceptable (422).
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::refused(Refusal::Invalid, msg)
+    }
+
+    /// Refuse a message about something that does not exist (404).
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Self::refused(Refusal::NotFound, msg)
+    }
+
+    /// Refuse a message that contradicts the process's state (409).
+    pub fn conflict(msg: impl Into<String>) -> Self {
+        Self::refused(Refusal::Conflict, msg)
+    }
+
+    /// Refuse a message whose precondition does not hold (412).
+    pub fn failed_precondition(msg: impl Into<String>) -> Self {
+        Self::refused(Refusal::FailedPrecondition, msg)
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.refusal
     }
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -83,24 +154,25 @@ impl std::error::Error for Error {}
 
 impl From<String> for Error {
     fn from(s: String) -> Self {
-        Error(s)
+        Error::new(s)
     }
 }
 
 impl From<&str> for Error {
     fn from(s: &str) -> Self {
-        Error(s.to_owned())
+        Error::new(s)
     }
 }
 
 /// Encode a value as MessagePack the way the host expects (maps with field names).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
-    rmp_serde::to_vec_named(value).map_err(|e| Error(format!("cannot encode: {e}")))
+    rmp_serde::to_vec_named(value).map_err(|e| Error::new(format!("cannot encode: {e}")))
 }
 
-/// Decode MessagePack bytes into a typed value.
+/// Decode MessagePack bytes into a typed value; a body that does not fit `T` is an
+/// [`Refusal::Invalid`] refusal (422 to an HTTP caller).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    rmp_serde::from_slice(bytes).map_err(|e| Error(format!("invalid message body: {e}")))
+    rmp_serde::from_slice(bytes).map_err(|e| Error::invalid(format!("invalid message body: {e}")))
 }
 
 /// Where a request's answer goes. Serialisable, so it can be kept in state and used in a
@@ -240,7 +312,7 @@ impl AskReply {
     pub fn result<T: DeserializeOwned>(&self) -> Result<T, Error> {
         match &self.outcome {
             Ok(b) => decode(b),
-            Err(e) => Err(Error(e.clone())),
+            Err(e) => Err(Error::new(e.clone())),
         }
     }
 }
@@ -267,11 +339,11 @@ pub struct Context {
 }
 
 fn to_json<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(v).map_err(|e| Error(format!("cannot encode JSON: {e}")))
+    serde_json::to_vec(v).map_err(|e| Error::new(format!("cannot encode JSON: {e}")))
 }
 
 fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error(format!("invalid JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| Error::new(format!("invalid JSON: {e}")))
 }
 
 impl Context {
@@ -281,17 +353,26 @@ impl Context {
         to: &ReplyHandle,
         body: &T,
     ) -> Result<(), Error> {
-        host::reply(&to.0, &encode(body)?).map_err(Error)
+        host::reply(&to.0, &encode(body)?).map_err(Error::new)
     }
 
-    /// Fail a request with a message the caller will see.
+    /// Fail a request with a message the caller will see (500 over HTTP).
     pub fn reject(&mut self, to: &ReplyHandle, error: &str) -> Result<(), Error> {
-        host::reject(&to.0, error).map_err(Error)
+        host::reject(&to.0, error).map_err(Error::new)
+    }
+
+    /// Answer a request with `error`: a refusal's status and message (e.g. 409 for
+    /// [`Error::conflict`]), or a plain failure (500).
+    pub fn refuse(&mut self, to: &ReplyHandle, error: &Error) -> Result<(), Error> {
+        match error.refusal {
+            Some(r) => host::reject_as(&to.0, r.wit(), &error.message).map_err(Error::new),
+            None => host::reject(&to.0, &error.message).map_err(Error::new),
+        }
     }
 
     /// One-way message to another actor of this tenant.
     pub fn send<T: Serialize + ?Sized>(&mut self, to: &ActorRef, body: &T) -> Result<(), Error> {
-        host::send(&wit_ref(to), &encode(body)?).map_err(Error)
+        host::send(&wit_ref(to), &encode(body)?).map_err(Error::new)
     }
 
     /// Request to another actor; the answer arrives later as [`Message::AskReply`].
@@ -301,7 +382,7 @@ impl Context {
         body: &T,
         correlation: &str,
     ) -> Result<(), Error> {
-        host::ask(&wit_ref(to), &encode(body)?, correlation).map_err(Error)
+        host::ask(&wit_ref(to), &encode(body)?, correlation).map_err(Error::new)
     }
 
     /// Set (or replace) a named timer to fire after `delay`.
@@ -322,7 +403,7 @@ impl Context {
         due_ms: u64,
         payload: &T,
     ) -> Result<(), Error> {
-        host::set_timer(name, due_ms, &encode(payload)?).map_err(Error)
+        host::set_timer(name, due_ms, &encode(payload)?).map_err(Error::new)
     }
 
     /// Cancel a named timer (no error if it does not exist).
@@ -344,7 +425,7 @@ impl Context {
                 .unwrap_or(0),
             max_attempts: req.max_attempts.unwrap_or(0),
         };
-        host::http_call(call_id, &wreq).map_err(Error)
+        host::http_call(call_id, &wreq).map_err(Error::new)
     }
 
     /// Mark the process complete; later messages to this actor are refused.
@@ -397,14 +478,19 @@ pub struct Adapter<A>(PhantomData<A>);
 
 impl<A: Actor> bindings::Guest for Adapter<A> {
     fn handle(state: Option<Vec<u8>>, msg: wit::Message) -> Result<Vec<u8>, String> {
-        run_turn::<A>(state, msg).map_err(|e| e.0)
+        run_turn::<A>(state, msg).map_err(|e| {
+            if let Some(r) = e.refusal {
+                host::refuse_as(r.wit());
+            }
+            e.message
+        })
     }
 }
 
 fn run_turn<A: Actor>(state: Option<Vec<u8>>, msg: wit::Message) -> Result<Vec<u8>, Error> {
     let mut actor: A = match state {
         Some(bytes) => rmp_serde::from_slice(&bytes)
-            .map_err(|e| Error(format!("cannot decode actor state: {e}")))?,
+            .map_err(|e| Error::new(format!("cannot decode actor state: {e}")))?,
         None => A::default(),
     };
     let msg = match msg {

@@ -24,6 +24,29 @@ impl Client {
         c
     }
 
+    /// A client for an `https://` server whose certificate is signed by the CA in
+    /// `ca_cert` (besides the usual public roots), sending `key` as its bearer token.
+    pub fn with_tls(
+        base: &str,
+        key: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, crate::tls::Error> {
+        Ok(Client {
+            base: base.trim_end_matches('/').to_owned(),
+            agent: Self::agent(crate::tls::client_config(ca_cert)?),
+            key,
+        })
+    }
+
+    fn agent(tls: ureq::tls::TlsConfig) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .tls_config(tls)
+            .build()
+            .new_agent()
+    }
+
     fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         match &self.key {
             Some(k) => req.header("authorization", format!("Bearer {k}")),
@@ -32,14 +55,9 @@ impl Client {
     }
 
     pub fn new(base: &str) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .new_agent();
         Client {
             base: base.trim_end_matches('/').to_owned(),
-            agent,
+            agent: Self::agent(ureq::tls::TlsConfig::default()),
             key: None,
         }
     }

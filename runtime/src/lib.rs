@@ -15,6 +15,7 @@
 //!   memory and output limits; host imports only record effects.
 //! - [`domain`] — plain types and decisions: ids, messages, effects, limits, retry policy.
 //! - [`client`] — the small HTTP client behind the `dwell` CLI commands.
+//! - [`tls`] — certificates: the server's TLS config and the roots clients trust.
 //!
 //! Invariants are listed in ARCHITECTURE.md at the repository root.
 
@@ -24,3 +25,4 @@ pub mod engine;
 pub mod executor;
 pub mod http;
 pub mod store;
+pub mod tls;

@@ -37,6 +37,11 @@ struct Cli {
     /// (default: `<data>/admin.key`).
     #[arg(long, env = "DWELL_ADMIN_KEY", global = true, hide_env_values = true)]
     admin_key: Option<String>,
+    /// A PEM file of CA certificates to trust besides the public roots: for client
+    /// commands talking to an `https://` server, and for `serve`'s outbound calls and
+    /// callbacks.
+    #[arg(long, env = "DWELL_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -101,6 +106,12 @@ struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the address is printed).
     #[arg(long, env = "DWELL_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Serve HTTPS with this PEM certificate chain (needs `--tls-key`).
+    #[arg(long, env = "DWELL_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "DWELL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Data directory (holds dwell.redb and the compiled-module cache).
     #[arg(long, env = "DWELL_DATA", default_value = "./data")]
     data: PathBuf,
@@ -194,14 +205,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let tenant = || {
-        let key = cli.key.clone().or_else(|| key_file("default-tenant.key"));
-        Client::with_key(&cli.server, key)
+    let client = |key: Option<String>| {
+        Client::with_tls(&cli.server, key, cli.ca_cert.as_deref())
+            .unwrap_or_else(|e| fail(&format!("--ca-cert: {e}")))
     };
-    let admin = || {
-        let key = cli.admin_key.clone().or_else(|| key_file("admin.key"));
-        Client::with_key(&cli.server, key)
-    };
+    let tenant = || client(cli.key.clone().or_else(|| key_file("default-tenant.key")));
+    let admin = || client(cli.admin_key.clone().or_else(|| key_file("admin.key")));
     match &cli.cmd {
         Cmd::Serve(_) => {}
         Cmd::Deploy { file, name } => {
@@ -233,9 +242,14 @@ fn main() -> anyhow::Result<()> {
         }
     }
     match cli.cmd {
-        Cmd::Serve(args) => run_server(*args, cli.admin_key),
+        Cmd::Serve(args) => run_server(*args, cli.admin_key, cli.ca_cert),
         _ => Ok(()),
     }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("dwell: {msg}");
+    std::process::exit(2)
 }
 
 /// A key file written by `dwell serve` at first start, in `$DWELL_DATA` or `./data`.
@@ -260,7 +274,15 @@ fn show(reply: dwell::client::Reply) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_server(args: ServeArgs, admin_key: Option<String>) -> anyhow::Result<()> {
+fn run_server(
+    args: ServeArgs,
+    admin_key: Option<String>,
+    ca_cert: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(dwell::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let limits = Limits {
         turn_time: Duration::from_millis(args.turn_time_ms),
         memory_bytes: args.memory_mb << 20,
@@ -280,6 +302,7 @@ fn run_server(args: ServeArgs, admin_key: Option<String>) -> anyhow::Result<()> 
         outbound: dwell::engine::OutboundConfig {
             allow: args.allow_http.clone(),
             callback_attempts: args.callback_attempts.max(1),
+            ca_cert,
             ..Default::default()
         },
         webhook_secret: args.webhook_secret.clone(),
@@ -347,11 +370,13 @@ fn run_server(args: ServeArgs, admin_key: Option<String>) -> anyhow::Result<()> 
     let listener =
         TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("dwell listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("dwell listening on {scheme}://{addr}");
     let http = HttpConfig {
         default_wait: args.default_wait,
         max_wait: args.max_wait,
         workers: args.http_workers,
+        tls,
     };
     let closed = engine.closed();
     actix_web::rt::System::new().block_on(serve(engine, listener, http))?;

@@ -3,7 +3,7 @@
 //! service, a payment provider, a booking service or a callback receiver.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,9 +50,25 @@ pub struct FakeService {
 impl FakeService {
     /// Start a fake whose `script` sees each request and its 0-based index.
     pub fn start(script: impl FnMut(&Received, usize) -> Answer + Send + 'static) -> FakeService {
+        Self::start_with(None, script)
+    }
+
+    /// The same over HTTPS with this server configuration (certificate and key).
+    pub fn start_tls(
+        tls: Arc<rustls::ServerConfig>,
+        script: impl FnMut(&Received, usize) -> Answer + Send + 'static,
+    ) -> FakeService {
+        Self::start_with(Some(tls), script)
+    }
+
+    fn start_with(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        script: impl FnMut(&Received, usize) -> Answer + Send + 'static,
+    ) -> FakeService {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake service");
         listener.set_nonblocking(true).expect("nonblocking");
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let script: Arc<Mutex<Script>> = Arc::new(Mutex::new(Box::new(script)));
@@ -65,7 +81,21 @@ impl FakeService {
                         Ok((stream, _)) => {
                             let received = received.clone();
                             let script = script.clone();
-                            std::thread::spawn(move || serve(stream, received, script));
+                            let tls = tls.clone();
+                            std::thread::spawn(move || {
+                                let _ = stream.set_nonblocking(false);
+                                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                                match tls {
+                                    None => serve(stream, received, script),
+                                    Some(config) => {
+                                        let Ok(conn) = rustls::ServerConnection::new(config) else {
+                                            return;
+                                        };
+                                        let stream = rustls::StreamOwned::new(conn, stream);
+                                        serve(stream, received, script)
+                                    }
+                                }
+                            });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(2)),
                     }
@@ -81,7 +111,8 @@ impl FakeService {
 
     /// The host:port, for the server's allowlist.
     pub fn host_port(&self) -> String {
-        self.url.trim_start_matches("http://").to_owned()
+        let url = self.url.trim_start_matches("http://");
+        url.trim_start_matches("https://").to_owned()
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -99,13 +130,12 @@ impl Drop for FakeService {
     }
 }
 
-fn serve(stream: TcpStream, received: Arc<Mutex<Vec<Received>>>, script: Arc<Mutex<Script>>) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(match stream.try_clone() {
-        Ok(s) => s,
-        Err(_) => return,
-    });
-    let mut out = stream;
+fn serve(
+    stream: impl Read + Write,
+    received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<Script>>,
+) {
+    let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -162,7 +192,8 @@ fn serve(stream: TcpStream, received: Arc<Mutex<Vec<Received>>>, script: Arc<Mut
         }
         resp.push_str("\r\n");
         resp.push_str(&body);
-        if out.write_all(resp.as_bytes()).is_err() {
+        let out = reader.get_mut();
+        if out.write_all(resp.as_bytes()).is_err() || out.flush().is_err() {
             return;
         }
     }

@@ -8,8 +8,10 @@ mod fake;
 mod foundation;
 mod harness;
 mod processes;
+mod semantics;
 mod tenancy;
 mod tidy;
+mod tls;
 
 /// The example crates the harness builds for wasm32-wasip2.
 pub const GUESTS: &[&str] = &["counter", "checkin", "hostile", "probe", "payment", "trip"];

@@ -228,7 +228,7 @@ fn outbound_http_is_retried_with_one_idempotency_key_and_refused_off_the_allowli
     assert!(r["error"].as_str().unwrap().contains("allowlist"));
 }
 
-fn verify_signature(req: &crate::fake::Received, secret: &str) -> bool {
+pub(crate) fn verify_signature(req: &crate::fake::Received, secret: &str) -> bool {
     let id = req.header("webhook-id").unwrap();
     let ts = req.header("webhook-timestamp").unwrap();
     let key = base64::engine::general_purpose::STANDARD

@@ -7,6 +7,10 @@
 //! or answers badly, the customer is not failed: the actor sets a `retry` timer (doubling
 //! from `retry_ms`, 500 ms by default, up to 30 s) and tries again, for as long as it takes.
 //!
+//! Online check-in closes at `checkin_closes_at_ms` (optional): a `check_in` after that
+//! without a pass is refused with a conflict (`409` to an HTTP caller), and callers still
+//! waiting then are refused the same way; fetching stops.
+//!
 //! A `check_in` request is answered with `{"pass": "..."}` as soon as the pass exists —
 //! at once if it already does. Until then its reply handle waits in the state, so an HTTP
 //! caller gets `202` and a pollable request (or the pass at its `Callback-Url`) when the
@@ -14,9 +18,11 @@
 //! cut of this example, still supported) and answers every waiting caller.
 //!
 //! Messages (JSON, `type` tag):
-//! - `register` {booking, passenger, checkin_opens_at_ms, boarding_pass_url, retry_ms?}
-//!   — request (→ `{"registered": true}`) or event. Refused once the pass is issued.
-//! - `check_in` — request only (→ `{"pass": "..."}`, possibly much later).
+//! - `register` {booking, passenger, checkin_opens_at_ms, checkin_closes_at_ms?,
+//!   boarding_pass_url, retry_ms?} — request (→ `{"registered": true}`) or event.
+//!   Refused (conflict) once the pass is issued; invalid if it closes before it opens.
+//! - `check_in` — request only (→ `{"pass": "..."}`, possibly much later; a conflict
+//!   once check-in has closed without a pass).
 //! - `boarding_pass_ready` {pass} — event (or request → `"ok"`).
 //!
 //! Outbound calls use call id `pass-<attempt>`, at most 2 HTTP attempts of 2 s each; a
@@ -30,6 +36,7 @@ const DEFAULT_RETRY_MS: u64 = 500;
 const MIN_RETRY_MS: u64 = 10;
 const MAX_RETRY_MS: u64 = 30_000;
 const OPEN_TIMER: &str = "open";
+const CLOSE_TIMER: &str = "close";
 const RETRY_TIMER: &str = "retry";
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +55,8 @@ enum Status {
     Retrying,
     /// The pass exists; every check-in is answered at once.
     Issued,
+    /// Online check-in closed before a pass was issued; check-ins are refused.
+    Closed,
 }
 
 /// The actor's state, as `GET /v1/actors/checkin/{booking}` shows it.
@@ -57,6 +66,7 @@ struct Checkin {
     passenger: Option<String>,
     status: Status,
     checkin_opens_at_ms: Option<u64>,
+    checkin_closes_at_ms: Option<u64>,
     boarding_pass_url: Option<String>,
     /// Fetches started so far (the current call id is `pass-<attempts>`).
     attempts: u32,
@@ -82,6 +92,7 @@ struct Register {
     booking: String,
     passenger: String,
     checkin_opens_at_ms: u64,
+    checkin_closes_at_ms: Option<u64>,
     boarding_pass_url: String,
     retry_ms: Option<u64>,
 }
@@ -112,9 +123,20 @@ struct PassResponse {
 impl Checkin {
     fn register(&mut self, ctx: &mut Context, r: Register) -> Result<(), Error> {
         if self.status == Status::Issued {
-            return Err(Error::new("the boarding pass is already issued"));
+            return Err(Error::conflict("the boarding pass is already issued"));
+        }
+        if r.checkin_closes_at_ms
+            .is_some_and(|close| close <= r.checkin_opens_at_ms)
+        {
+            return Err(Error::invalid(
+                "checkin_closes_at_ms must be after checkin_opens_at_ms",
+            ));
         }
         let now = ctx.now_ms();
+        match r.checkin_closes_at_ms {
+            Some(close) => ctx.set_timer_at(CLOSE_TIMER, close, &())?,
+            None => ctx.cancel_timer(CLOSE_TIMER),
+        }
         // A re-registration replaces the details and restarts from the `open` timer; a
         // fetch still in flight is ignored when it answers (its call id is stale).
         ctx.cancel_timer(RETRY_TIMER);
@@ -131,6 +153,7 @@ impl Checkin {
         self.booking = Some(r.booking);
         self.passenger = Some(r.passenger);
         self.checkin_opens_at_ms = Some(r.checkin_opens_at_ms);
+        self.checkin_closes_at_ms = r.checkin_closes_at_ms;
         self.boarding_pass_url = Some(r.boarding_pass_url);
         self.last_error = None;
         Ok(())
@@ -194,6 +217,25 @@ impl Checkin {
         Ok(())
     }
 
+    /// Check-in closed: refuse everyone waiting and stop fetching.
+    fn close(&mut self, ctx: &mut Context) -> Result<(), Error> {
+        let closed = self.closed_error();
+        for waiter in self.waiting.drain(..) {
+            ctx.refuse(&waiter, &closed)?;
+        }
+        ctx.cancel_timer(OPEN_TIMER);
+        ctx.cancel_timer(RETRY_TIMER);
+        self.status = Status::Closed;
+        Ok(())
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::conflict(format!(
+            "online check-in for booking {} is closed",
+            self.booking.as_deref().unwrap_or("?")
+        ))
+    }
+
     /// The pass exists: remember it and answer everyone waiting.
     fn issue(&mut self, ctx: &mut Context, pass: String) -> Result<(), Error> {
         for waiter in self.waiting.drain(..) {
@@ -223,12 +265,19 @@ impl Actor for Checkin {
                 body: Input::CheckIn,
             } => match &self.pass {
                 Some(pass) => ctx.reply(&reply, &Pass { pass }),
+                None if self.status == Status::Closed
+                    || self
+                        .checkin_closes_at_ms
+                        .is_some_and(|close| ctx.now_ms() >= close) =>
+                {
+                    Err(self.closed_error())
+                }
                 None => {
                     self.waiting.push(reply);
                     Ok(())
                 }
             },
-            Message::Event(Input::CheckIn) => Err(Error::new("check_in must be a request")),
+            Message::Event(Input::CheckIn) => Err(Error::invalid("check_in must be a request")),
             Message::Request {
                 reply,
                 body: Input::Register(r),
@@ -245,8 +294,12 @@ impl Actor for Checkin {
                 self.issue(ctx, pass)?;
                 ctx.reply(&reply, &"ok")
             }
+            Message::Timer(t) if t.name == CLOSE_TIMER => match self.status {
+                Status::Issued | Status::Closed => Ok(()),
+                _ => self.close(ctx),
+            },
             Message::Timer(t) if t.name == OPEN_TIMER || t.name == RETRY_TIMER => {
-                if self.status == Status::Issued {
+                if matches!(self.status, Status::Issued | Status::Closed) {
                     Ok(())
                 } else {
                     self.fetch(ctx)

@@ -139,7 +139,7 @@ impl Payment {
 
     fn open(&mut self, customer: String, credit: u64) -> Result<(), Error> {
         if self.in_progress() {
-            return Err(Error::new("a payment is in progress"));
+            return Err(Error::conflict("a payment is in progress"));
         }
         self.customer = Some(customer);
         self.credit = credit;
@@ -156,13 +156,13 @@ impl Payment {
         update_timeout_ms: Option<u64>,
     ) -> Result<(), Error> {
         if self.status != Status::New {
-            return Err(Error::new(format!(
+            return Err(Error::conflict(format!(
                 "this payment is already {}",
                 status_text(self.status)
             )));
         }
         if amount == 0 {
-            return Err(Error::new("amount must be positive"));
+            return Err(Error::invalid("amount must be positive"));
         }
         let used = self.credit.min(amount);
         self.credit -= used;
@@ -247,7 +247,7 @@ impl Payment {
 
     fn update_card(&mut self, ctx: &mut Context, card: &str) -> Result<(), Error> {
         if self.status != Status::AwaitingCardUpdate {
-            return Err(Error::new(format!(
+            return Err(Error::failed_precondition(format!(
                 "no card update expected: the payment is {}",
                 status_text(self.status)
             )));
@@ -332,7 +332,7 @@ impl Actor for Payment {
                         update_timeout_ms,
                     },
             } => self.pay(ctx, reply, amount, card, provider_url, update_timeout_ms),
-            Message::Event(Input::Pay { .. }) => Err(Error::new("pay must be a request")),
+            Message::Event(Input::Pay { .. }) => Err(Error::invalid("pay must be a request")),
             Message::Request {
                 reply,
                 body: Input::UpdateCard { card },

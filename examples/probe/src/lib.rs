@@ -152,7 +152,12 @@ impl Actor for Probe {
             Message::Request { reply, body } => match self.op(ctx, body) {
                 Ok(Some(v)) => ctx.reply(&reply, &v),
                 Ok(None) => ctx.reply(&reply, &Ok_ { ok: true }),
-                Err(e) => ctx.reply(&reply, &Refused { error: e.0 }),
+                Err(e) => ctx.reply(
+                    &reply,
+                    &Refused {
+                        error: e.to_string(),
+                    },
+                ),
             },
             Message::Event(body) => {
                 self.events += 1;
@@ -189,7 +194,7 @@ impl Actor for Probe {
             Message::AskReply(a) => {
                 let (reply, error) = match a.result::<serde_json::Value>() {
                     Ok(v) => (Some(v), None),
-                    Err(e) => (None, Some(e.0)),
+                    Err(e) => (None, Some(e.to_string())),
                 };
                 self.asks.push(AskSeen {
                     correlation: a.correlation,

@@ -129,7 +129,7 @@ impl Trip {
             timeout_ms,
         } = input;
         if self.status != Status::New {
-            return Err(Error::new(format!(
+            return Err(Error::conflict(format!(
                 "trip {} is already being booked",
                 self.trip.as_deref().unwrap_or_default()
             )));
@@ -323,7 +323,7 @@ impl Actor for Trip {
     fn handle(&mut self, ctx: &mut Context, msg: Message<Input>) -> Result<(), Error> {
         match msg {
             Message::Request { reply, body } => self.book(ctx, reply, body),
-            Message::Event(_) => Err(Error::new("book must be a request")),
+            Message::Event(_) => Err(Error::invalid("book must be a request")),
             Message::HttpResult(result) => self.answered(ctx, result),
             // This process sets no timers and asks no other actors.
             Message::Timer(_) | Message::AskReply(_) => Ok(()),

@@ -100,6 +100,9 @@ pub enum Effect {
     Reply {
         to: ReplyTo,
         outcome: Result<Vec<u8>, String>,
+        /// With an `Err`: the process refuses the request for this reason.
+        #[serde(default)]
+        refusal: Option<RefusalCode>,
     },
     Send {
         to: ActorId,
@@ -130,9 +133,32 @@ pub enum TurnResult {
         state: Vec<u8>,
         effects: Vec<Effect>,
     },
-    /// The message is given up (guest refused it, or it trapped on every attempt): it
+    /// The message is given up (guest failed it, or it trapped on every attempt): it
     /// goes to the dead letters and its request, if any, fails with `error`.
     DeadLetter { error: String, attempts: u32 },
+    /// The guest refused the message for a reason its caller can act on: it is
+    /// consumed, the state stays as it was, and its request fails with the refusal.
+    Refused { error: String, refusal: RefusalCode },
+}
+
+/// Why a process refused a request (the guest's `refusal-code`), for its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalCode {
+    Invalid,
+    NotFound,
+    Conflict,
+    FailedPrecondition,
+}
+
+impl RefusalCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::Invalid => "invalid",
+            RefusalCode::NotFound => "not-found",
+            RefusalCode::Conflict => "conflict",
+            RefusalCode::FailedPrecondition => "failed-precondition",
+        }
+    }
 }
 
 /// A request's life.
@@ -145,6 +171,9 @@ pub enum RequestStatus {
     },
     Failed {
         error: String,
+        /// Set when the process refused the request (records before it have none).
+        #[serde(default)]
+        refusal: Option<RefusalCode>,
     },
 }
 

@@ -10,8 +10,8 @@ mod tenancy;
 pub use ids::{ActorId, Digest, RequestId, TenantId, validate_name};
 pub(crate) use message::serde_bytes_vec;
 pub use message::{
-    ActorStatus, Effect, Envelope, HttpCallSpec, HttpReply, MessageKind, ReplyTo, RequestStatus,
-    TurnResult,
+    ActorStatus, Effect, Envelope, HttpCallSpec, HttpReply, MessageKind, RefusalCode, ReplyTo,
+    RequestStatus, TurnResult,
 };
 pub use policy::{Limits, RetryPolicy};
 pub use tenancy::{

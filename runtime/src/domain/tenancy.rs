@@ -155,8 +155,8 @@ pub fn hash_key(key: &str) -> [u8; 32] {
 
 /// Compare two hashes without an early exit.
 pub fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Loopback, private, link-local (which holds cloud metadata services), unspecified,

@@ -134,6 +134,8 @@ pub(crate) struct Inner {
     pub warm: warm::WarmCache,
     pub in_flight: Arc<InFlight>,
     pub(super) schedule: timers::Schedule,
+    /// The outbound HTTP client (one connection pool for calls and callbacks).
+    pub http: outbound::HttpClient,
 }
 
 /// What ingress holds in memory before it is durable: counted on admission, released
@@ -307,6 +309,8 @@ impl Engine {
             Executor::new(config.limits.clone(), directory, pool_slots).map_err(Error::Setup)?;
         registry.load(&store)?;
         let in_flight = Arc::new(InFlight::new(config.ingress_messages, config.ingress_bytes));
+        let http = outbound::HttpClient::new(&config.outbound)
+            .map_err(|e| Error::Setup(format!("outbound TLS: {e}")))?;
         let inner = Arc::new(Inner {
             store,
             executor,
@@ -323,6 +327,7 @@ impl Engine {
             warm: warm::WarmCache::new(warm_instances),
             in_flight,
             schedule: timers::Schedule::default(),
+            http,
         });
         let _ = dispatch.engine.set(Arc::downgrade(&inner));
         inner.rt.spawn(timers::run(inner.clone()));
@@ -402,10 +407,25 @@ impl Engine {
         }
     }
 
-    fn idempotency(&self, key: Option<String>) -> Option<store::Idempotency> {
-        key.map(|key| store::Idempotency {
+    /// The `Idempotency-Key` to remember with a message, with a fingerprint of what the
+    /// message carries: its kind, its actor and its body.
+    fn idempotency(&self, key: Option<String>, req: &EnqueueRequest) -> Option<store::Idempotency> {
+        use sha2::Digest as _;
+        let key = key?;
+        let kind = match req.envelope.kind {
+            MessageKind::Request { .. } => "request",
+            _ => "event",
+        };
+        let mut h = sha2::Sha256::new();
+        for part in [kind.as_bytes(), req.actor.storage_key().as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.update(&req.envelope.body);
+        Some(store::Idempotency {
             key,
             expires_ms: self.now_ms() + self.inner.config.idempotency_retention.as_millis() as u64,
+            fingerprint: h.finalize().into(),
         })
     }
 
@@ -473,7 +493,7 @@ impl Engine {
             self.check_callback(&actor.tenant, url)
                 .map_err(|e| Error::Refused(format!("Callback-Url refused: {e}")))?;
         }
-        let req = EnqueueRequest {
+        let mut req = EnqueueRequest {
             actor: actor.clone(),
             envelope: Envelope {
                 kind: MessageKind::Request { request: id },
@@ -481,8 +501,9 @@ impl Engine {
                 enqueued_ms: self.now_ms(),
             },
             request: Some(NewRequest { id, callback_url }),
-            idempotency: self.idempotency(idempotency_key),
+            idempotency: None,
         };
+        req.idempotency = self.idempotency(idempotency_key, &req);
         match self.ingest(req, inline).await? {
             EnqueueAck::Accepted { .. } => Ok((id, false)),
             EnqueueAck::Duplicate {
@@ -503,7 +524,7 @@ impl Engine {
         idempotency_key: Option<String>,
     ) -> Result<(u64, bool), Error> {
         self.check_target(actor)?;
-        let req = EnqueueRequest {
+        let mut req = EnqueueRequest {
             actor: actor.clone(),
             envelope: Envelope {
                 kind: MessageKind::Event,
@@ -511,8 +532,9 @@ impl Engine {
                 enqueued_ms: self.now_ms(),
             },
             request: None,
-            idempotency: self.idempotency(idempotency_key),
+            idempotency: None,
         };
+        req.idempotency = self.idempotency(idempotency_key, &req);
         match self.ingest(req, true).await? {
             EnqueueAck::Accepted { seq } => Ok((seq, false)),
             EnqueueAck::Duplicate { request: None, seq } => Ok((seq, true)),
@@ -895,6 +917,18 @@ impl Engine {
     }
 
     /// Writer counters (for the benchmark).
+    /// Ready for traffic: the store reads and the writer commits within `within`.
+    pub async fn ready(&self, within: Duration) -> Result<(), String> {
+        match tokio::time::timeout(within, self.inner.store.probe()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the store does not take writes: {e}")),
+            Err(_) => Err(format!(
+                "the store's writer did not commit within {} ms",
+                within.as_millis()
+            )),
+        }
+    }
+
     pub async fn writer_stats(&self) -> Result<store::WriterStats, Error> {
         Ok(self.inner.store.writer_stats().await?)
     }

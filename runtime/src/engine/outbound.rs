@@ -1,5 +1,6 @@
-//! Talking to the outside world: the destination allowlist, one HTTP attempt (blocking,
-//! run off the async workers), backoff, and Standard Webhooks signatures for callbacks.
+//! Talking to the outside world: the destination allowlist, the node's one HTTP client
+//! (TLS, a shared connection pool; one blocking attempt at a time, run off the async
+//! workers), backoff, and Standard Webhooks signatures for callbacks.
 
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct OutboundConfig {
     pub concurrency: usize,
     /// Largest response body read back (bigger is an error).
     pub max_response: usize,
+    /// A PEM file of extra CA certificates to trust (beside Mozilla's roots).
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Default for OutboundConfig {
@@ -40,6 +43,7 @@ impl Default for OutboundConfig {
             backoff_max: Duration::from_secs(30),
             concurrency: 32,
             max_response: 1 << 20,
+            ca_cert: None,
         }
     }
 }
@@ -145,64 +149,119 @@ impl Attempt {
     }
 }
 
-/// One blocking HTTP exchange. Redirects are not followed (they could leave the
-/// allowlist).
-pub fn attempt(
-    method: &str,
-    url: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-    timeout: Duration,
-    max_response: usize,
-) -> Attempt {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(timeout))
-        .user_agent("dwell")
-        .build()
-        .new_agent();
-    let mut req = ureq::http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(k.as_str(), v.as_str());
+/// How much of a response body an attempt keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadBody {
+    /// The whole body, at most this many bytes; a larger body fails the attempt.
+    Keep(usize),
+    /// Read (and drop) at most this many bytes: only the status matters.
+    Skim(usize),
+}
+
+/// The one outbound HTTP client of the node: TLS (Mozilla's roots plus `--ca-cert`),
+/// a shared keep-alive connection pool, redirects never followed (they could leave the
+/// allowlist). Guests' calls and callbacks both go through it.
+#[derive(Clone)]
+pub struct HttpClient {
+    agent: ureq::Agent,
+}
+
+impl HttpClient {
+    pub fn new(cfg: &OutboundConfig) -> Result<Self, crate::tls::Error> {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent("dwell")
+            .tls_config(crate::tls::client_config(cfg.ca_cert.as_deref())?)
+            .max_idle_connections(cfg.concurrency.max(1) * 4)
+            .max_idle_connections_per_host(cfg.concurrency.max(1))
+            .build()
+            .new_agent();
+        Ok(HttpClient { agent })
     }
-    let req = match req.body(body.to_vec()) {
-        Ok(r) => r,
-        Err(e) => return Attempt::Failed(format!("invalid request: {e}")),
+
+    /// One blocking HTTP exchange of at most `timeout`.
+    pub fn attempt(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+        timeout: Duration,
+        read: ReadBody,
+    ) -> Attempt {
+        let mut req = ureq::http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let req = match req.body(body.to_vec()) {
+            Ok(r) => r,
+            Err(e) => return Attempt::Failed(format!("invalid request: {e}")),
+        };
+        let req = self
+            .agent
+            .configure_request(req)
+            .timeout_global(Some(timeout))
+            .build();
+        let mut resp = match self.agent.run(req) {
+            Ok(r) => r,
+            Err(e) => return Attempt::Failed(e.to_string()),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry_after);
+        let headers = resp
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let body = match read {
+            ReadBody::Keep(max) => match resp
+                .body_mut()
+                .with_config()
+                .limit(max as u64)
+                .read_to_vec()
+            {
+                Ok(b) => b,
+                Err(e) => return Attempt::Failed(format!("reading the response: {e}")),
+            },
+            ReadBody::Skim(max) => {
+                use std::io::Read;
+                let mut sink = Vec::new();
+                // An error or a longer body after the status arrived changes nothing.
+                let _ = resp
+                    .body_mut()
+                    .as_reader()
+                    .take(max as u64)
+                    .read_to_end(&mut sink);
+                Vec::new()
+            }
+        };
+        Attempt::Response(
+            HttpReply {
+                status,
+                headers,
+                body,
+            },
+            retry_after,
+        )
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3), capped at an hour.
+pub fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
     };
-    let mut resp = match agent.run(req) {
-        Ok(r) => r,
-        Err(e) => return Attempt::Failed(e.to_string()),
-    };
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s.min(3600)));
-    let headers = resp
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
-    let body = match resp
-        .body_mut()
-        .with_config()
-        .limit(max_response as u64)
-        .read_to_vec()
-    {
-        Ok(b) => b,
-        Err(e) => return Attempt::Failed(format!("reading the response: {e}")),
-    };
-    Attempt::Response(
-        HttpReply {
-            status,
-            headers,
-            body,
-        },
-        retry_after,
-    )
+    Some(wait.min(Duration::from_secs(3600)))
 }
 
 /// Exponential backoff with ±25% jitter after `attempt` failures (1-based).
@@ -277,6 +336,20 @@ mod tests {
         let body = br#"{"test": 2432232314}"#;
         let sig = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).unwrap();
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after("99999"), Some(Duration::from_secs(3600)));
+        let soon = std::time::SystemTime::now() + Duration::from_secs(120);
+        let wait = retry_after(&httpdate::fmt_http_date(soon)).unwrap();
+        assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon"), None);
     }
 
     #[test]

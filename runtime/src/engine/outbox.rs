@@ -16,7 +16,7 @@ use crate::domain::{Envelope, MessageKind, RequestId, RequestStatus};
 use crate::store::{CallbackStatus, Delivery, OutboxEntry, OutboxUpdate};
 
 use super::Inner;
-use super::outbound::{self, Attempt};
+use super::outbound::{self, Attempt, ReadBody};
 
 pub(super) async fn run(inner: Arc<Inner>) {
     let inflight: Arc<Mutex<HashSet<u128>>> = Arc::default();
@@ -131,14 +131,15 @@ async fn http_call(
     {
         headers.push(("idempotency-key".into(), format!("dwell-{id:032x}")));
     }
-    let (method, url, body, max_response) = (
+    let (method, url, body, read, http) = (
         spec.method.clone(),
         spec.url.clone(),
         spec.body.clone(),
-        cfg.max_response,
+        ReadBody::Keep(cfg.max_response),
+        inner.http.clone(),
     );
     let result = tokio::task::spawn_blocking(move || {
-        outbound::attempt(&method, &url, &headers, &body, timeout, max_response)
+        http.attempt(&method, &url, &headers, &body, timeout, read)
     })
     .await
     .unwrap_or_else(|e| Attempt::Failed(e.to_string()));
@@ -202,9 +203,12 @@ async fn callback(
             body["status"] = "completed".into();
             body["reply"] = crate::domain::msgpack_to_json(reply);
         }
-        RequestStatus::Failed { error } => {
+        RequestStatus::Failed { error, refusal } => {
             body["status"] = "failed".into();
             body["error"] = error.clone().into();
+            if let Some(code) = refusal {
+                body["refusal"] = code.as_str().into();
+            }
         }
         RequestStatus::Pending => return None,
     }
@@ -230,9 +234,17 @@ async fn callback(
                 ("webhook-timestamp".to_owned(), ts.to_string()),
                 ("webhook-signature".to_owned(), signature),
             ];
-            let (url, timeout) = (url.to_owned(), cfg.default_timeout);
+            let (url, timeout, http) = (url.to_owned(), cfg.default_timeout, inner.http.clone());
+            // Success is the status alone; the receiver's body is skimmed and dropped.
             tokio::task::spawn_blocking(move || {
-                outbound::attempt("POST", &url, &headers, &body, timeout, 64 << 10)
+                http.attempt(
+                    "POST",
+                    &url,
+                    &headers,
+                    &body,
+                    timeout,
+                    ReadBody::Skim(64 << 10),
+                )
             })
             .await
             .unwrap_or_else(|e| Attempt::Failed(e.to_string()))

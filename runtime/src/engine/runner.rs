@@ -232,8 +232,20 @@ struct Exec {
 /// How one turn went, as the runner records it.
 enum Ran {
     Done(Vec<u8>, Vec<Effect>),
-    Refused(String),
+    Refused(String, Option<crate::domain::RefusalCode>),
     Trapped(String),
+}
+
+/// What a refusal commits: a classified one answers the message (its caller gets the
+/// refusal); an unclassified one is a failure and dead-letters it.
+fn refusal(error: String, code: Option<crate::domain::RefusalCode>, attempts: u32) -> TurnResult {
+    match code {
+        Some(refusal) => TurnResult::Refused { error, refusal },
+        None => TurnResult::DeadLetter {
+            error: format!("refused by the actor: {error}"),
+            attempts,
+        },
+    }
 }
 
 /// Run one batch's turns. Returns the batch to commit, or `None` if there is nothing
@@ -325,14 +337,11 @@ async fn run_batch(
                     mark_last_state(&mut done, &state);
                     break;
                 }
-                Ran::Refused(error) => {
-                    tracing::info!(%actor, seq, %error, "guest refused a message");
+                Ran::Refused(error, code) => {
+                    tracing::info!(%actor, seq, %error, ?code, "guest refused a message");
                     done.push(CommittedTurn {
                         seq,
-                        result: TurnResult::DeadLetter {
-                            error: format!("refused by the actor: {error}"),
-                            attempts: attempt,
-                        },
+                        result: refusal(error, code, attempt),
                     });
                     break;
                 }
@@ -394,12 +403,9 @@ async fn run_batch(
                             effects,
                         })
                     }
-                    Ran::Refused(error) => {
-                        tracing::info!(%actor, %error, "guest refused a message");
-                        Some(TurnResult::DeadLetter {
-                            error: format!("refused by the actor: {error}"),
-                            attempts: 1,
-                        })
+                    Ran::Refused(error, code) => {
+                        tracing::info!(%actor, %error, ?code, "guest refused a message");
+                        Some(refusal(error, code, 1))
                     }
                     Ran::Trapped(error) => {
                         tracing::warn!(%actor, %error, "turn failed; the message goes to the mailbox");
@@ -570,7 +576,7 @@ async fn turn(
     inner.scheduler.record_turn(actor, took);
     let ran = match outcome {
         TurnExec::Done { state, effects } => Ran::Done(state, effects),
-        TurnExec::Refused(e) => Ran::Refused(e),
+        TurnExec::Refused(e, code) => Ran::Refused(e, code),
         TurnExec::Trapped(e) => Ran::Trapped(e),
     };
     (ran, took)
@@ -606,7 +612,7 @@ fn mark_last_state(done: &mut [CommittedTurn], state: &Option<Vec<u8>>) {
     let Some(state) = state else { return };
     let mut dones = done.iter_mut().rev().filter_map(|t| match &mut t.result {
         TurnResult::Done { state, .. } => Some(state),
-        TurnResult::DeadLetter { .. } => None,
+        TurnResult::DeadLetter { .. } | TurnResult::Refused { .. } => None,
     });
     if let Some(last) = dones.next() {
         last.clone_from(state);

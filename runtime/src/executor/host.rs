@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::domain::{
-    ActorId, Effect, HttpCallSpec, Limits, ReplyTo, TenantId, UnixMs, validate_name,
+    ActorId, Effect, HttpCallSpec, Limits, RefusalCode, ReplyTo, TenantId, UnixMs, validate_name,
 };
 
 use super::HostState;
@@ -32,6 +32,8 @@ pub(super) struct TurnCtx {
     /// Pending timers before the turn, and names newly set during it.
     timers_before: u32,
     timers_set: Vec<String>,
+    /// How the guest classified the refusal it is about to return (`refuse-as`).
+    refusal: Option<RefusalCode>,
     limits: Arc<Limits>,
     directory: Arc<dyn ModuleDirectory>,
 }
@@ -48,6 +50,7 @@ impl TurnCtx {
             effect_bytes: 0,
             timers_before: 0,
             timers_set: Vec::new(),
+            refusal: None,
             limits,
             directory,
         }
@@ -68,6 +71,12 @@ impl TurnCtx {
         self.effect_bytes = 0;
         self.timers_before = timers;
         self.timers_set.clear();
+        self.refusal = None;
+    }
+
+    /// The refusal class the guest set in this turn, if any.
+    pub fn take_refusal(&mut self) -> Option<RefusalCode> {
+        self.refusal.take()
     }
 
     pub fn take_effects(&mut self) -> Vec<Effect> {
@@ -115,6 +124,15 @@ impl TurnCtx {
 
 impl types::Host for HostState {}
 
+fn refusal_code(code: types::RefusalCode) -> RefusalCode {
+    match code {
+        types::RefusalCode::Invalid => RefusalCode::Invalid,
+        types::RefusalCode::NotFound => RefusalCode::NotFound,
+        types::RefusalCode::Conflict => RefusalCode::Conflict,
+        types::RefusalCode::FailedPrecondition => RefusalCode::FailedPrecondition,
+    }
+}
+
 impl host::Host for HostState {
     fn reply(&mut self, reply_to: String, body: Vec<u8>) -> Result<(), String> {
         let to = self.turn.reply_to(&reply_to)?;
@@ -123,6 +141,7 @@ impl host::Host for HostState {
             Effect::Reply {
                 to,
                 outcome: Ok(body),
+                refusal: None,
             },
         )
     }
@@ -134,8 +153,30 @@ impl host::Host for HostState {
             Effect::Reply {
                 to,
                 outcome: Err(error),
+                refusal: None,
             },
         )
+    }
+
+    fn reject_as(
+        &mut self,
+        reply_to: String,
+        code: types::RefusalCode,
+        error: String,
+    ) -> Result<(), String> {
+        let to = self.turn.reply_to(&reply_to)?;
+        self.turn.record(
+            error.len(),
+            Effect::Reply {
+                to,
+                outcome: Err(error),
+                refusal: Some(refusal_code(code)),
+            },
+        )
+    }
+
+    fn refuse_as(&mut self, code: types::RefusalCode) {
+        self.turn.refusal = Some(refusal_code(code));
     }
 
     fn send(&mut self, target: types::ActorRef, body: Vec<u8>) -> Result<(), String> {

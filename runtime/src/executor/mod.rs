@@ -83,8 +83,9 @@ pub enum TurnExec {
         state: Vec<u8>,
         effects: Vec<Effect>,
     },
-    /// The guest returned an error: it refuses this message. Not retried.
-    Refused(String),
+    /// The guest returned an error: it refuses this message, with a class when it gave
+    /// one (`refuse-as`). Not retried.
+    Refused(String, Option<crate::domain::RefusalCode>),
     /// A trap, time-budget or memory-limit breach, or an invalid output. Retried.
     Trapped(String),
 }
@@ -343,8 +344,9 @@ impl Executor {
             }
             Ok(Err(refusal)) => {
                 inst.store.data_mut().turn.take_effects();
+                let code = inst.store.data_mut().turn.take_refusal();
                 *warm = Some(inst);
-                TurnExec::Refused(truncate(refusal, 4096))
+                TurnExec::Refused(truncate(refusal, 4096), code)
             }
             Err(e) => TurnExec::Trapped(describe_trap(&e, &inst.store)),
         }

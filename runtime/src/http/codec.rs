@@ -84,29 +84,40 @@ pub fn to_json_lossless(msgpack: &[u8]) -> serde_json::Value {
     crate::domain::msgpack_to_json(msgpack)
 }
 
-/// What the caller prefers: how long to wait, or to be answered at once.
+/// What the caller prefers (RFC 7240): how long to wait, or to be answered at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prefer {
     pub respond_async: bool,
     pub wait: Option<Duration>,
 }
 
+/// The preferences of every `Prefer` header, per RFC 7240: a comma-separated list of
+/// `token [= word]` with `;`-separated parameters (ignored here), names matched without
+/// regard to case, optional whitespace around `=`, `word` a token or a quoted string. The
+/// first occurrence of a preference counts; unknown ones are ignored. A `wait` that is
+/// not a number of seconds is a `400` (a silent default would surprise the caller).
 pub fn prefer(req: &HttpRequest) -> Result<Prefer, ApiError> {
     let mut p = Prefer {
         respond_async: false,
         wait: None,
     };
+    let mut seen_wait = false;
     for value in req.headers().get_all("prefer") {
         let value = value
             .to_str()
             .map_err(|_| ApiError::bad_request("the Prefer header is not ASCII"))?;
-        for pref in value.split([',', ';']) {
-            let pref = pref.trim();
-            if pref.eq_ignore_ascii_case("respond-async") {
+        for pref in split_unquoted(value, ',') {
+            let head = split_unquoted(pref, ';').next().unwrap_or_default();
+            let (name, word) = match head.split_once('=') {
+                Some((n, w)) => (n.trim(), Some(unquote(w.trim()))),
+                None => (head.trim(), None),
+            };
+            if name.eq_ignore_ascii_case("respond-async") {
                 p.respond_async = true;
-            } else if let Some(n) = pref.strip_prefix("wait=") {
+            } else if name.eq_ignore_ascii_case("wait") && !seen_wait {
+                seen_wait = true;
+                let n = word.unwrap_or_default();
                 let secs: f64 = n
-                    .trim()
                     .parse()
                     .ok()
                     .filter(|s: &f64| s.is_finite() && *s >= 0.0)
@@ -120,6 +131,52 @@ pub fn prefer(req: &HttpRequest) -> Result<Prefer, ApiError> {
         }
     }
     Ok(p)
+}
+
+/// `s` split at every `sep` outside a quoted string.
+fn split_unquoted(s: &str, sep: char) -> impl Iterator<Item = &str> {
+    let mut quoted = false;
+    let mut escaped = false;
+    s.split(move |c: char| {
+        if escaped {
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        }
+        c == sep && !quoted
+    })
+    .filter(|part| !part.trim().is_empty())
+}
+
+/// The content of a quoted string (RFC 9110 §5.6.4), or a token as it is.
+fn unquote(word: &str) -> String {
+    match word.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
+        Some(inner) => {
+            let mut out = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' {
+                    chars.next().unwrap_or(c)
+                } else {
+                    c
+                });
+            }
+            out
+        }
+        None => word.to_owned(),
+    }
+}
+
+/// The `Preference-Applied` value for a wait that was honoured (RFC 7240 §3).
+pub fn wait_applied(wait: Duration) -> String {
+    let secs = wait.as_secs_f64();
+    if secs.fract() == 0.0 {
+        format!("wait={}", wait.as_secs())
+    } else {
+        format!("wait={secs}")
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +196,40 @@ mod tests {
             .insert_header(("Prefer", "wait=soon"))
             .to_http_request();
         assert_eq!(prefer(&bad).unwrap_err().status.as_u16(), 400);
+    }
+
+    fn parsed(headers: &[&str]) -> Prefer {
+        let mut req = TestRequest::default();
+        for h in headers {
+            req = req.append_header(("Prefer", *h));
+        }
+        prefer(&req.to_http_request()).unwrap()
+    }
+
+    #[test]
+    fn prefer_follows_rfc_7240() {
+        let secs = |s| Some(Duration::from_secs(s));
+        // Names are case-insensitive; whitespace around `=` is allowed.
+        assert_eq!(parsed(&["Wait=1"]).wait, secs(1));
+        assert_eq!(parsed(&["WAIT = 3"]).wait, secs(3));
+        assert_eq!(parsed(&["wait=\"4\""]).wait, secs(4));
+        assert!(parsed(&["Respond-Async"]).respond_async);
+        // Several preferences, with parameters, in one header or several.
+        let p = parsed(&["handling=lenient; foo=\"a,b\", wait=2;x=y, respond-async"]);
+        assert_eq!((p.wait, p.respond_async), (secs(2), true));
+        let p = parsed(&["return=minimal", "wait=7"]);
+        assert_eq!(p.wait, secs(7));
+        // The first occurrence counts; unknown preferences are ignored.
+        assert_eq!(parsed(&["wait=1, wait=9"]).wait, secs(1));
+        assert_eq!(
+            parsed(&["frobnicate"]),
+            Prefer {
+                respond_async: false,
+                wait: None
+            }
+        );
+        assert_eq!(wait_applied(Duration::from_millis(2500)), "wait=2.5");
+        assert_eq!(wait_applied(Duration::from_secs(5)), "wait=5");
     }
 
     #[test]

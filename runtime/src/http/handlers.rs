@@ -6,7 +6,9 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
-use crate::domain::{ActorId, ActorStatus, RequestId, RequestStatus, TenantId, validate_name};
+use crate::domain::{
+    ActorId, ActorStatus, RefusalCode, RequestId, RequestStatus, TenantId, validate_name,
+};
 use crate::engine::{AuthError, Caller};
 use crate::store::{CallbackStatus, Delivery, ModuleVersion, RequestRecord};
 
@@ -34,7 +36,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/v1/requests/{id}", web::get().to(get_request))
         .configure(super::admin::routes)
-        .route("/healthz", web::get().to(health));
+        .route("/healthz", web::get().to(health))
+        .route("/readyz", web::get().to(ready));
 }
 
 pub async fn no_route(req: HttpRequest) -> Result<HttpResponse> {
@@ -45,8 +48,26 @@ pub async fn no_route(req: HttpRequest) -> Result<HttpResponse> {
     )))
 }
 
+/// Liveness: the process answers HTTP.
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Readiness: the store can be read and its writer commits (within 2 s).
+async fn ready(st: web::Data<AppState>) -> Result<HttpResponse> {
+    match st.engine.ready(Duration::from_secs(2)).await {
+        Ok(()) => Ok(HttpResponse::Ok().json(json!({"status": "ready"}))),
+        Err(why) => {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                "Not ready",
+                why,
+            );
+            e.retry_after = Some(1);
+            Err(e)
+        }
+    }
 }
 
 /// The bearer token of a request, if any.
@@ -222,13 +243,16 @@ fn accepted(id: RequestId, status: &str) -> HttpResponse {
         .json(json!({ "request_id": id.to_string(), "status": status }))
 }
 
-fn failed(id: RequestId, error: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "request-failed",
-        "The request failed",
-        error,
-    )
+fn failed(id: RequestId, error: &str, refusal: Option<RefusalCode>) -> ApiError {
+    match refusal {
+        Some(code) => ApiError::refused(code, error),
+        None => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "request-failed",
+            "The request failed",
+            error,
+        ),
+    }
     .with_request(id.to_string())
 }
 
@@ -281,7 +305,9 @@ async fn call_actor(
     // A repeated Idempotency-Key answers for the first request.
     let watch = if repeat { st.engine.watch(id) } else { watch };
     if prefer.respond_async {
-        return Ok(accepted(id, "pending"));
+        let mut resp = accepted(id, "pending");
+        applied(&mut resp, "respond-async".to_owned());
+        return Ok(resp);
     }
     let wait = wait_for(&st, prefer);
     let rec = st
@@ -289,10 +315,22 @@ async fn call_actor(
         .wait(&actor.tenant, id, Some(watch), wait)
         .await?
         .ok_or_else(|| ApiError::not_found("the request vanished"))?;
-    match rec.status {
-        RequestStatus::Pending => Ok(accepted(id, "pending")),
-        RequestStatus::Completed { reply } => Ok(reply_response(&req, StatusCode::OK, id, &reply)),
-        RequestStatus::Failed { error } => Err(failed(id, &error)),
+    let mut resp = match rec.status {
+        RequestStatus::Pending => accepted(id, "pending"),
+        RequestStatus::Completed { reply } => reply_response(&req, StatusCode::OK, id, &reply),
+        RequestStatus::Failed { error, refusal } => return Err(failed(id, &error, refusal)),
+    };
+    if prefer.wait.is_some() {
+        applied(&mut resp, codec::wait_applied(wait));
+    }
+    Ok(resp)
+}
+
+/// Say which preference was honoured (RFC 7240 `Preference-Applied`).
+fn applied(resp: &mut HttpResponse, preference: String) {
+    if let Ok(v) = header::HeaderValue::from_str(&preference) {
+        resp.headers_mut()
+            .insert(header::HeaderName::from_static("preference-applied"), v);
     }
 }
 
@@ -322,9 +360,12 @@ fn request_json(id: RequestId, rec: &RequestRecord) -> serde_json::Value {
             v["status"] = json!("completed");
             v["reply"] = codec::to_json_lossless(reply);
         }
-        RequestStatus::Failed { error } => {
+        RequestStatus::Failed { error, refusal } => {
             v["status"] = json!("failed");
             v["error"] = json!(error);
+            if let Some(code) = refusal {
+                v["refusal"] = json!(code.as_str());
+            }
         }
     }
     if let Some(cb) = &rec.callback_url {
@@ -363,7 +404,11 @@ async fn get_request(
         .wait(&tenant, id, None, wait)
         .await?
         .ok_or_else(unknown)?;
-    Ok(HttpResponse::Ok().json(request_json(id, &rec)))
+    let mut resp = HttpResponse::Ok().json(request_json(id, &rec));
+    if prefer.wait.is_some() {
+        applied(&mut resp, codec::wait_applied(wait));
+    }
+    Ok(resp)
 }
 
 async fn inspect_actor(

@@ -24,6 +24,8 @@ pub struct HttpConfig {
     /// Longest wait a caller may ask for.
     pub max_wait: Duration,
     pub workers: usize,
+    /// Serve HTTPS with this configuration (`--tls-cert`, `--tls-key`) instead of HTTP.
+    pub tls: Option<rustls::ServerConfig>,
 }
 
 impl Default for HttpConfig {
@@ -32,6 +34,7 @@ impl Default for HttpConfig {
             default_wait: Duration::from_secs(5),
             max_wait: Duration::from_secs(60),
             workers: 2,
+            tls: None,
         }
     }
 }
@@ -49,16 +52,18 @@ pub async fn serve(
     config: HttpConfig,
 ) -> std::io::Result<()> {
     let workers = config.workers.max(1);
+    let tls = config.tls.clone();
     let state = AppState { engine, config };
-    HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
             .configure(handlers::routes)
             .default_service(web::to(handlers::no_route))
     })
     .workers(workers)
-    .shutdown_timeout(5)
-    .listen(listener)?
-    .run()
-    .await
+    .shutdown_timeout(5);
+    match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?.run().await,
+        None => server.listen(listener)?.run().await,
+    }
 }

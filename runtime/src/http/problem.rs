@@ -6,6 +6,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::domain::RefusalCode;
 use crate::engine;
 
 #[derive(Debug, Serialize)]
@@ -91,6 +92,20 @@ impl ApiError {
         );
         e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
         e
+    }
+
+    /// The process refused the request: its class decides the status.
+    pub fn refused(code: RefusalCode, detail: impl Into<String>) -> Self {
+        let (status, slug) = match code {
+            RefusalCode::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "refused-invalid"),
+            RefusalCode::NotFound => (StatusCode::NOT_FOUND, "refused-not-found"),
+            RefusalCode::Conflict => (StatusCode::CONFLICT, "refused-conflict"),
+            RefusalCode::FailedPrecondition => (
+                StatusCode::PRECONDITION_FAILED,
+                "refused-failed-precondition",
+            ),
+        };
+        Self::new(status, slug, "Refused by the process", detail)
     }
 
     pub fn with_request(mut self, id: impl Into<String>) -> Self {

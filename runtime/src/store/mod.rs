@@ -224,6 +224,12 @@ impl Store {
         .await
     }
 
+    /// Can the store be read, and does the writer commit? (Readiness.)
+    pub async fn probe(&self) -> Result<(), Error> {
+        self.meta_value("admin")?;
+        self.submit(|done| writer::Op::Probe { done }).await
+    }
+
     /// Writer counters, for the benchmark and diagnostics.
     pub async fn writer_stats(&self) -> Result<WriterStats, Error> {
         self.submit(|done| writer::Op::Stats { done }).await

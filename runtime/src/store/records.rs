@@ -94,6 +94,10 @@ pub struct IdempotencyRecord {
     pub request: Option<u128>,
     pub seq: u64,
     pub expires_ms: UnixMs,
+    /// SHA-256 of what the first use sent (kind, actor, body); records written before
+    /// fingerprints existed have none and match any repeat.
+    #[serde(default)]
+    pub fingerprint: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,4 +145,56 @@ pub struct KeyRecord {
     #[serde(with = "crate::domain::serde_bytes_vec")]
     pub hash: Vec<u8>,
     pub created_ms: UnixMs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records as the release before refusals and fingerprints wrote them.
+    #[derive(Serialize)]
+    enum OldStatus {
+        #[allow(dead_code)]
+        Pending,
+        Failed {
+            error: String,
+        },
+    }
+
+    #[derive(Serialize)]
+    struct OldIdempotency {
+        actor: String,
+        request: Option<u128>,
+        seq: u64,
+        expires_ms: UnixMs,
+    }
+
+    #[test]
+    fn records_written_before_refusals_and_fingerprints_still_decode() {
+        let old = encode(&OldStatus::Failed {
+            error: "boom".into(),
+        });
+        let status: RequestStatus = decode(&old).unwrap();
+        assert_eq!(
+            status,
+            RequestStatus::Failed {
+                error: "boom".into(),
+                refusal: None
+            }
+        );
+        let old = encode(&OldIdempotency {
+            actor: "t/m/k".into(),
+            request: Some(7),
+            seq: 3,
+            expires_ms: 9,
+        });
+        let rec: IdempotencyRecord = decode(&old).unwrap();
+        assert_eq!((rec.seq, rec.fingerprint), (3, None));
+        // And the new forms round-trip.
+        let new = RequestStatus::Failed {
+            error: "closed".into(),
+            refusal: Some(crate::domain::RefusalCode::Conflict),
+        };
+        assert_eq!(decode::<RequestStatus>(&encode(&new)).unwrap(), new);
+    }
 }

@@ -97,6 +97,7 @@ fn request(actor: &ActorId, id: RequestId, key: Option<&str>) -> EnqueueRequest 
         idempotency: key.map(|k| Idempotency {
             key: k.to_owned(),
             expires_ms: u64::MAX,
+            fingerprint: [0; 32],
         }),
     }
 }
@@ -108,6 +109,7 @@ fn answered(id: RequestId, reply: &[u8], state: &[u8]) -> Option<TurnResult> {
         effects: vec![Effect::Reply {
             to: ReplyTo::Request(id),
             outcome: Ok(reply.to_vec()),
+            refusal: None,
         }],
     })
 }

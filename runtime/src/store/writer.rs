@@ -15,8 +15,8 @@ use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{
-    ActorId, ActorStatus, Clock, Effect, Envelope, MessageKind, ReplyTo, RequestId, RequestStatus,
-    TenantId, TurnResult, UnixMs,
+    ActorId, ActorStatus, Clock, Effect, Envelope, MessageKind, RefusalCode, ReplyTo, RequestId,
+    RequestStatus, TenantId, TurnResult, UnixMs,
 };
 
 use super::Error;
@@ -54,6 +54,11 @@ pub(super) enum Op {
     },
     Stats {
         done: Done<WriterStats>,
+    },
+    /// Answered after the batch it is in has committed: the writer is alive and the
+    /// file takes writes.
+    Probe {
+        done: Done<()>,
     },
     FireTimers {
         now: UnixMs,
@@ -160,6 +165,9 @@ pub struct EnqueueRequest {
 pub struct Idempotency {
     pub key: String,
     pub expires_ms: UnixMs,
+    /// What the request carries (see [`IdempotencyRecord::fingerprint`]): a repeat of the
+    /// key with another fingerprint is a conflict, not a repeat.
+    pub fingerprint: [u8; 32],
 }
 
 #[derive(Debug, Clone)]
@@ -444,6 +452,7 @@ fn apply_batch(
                 Op::Stats { done } => {
                     let _ = done.send(Ok(stats.clone()));
                 }
+                Op::Probe { done } => answers.push(Answer::Unit(done)),
                 Op::FireTimers { now, max, done } => {
                     let n = tx.fire_timers(now, max).map_err(|e| e.to_string())?;
                     answers.push(Answer::Count(done, n));
@@ -475,11 +484,15 @@ fn apply_batch(
     txn.commit().map_err(|e| e.to_string())
 }
 
+/// An answer to a request or an ask: the reply, or the error and (for a refusal) its
+/// class.
+type Answered = (ReplyTo, Result<Vec<u8>, String>, Option<RefusalCode>);
+
 /// What a batch's turns leave to do after their bookkeeping.
 #[derive(Default)]
 struct TurnOutput {
     new_state: Option<Vec<u8>>,
-    replies: Vec<(ReplyTo, Result<Vec<u8>, String>)>,
+    replies: Vec<Answered>,
     /// Messages to other mailboxes wait until the actor's meta is written, so that a
     /// message an actor sends to itself lands after its own bookkeeping.
     outgoing: Vec<(ActorId, Envelope)>,
@@ -563,7 +576,9 @@ impl<'t> Tx<'t> {
                 };
             if let Some(rec) = found {
                 if rec.expires_ms > self.now {
-                    if rec.actor != actor_key {
+                    if rec.actor != actor_key
+                        || rec.fingerprint.is_some_and(|f| f != idem.fingerprint)
+                    {
                         return Ok(EnqueueAck::KeyConflict);
                     }
                     return Ok(EnqueueAck::Duplicate {
@@ -599,6 +614,7 @@ impl<'t> Tx<'t> {
             request: request.map(|r| r.id.0),
             seq,
             expires_ms: idem.expires_ms,
+            fingerprint: Some(idem.fingerprint),
         };
         self.idem.insert(
             (tenant, idem.key.as_str()),
@@ -793,12 +809,13 @@ impl<'t> Tx<'t> {
         from: &ActorId,
         to: ReplyTo,
         outcome: Result<Vec<u8>, String>,
+        refusal: Option<RefusalCode>,
     ) -> Result<(), Error> {
         match to {
             ReplyTo::Request(id) => {
                 let status = match outcome {
                     Ok(reply) => RequestStatus::Completed { reply },
-                    Err(error) => RequestStatus::Failed { error },
+                    Err(error) => RequestStatus::Failed { error, refusal },
                 };
                 self.settle(&from.tenant, id, status)
             }
@@ -940,8 +957,8 @@ impl<'t> Tx<'t> {
         }
         self.actors
             .insert(key.as_str(), records::encode(&meta).as_slice())?;
-        for (to, outcome) in out.replies {
-            self.reply(actor, to, outcome)?;
+        for (to, outcome, refusal) in out.replies {
+            self.reply(actor, to, outcome, refusal)?;
         }
         for (to, env) in out.outgoing {
             self.enqueue_or_log(&to, &env)?;
@@ -988,7 +1005,11 @@ impl<'t> Tx<'t> {
                 }
                 for effect in effects {
                     match effect {
-                        Effect::Reply { to, outcome } => out.replies.push((to, outcome)),
+                        Effect::Reply {
+                            to,
+                            outcome,
+                            refusal,
+                        } => out.replies.push((to, outcome, refusal)),
                         Effect::Send { to, body } => out.outgoing.push((
                             to,
                             Envelope {
@@ -1033,32 +1054,57 @@ impl<'t> Tx<'t> {
                     }
                 }
             }
-            TurnResult::DeadLetter { error, attempts } => {
-                meta.dead_letters += 1;
-                match &env.kind {
-                    MessageKind::Request { request } => out
-                        .replies
-                        .push((ReplyTo::Request(*request), Err(error.clone()))),
-                    MessageKind::Ask { from, correlation } => out.replies.push((
-                        ReplyTo::Actor {
-                            actor: from.clone(),
-                            correlation: correlation.clone(),
-                        },
-                        Err(error.clone()),
-                    )),
-                    _ => {}
+            TurnResult::Refused { error, refusal } => match Self::answer_to(&env) {
+                // An answer, not a failure: the caller hears the refusal; the state and
+                // the dead letters stay as they were.
+                Some(to) => out.replies.push((to, Err(error), Some(refusal))),
+                // Nobody to tell (an event, a timer…): kept where an operator sees it.
+                None => {
+                    let error = format!("refused by the actor ({}): {error}", refusal.as_str());
+                    self.dead_letter(key, meta, seq, env, error, 1)?;
                 }
-                let dl = DeadLetter {
-                    envelope: env,
-                    error,
-                    attempts,
-                    at_ms: self.now,
-                };
-                self.dead
-                    .insert((key, seq), records::encode(&dl).as_slice())?;
+            },
+            TurnResult::DeadLetter { error, attempts } => {
+                if let Some(to) = Self::answer_to(&env) {
+                    out.replies.push((to, Err(error.clone()), None));
+                }
+                self.dead_letter(key, meta, seq, env, error, attempts)?;
             }
         }
         Ok(())
+    }
+
+    fn dead_letter(
+        &mut self,
+        key: &str,
+        meta: &mut ActorMeta,
+        seq: u64,
+        envelope: Envelope,
+        error: String,
+        attempts: u32,
+    ) -> Result<(), Error> {
+        meta.dead_letters += 1;
+        let dl = DeadLetter {
+            envelope,
+            error,
+            attempts,
+            at_ms: self.now,
+        };
+        self.dead
+            .insert((key, seq), records::encode(&dl).as_slice())?;
+        Ok(())
+    }
+
+    /// Who waits for an answer to this message: a request's caller or an asking actor.
+    fn answer_to(env: &Envelope) -> Option<ReplyTo> {
+        match &env.kind {
+            MessageKind::Request { request } => Some(ReplyTo::Request(*request)),
+            MessageKind::Ask { from, correlation } => Some(ReplyTo::Actor {
+                actor: from.clone(),
+                correlation: correlation.clone(),
+            }),
+            _ => None,
+        }
     }
 
     fn set_timer(
@@ -1440,6 +1486,7 @@ impl<'t> Tx<'t> {
                 id,
                 RequestStatus::Failed {
                     error: format!("actor {actor} was deleted"),
+                    refusal: None,
                 },
             )?;
         }
