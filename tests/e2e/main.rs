@@ -10,6 +10,7 @@ mod harness;
 mod processes;
 mod tenancy;
 mod tidy;
+mod walkthrough;
 
 /// The example crates the harness builds for wasm32-wasip2.
 pub const GUESTS: &[&str] = &["counter", "checkin", "hostile", "probe", "payment", "trip"];
