@@ -218,7 +218,7 @@ fn parse(readme: &str, text: &str) -> Readme {
         let start = i + 1; // first line of the body, 0-based
         let end = (start..lines.len())
             .find(|&j| lines[j].starts_with("```"))
-            .unwrap_or_else(|| panic!("{readme}:{i}: a fenced block that never ends"));
+            .unwrap_or_else(|| panic!("{readme}:{}: a fenced block that never ends", i + 1));
         let body = &lines[start..end];
         match lang.trim() {
             "sh" => {
@@ -631,5 +631,76 @@ fn output_matching_joins_wrapped_lines_and_treats_dots_as_a_wildcard() {
     assert_eq!(
         rewrite("127.0.0.1:9000 19000 90001 :9000/", &ports),
         "127.0.0.1:41234 19000 90001 :41234/"
+    );
+}
+
+#[test]
+fn reading_a_readme_finds_its_files_commands_outputs_and_server_flags() {
+    let readme = r#"Save as `svc.py`:
+
+```python
+print("hi")
+```
+
+```sh
+python3 svc.py &   # in the background
+scripts/dev.sh --allow-http 127.0.0.1:9000 --allow-private-net
+```
+
+```sh
+$ X=$(echo "a
+  b")
+$ echo one \
+    two
+one two
+ (wrapped)
+$ true
+
+$ echo x
+```
+
+`svc.py` printed:
+
+```text
+hi
+```
+
+```json
+{"shown": "for reading only"}
+```
+"#;
+    let parsed = parse("test.md", readme);
+    assert_eq!(
+        parsed.serve_args,
+        ["--allow-http", "127.0.0.1:9000", "--allow-private-net"]
+    );
+    let shown: Vec<String> = parsed
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::File { name, text } => format!("file {name}: {text}"),
+            Step::Command {
+                line,
+                text,
+                expected,
+            } => format!("{line}: {text} => {expected:?}"),
+            Step::Printed {
+                line,
+                program,
+                expected,
+            } => format!("{line}: {program} printed {expected}"),
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "file svc.py: print(\"hi\")\n",
+            "8: python3 svc.py &   # in the background => None",
+            "13: X=$(echo \"a\n  b\") => Some(\"\")",
+            "15: echo one \\\n    two => Some(\"one two\\n (wrapped)\")",
+            "19: true => Some(\"\")",
+            "21: echo x => Some(\"\")",
+            "27: svc.py printed hi",
+        ]
     );
 }
