@@ -12,6 +12,7 @@ mod semantics;
 mod tenancy;
 mod tidy;
 mod tls;
+mod walkthrough;
 
 /// The example crates the harness builds for wasm32-wasip2.
 pub const GUESTS: &[&str] = &["counter", "checkin", "hostile", "probe", "payment", "trip"];
