@@ -133,19 +133,26 @@ impl Checkin {
             ));
         }
         let now = ctx.now_ms();
-        match r.checkin_closes_at_ms {
-            Some(close) => ctx.set_timer_at(CLOSE_TIMER, close, &())?,
-            None => ctx.cancel_timer(CLOSE_TIMER),
-        }
         // A re-registration replaces the details and restarts from the `open` timer; a
         // fetch still in flight is ignored when it answers (its call id is stale).
         ctx.cancel_timer(RETRY_TIMER);
-        ctx.set_timer_at(OPEN_TIMER, r.checkin_opens_at_ms, &())?;
-        self.status = if r.checkin_opens_at_ms <= now {
-            Status::Registered
+        if r.checkin_closes_at_ms.is_some_and(|close| close <= now) {
+            // Registered after check-in closed: nothing to fetch, check-ins are refused.
+            ctx.cancel_timer(OPEN_TIMER);
+            ctx.cancel_timer(CLOSE_TIMER);
+            self.status = Status::Closed;
         } else {
-            Status::WaitingForCheckin
-        };
+            match r.checkin_closes_at_ms {
+                Some(close) => ctx.set_timer_at(CLOSE_TIMER, close, &())?,
+                None => ctx.cancel_timer(CLOSE_TIMER),
+            }
+            ctx.set_timer_at(OPEN_TIMER, r.checkin_opens_at_ms, &())?;
+            self.status = if r.checkin_opens_at_ms <= now {
+                Status::Registered
+            } else {
+                Status::WaitingForCheckin
+            };
+        }
         self.next_retry_ms = r
             .retry_ms
             .unwrap_or(DEFAULT_RETRY_MS)
