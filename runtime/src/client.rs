@@ -1,13 +1,35 @@
-//! The CLI's HTTP client: `dwell deploy|call|send|inspect|request` talk to a running
-//! server over the public API, exactly like any other client.
+//! The CLI's HTTP client: every `dwell` command other than `serve` talks to a running
+//! server over the public API through this, exactly like any other client.
 
+use std::path::Path;
 use std::time::Duration;
+
+/// A request that got no HTTP response (connection refused, timeout, bad URL).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach {base}: {error}")]
+pub struct Error {
+    base: String,
+    // Shown in the message, not as a `source`: ureq's message already includes its own.
+    error: ureq::Error,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// A response as the CLI shows it.
 pub struct Reply {
     pub status: u16,
     pub location: Option<String>,
     pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON (`Null` when empty, e.g. `204`), if it is JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        if self.body.trim().is_empty() {
+            return Some(serde_json::Value::Null);
+        }
+        serde_json::from_str(&self.body).ok()
+    }
 }
 
 pub struct Client {
@@ -17,24 +39,31 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client that sends `key` as its bearer token.
-    pub fn with_key(base: &str, key: Option<String>) -> Self {
-        let mut c = Self::new(base);
-        c.key = key;
-        c
+    pub fn new(base: &str) -> Self {
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            agent: Self::agent(ureq::tls::TlsConfig::default()),
+            key: None,
+        }
     }
 
-    /// A client for an `https://` server whose certificate is signed by the CA in
-    /// `ca_cert` (besides the usual public roots), sending `key` as its bearer token.
-    pub fn with_tls(
-        base: &str,
-        key: Option<String>,
-        ca_cert: Option<&std::path::Path>,
-    ) -> Result<Self, crate::tls::Error> {
-        Ok(Client {
-            base: base.trim_end_matches('/').to_owned(),
-            agent: Self::agent(crate::tls::client_config(ca_cert)?),
+    /// A client that sends `key` as its bearer token.
+    pub fn with_key(base: &str, key: Option<String>) -> Self {
+        Client {
             key,
+            ..Self::new(base)
+        }
+    }
+
+    /// Trust the CA certificates in `ca_cert` (PEM) besides the public roots, for an
+    /// `https://` server with a private CA.
+    pub fn with_ca_cert(
+        self,
+        ca_cert: Option<&Path>,
+    ) -> std::result::Result<Self, crate::tls::Error> {
+        Ok(Client {
+            agent: Self::agent(crate::tls::client_config(ca_cert)?),
+            ..self
         })
     }
 
@@ -47,6 +76,10 @@ impl Client {
             .new_agent()
     }
 
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         match &self.key {
             Some(k) => req.header("authorization", format!("Bearer {k}")),
@@ -54,18 +87,14 @@ impl Client {
         }
     }
 
-    pub fn new(base: &str) -> Self {
-        Client {
-            base: base.trim_end_matches('/').to_owned(),
-            agent: Self::agent(ureq::tls::TlsConfig::default()),
-            key: None,
-        }
-    }
-
     fn finish(
-        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> anyhow::Result<Reply> {
-        let mut resp = resp?;
+        &self,
+        resp: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Reply> {
+        let mut resp = resp.map_err(|error| Error {
+            base: self.base.clone(),
+            error,
+        })?;
         let status = resp.status().as_u16();
         let location = resp
             .headers()
@@ -80,94 +109,53 @@ impl Client {
         })
     }
 
-    pub fn deploy(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<Reply> {
-        Self::finish(
-            self.auth(self.agent.put(format!("{}/v1/modules/{name}", self.base)))
-                .header("content-type", "application/wasm")
+    /// `PUT /v1/modules/{name}` with the component's bytes.
+    pub fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<Reply> {
+        let req = self.auth(self.agent.put(self.url(&format!("/v1/modules/{name}"))));
+        self.finish(
+            req.header("content-type", "application/wasm")
                 .send(&bytes[..]),
         )
     }
 
-    pub fn call(&self, target: &str, json: &str, wait: Option<Duration>) -> anyhow::Result<Reply> {
+    /// `POST /v1/actors/{target}` with a JSON body, waiting up to `wait` for the reply.
+    pub fn call(&self, target: &str, json: &str, wait: Option<Duration>) -> Result<Reply> {
         let mut req = self
-            .auth(self.agent.post(format!("{}/v1/actors/{target}", self.base)))
+            .auth(self.agent.post(self.url(&format!("/v1/actors/{target}"))))
             .header("content-type", "application/json");
         if let Some(w) = wait {
             req = req.header("prefer", format!("wait={}", w.as_secs_f64()));
         }
-        Self::finish(req.send(json))
+        self.finish(req.send(json))
     }
 
-    pub fn send(&self, target: &str, json: &str) -> anyhow::Result<Reply> {
-        Self::finish(
-            self.auth(
-                self.agent
-                    .post(format!("{}/v1/actors/{target}/events", self.base)),
-            )
-            .header("content-type", "application/json")
-            .send(json),
-        )
+    /// `POST /v1/actors/{target}/events` with a JSON body.
+    pub fn send(&self, target: &str, json: &str) -> Result<Reply> {
+        self.post_json(&format!("/v1/actors/{target}/events"), json)
     }
 
-    pub fn get(&self, path: &str, wait: Option<Duration>) -> anyhow::Result<Reply> {
-        let mut req = self.auth(self.agent.get(format!("{}{path}", self.base)));
+    /// `GET`, long-polling up to `wait` where the API supports it.
+    pub fn get(&self, path: &str, wait: Option<Duration>) -> Result<Reply> {
+        let mut req = self.auth(self.agent.get(self.url(path)));
         if let Some(w) = wait {
             req = req.header("prefer", format!("wait={}", w.as_secs_f64()));
         }
-        Self::finish(req.call())
-    }
-}
-
-impl Client {
-    /// POST a JSON document (admin commands).
-    pub fn post_json(&self, path: &str, json: &str) -> anyhow::Result<Reply> {
-        Self::finish(
-            self.auth(self.agent.post(format!("{}{path}", self.base)))
-                .header("content-type", "application/json")
-                .send(json),
-        )
+        self.finish(req.call())
     }
 
-    pub fn delete(&self, path: &str) -> anyhow::Result<Reply> {
-        Self::finish(
-            self.auth(self.agent.delete(format!("{}{path}", self.base)))
-                .call(),
-        )
+    /// `POST` a JSON document.
+    pub fn post_json(&self, path: &str, json: &str) -> Result<Reply> {
+        let req = self.auth(self.agent.post(self.url(path)));
+        self.finish(req.header("content-type", "application/json").send(json))
     }
-}
 
-/// Parse `500ms`, `5s`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
-    if !n.is_finite() || n < 0.0 {
-        return Err(format!("{s:?} is not a positive duration"));
+    /// `PATCH` with a JSON document.
+    pub fn patch_json(&self, path: &str, json: &str) -> Result<Reply> {
+        let req = self.auth(self.agent.patch(self.url(path)));
+        self.finish(req.header("content-type", "application/json").send(json))
     }
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("soon").is_err());
+    pub fn delete(&self, path: &str) -> Result<Reply> {
+        self.finish(self.auth(self.agent.delete(self.url(path))).call())
     }
 }

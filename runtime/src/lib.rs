@@ -14,15 +14,19 @@
 //! - [`executor`] — wasmtime: compiles and validates components, runs one turn with time,
 //!   memory and output limits; host imports only record effects.
 //! - [`domain`] — plain types and decisions: ids, messages, effects, limits, retry policy.
-//! - [`client`] — the small HTTP client behind the `dwell` CLI commands.
 //! - [`tls`] — certificates: the server's TLS config and the roots clients trust.
+//! - [`client`] — the small HTTP client behind the `dwell` CLI commands, and [`output`]
+//!   — how they print replies (tables, or the JSON with `-o json`).
+//! - [`config`] — `dwell serve`'s options: defaults < config file < `DWELL_*` < flags.
 //!
 //! Invariants are listed in ARCHITECTURE.md at the repository root.
 
 pub mod client;
+pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod executor;
 pub mod http;
+pub mod output;
 pub mod store;
 pub mod tls;

@@ -1,23 +1,31 @@
-//! The `dwell` command: `serve` runs the server; the other commands are clients of a
-//! running server's HTTP API.
+//! The `dwell` command: `serve` runs the server (configured from defaults, a config
+//! file, `DWELL_*` variables and flags; see `dwell::config`); the other commands are
+//! clients of a running server's HTTP API, printing tables or, with `-o json`, the JSON.
 
+use std::io::IsTerminal as _;
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
-use dwell::client::{Client, parse_duration};
-use dwell::domain::{Limits, TenantId};
+use dwell::client::{Client, Reply};
+use dwell::config::{ServeConfig, ServeFlags, Size, parse_duration};
+use dwell::domain::{Limits, QuotaOverrides, TenantId};
 use dwell::engine::{Engine, EngineConfig};
 use dwell::http::{HttpConfig, serve};
+use dwell::output::{self, Format, View};
 
 #[derive(Parser)]
 #[command(
     name = "dwell",
     version,
-    about = "A WebAssembly-hosted actor runtime for long-running processes"
+    about = "A WebAssembly-hosted actor runtime for long-running processes",
+    after_help = "Client commands find the default tenant's key and the admin key in \
+                  $DWELL_DATA (default ./data), where `dwell serve` writes them at first start."
 )]
 struct Cli {
     /// Server to talk to (client commands).
@@ -25,55 +33,125 @@ struct Cli {
         long,
         env = "DWELL_URL",
         default_value = "http://127.0.0.1:8080",
-        global = true
+        global = true,
+        value_name = "URL",
+        help_heading = "Global options"
     )]
     server: String,
-    /// Tenant API key (client commands). Default: `<data>/default-tenant.key`, written
-    /// by `dwell serve` at first start.
-    #[arg(long, env = "DWELL_KEY", global = true, hide_env_values = true)]
+    /// Tenant API key (client commands) [default: <data>/default-tenant.key].
+    #[arg(
+        long,
+        env = "DWELL_KEY",
+        global = true,
+        hide_env_values = true,
+        value_name = "KEY",
+        help_heading = "Global options"
+    )]
     key: Option<String>,
     /// Admin key. For `serve`: use this admin key (never printed) instead of generating
     /// one at first start into `<data>/admin.key`. For `tenant`/`key`: the key to send
-    /// (default: `<data>/admin.key`).
-    #[arg(long, env = "DWELL_ADMIN_KEY", global = true, hide_env_values = true)]
+    /// [default: <data>/admin.key].
+    #[arg(
+        long,
+        env = "DWELL_ADMIN_KEY",
+        global = true,
+        hide_env_values = true,
+        value_name = "KEY",
+        help_heading = "Global options"
+    )]
     admin_key: Option<String>,
-    /// A PEM file of CA certificates to trust besides the public roots: for client
-    /// commands talking to an `https://` server, and for `serve`'s outbound calls and
-    /// callbacks.
-    #[arg(long, env = "DWELL_CA_CERT", global = true)]
+    /// An extra CA certificate (PEM) to trust: for client commands, the server's; for
+    /// `serve`, the destinations of outbound calls and callbacks.
+    #[arg(
+        long,
+        env = "DWELL_CA_CERT",
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     ca_cert: Option<PathBuf>,
+    /// Output: `text` (tables and fields) or `json` (the API's JSON as it came, for
+    /// scripts; errors as problem documents on stdout).
+    #[arg(
+        short,
+        long,
+        env = "DWELL_OUTPUT",
+        global = true,
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT",
+        help_heading = "Global options"
+    )]
+    output: Format,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// `MODULE/KEY`, as in `counter/a`.
+fn target(s: &str) -> Result<String, String> {
+    match s.split_once('/') {
+        Some((m, k)) if !m.is_empty() && !k.is_empty() && !k.contains('/') => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not MODULE/KEY, e.g. counter/a")),
+    }
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
-    Serve(Box<ServeArgs>),
-    /// Upload a module (a Wasm component) under a name.
+    Serve(Box<ServeFlags>),
+    /// Upload a module (a Wasm component) under a name; a changed module is a new version.
     Deploy {
+        /// The component (`.wasm`) to upload.
         file: PathBuf,
+        /// The module's name (actors are addressed as NAME/KEY).
         #[arg(long)]
         name: String,
     },
     /// Call an actor and wait for its reply: `dwell call counter/a '{"add":1}'`.
     Call {
+        /// The actor, MODULE/KEY.
+        #[arg(value_name = "MODULE/KEY", value_parser = target)]
         target: String,
+        /// The message, as JSON.
         json: String,
-        /// How long to wait for the reply before getting a request id (e.g. 5s, 500ms).
-        #[arg(long, value_parser = parse_duration)]
+        /// How long to wait for the reply before getting a request id instead (e.g. 5s,
+        /// 500ms; a bare number is seconds) [default: the server's default wait].
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         wait: Option<Duration>,
     },
     /// Send an event (no reply): `dwell send counter/a '{"add":1}'`.
-    Send { target: String, json: String },
-    /// Show an actor: status, state, mailbox, dead letters.
-    Inspect { target: String },
+    Send {
+        /// The actor, MODULE/KEY.
+        #[arg(value_name = "MODULE/KEY", value_parser = target)]
+        target: String,
+        /// The event, as JSON.
+        json: String,
+    },
+    /// Show an actor: status, state, timers, outbound calls, dead letters.
+    Inspect {
+        /// The actor, MODULE/KEY.
+        #[arg(value_name = "MODULE/KEY", value_parser = target)]
+        target: String,
+    },
     /// Show a request (optionally waiting for it to settle).
     Request {
+        /// The request id (from a `202` or a retried dead letter).
         id: String,
-        #[arg(long, value_parser = parse_duration)]
+        /// How long to wait for the request to settle (e.g. 5s; a bare number is seconds).
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         wait: Option<Duration>,
     },
+    /// List, show and delete modules (`deploy` uploads them).
+    #[command(subcommand)]
+    Module(ModuleCmd),
+    /// List modules (same as `module list`).
+    Modules,
+    /// Show or delete an actor.
+    #[command(subcommand)]
+    Actor(ActorCmd),
+    /// List an actor's dead letters or put one back into its mailbox.
+    #[command(subcommand)]
+    DeadLetter(DeadLetterCmd),
     /// Manage tenants (admin key).
     #[command(subcommand)]
     Tenant(TenantCmd),
@@ -83,173 +161,326 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
-enum TenantCmd {
-    Create { name: String },
+enum ModuleCmd {
+    /// List the tenant's modules with their latest version.
     List,
-    Delete { name: String },
+    /// Show a module's versions.
+    Show {
+        /// The module's name.
+        name: String,
+    },
+    /// Delete a module and its versions (actors using it stop being callable).
+    Delete {
+        /// The module's name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActorCmd {
+    /// Show an actor (same as `inspect`).
+    Show {
+        /// The actor, MODULE/KEY.
+        #[arg(value_name = "MODULE/KEY", value_parser = target)]
+        target: String,
+    },
+    /// Delete an actor: its state, mailbox, timers and dead letters.
+    Delete {
+        /// The actor, MODULE/KEY.
+        #[arg(value_name = "MODULE/KEY", value_parser = target)]
+        target: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCmd {
+    /// List an actor's dead letters.
+    List {
+        /// The actor, MODULE/KEY.
+        #[arg(value_name = "MODULE/KEY", value_parser = target)]
+        target: String,
+    },
+    /// Put a dead letter back into the mailbox (a request gets a new request id).
+    Retry {
+        /// The actor, MODULE/KEY.
+        #[arg(value_name = "MODULE/KEY", value_parser = target)]
+        target: String,
+        /// The dead letter's sequence number (see `dead-letter list`).
+        seq: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    /// Create a tenant (its callback signing secret is shown once).
+    Create {
+        /// The tenant's name.
+        name: String,
+    },
+    /// List tenants.
+    List,
+    /// Show a tenant: quotas in force, allowlist, key ids, actor count.
+    Show {
+        /// The tenant's name.
+        name: String,
+    },
+    /// Change a tenant's quotas or outbound allowlist, or rotate its callback secret.
+    Update(Box<TenantUpdate>),
+    /// Delete a tenant, its keys and its modules.
+    Delete {
+        /// The tenant's name.
+        name: String,
+    },
+}
+
+/// What to change: quota flags override the server's defaults for this tenant (quotas
+/// not named keep their value), the allowlist is replaced, the secret rotated.
+#[derive(clap::Args)]
+struct TenantUpdate {
+    /// The tenant's name.
+    name: String,
+    /// Quota: module names.
+    #[arg(long, value_name = "N")]
+    max_modules: Option<u64>,
+    /// Quota: size of one module.
+    #[arg(long, value_name = "SIZE", value_parser = Size::from_str)]
+    max_module_bytes: Option<Size>,
+    /// Quota: actors.
+    #[arg(long, value_name = "N")]
+    max_actors: Option<u64>,
+    /// Quota: size of one actor's state.
+    #[arg(long, value_name = "SIZE", value_parser = Size::from_str)]
+    max_state_bytes: Option<Size>,
+    /// Quota: size of one message.
+    #[arg(long, value_name = "SIZE", value_parser = Size::from_str)]
+    max_message_bytes: Option<Size>,
+    /// Quota: CPU time of one turn (whole milliseconds).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    turn_time: Option<Duration>,
+    /// Quota: memory of one instance (whole MiB).
+    #[arg(long, value_name = "SIZE", value_parser = Size::from_str)]
+    memory: Option<Size>,
+    /// Quota: pending timers per actor.
+    #[arg(long, value_name = "N")]
+    timers_per_actor: Option<u64>,
+    /// Quota: requests per second (0 = unlimited).
+    #[arg(long, value_name = "N")]
+    requests_per_second: Option<u64>,
+    /// Quota: request burst (0 = the rate).
+    #[arg(long, value_name = "N")]
+    burst: Option<u64>,
+    /// Quota: turns of the tenant executing at once.
+    #[arg(long, value_name = "N")]
+    concurrent_turns: Option<u64>,
+    /// Replace the tenant's outbound allowlist: `host` or `host:port` (repeatable or
+    /// comma-separated).
+    #[arg(long, value_name = "HOST", value_delimiter = ',')]
+    allow_http: Vec<String>,
+    /// Empty the tenant's outbound allowlist.
+    #[arg(long, conflicts_with = "allow_http")]
+    deny_all_http: bool,
+    /// Replace the tenant's callback signing secret (the new one is shown once).
+    #[arg(long)]
+    rotate_webhook_secret: bool,
+}
+
+impl TenantUpdate {
+    /// The `PATCH /v1/tenants/{name}` body.
+    fn patch(&self) -> anyhow::Result<serde_json::Value> {
+        let memory_mb = match self.memory {
+            Some(m) if !m.bytes().is_multiple_of(1 << 20) || m.bytes() == 0 => {
+                anyhow::bail!("--memory {m}: must be a whole number of MiB")
+            }
+            m => m.map(|m| m.bytes() >> 20),
+        };
+        let quotas = QuotaOverrides {
+            max_modules: self.max_modules,
+            max_module_bytes: self.max_module_bytes.map(Size::bytes),
+            max_actors: self.max_actors,
+            max_state_bytes: self.max_state_bytes.map(Size::bytes),
+            max_message_bytes: self.max_message_bytes.map(Size::bytes),
+            turn_time_ms: self.turn_time.map(|d| d.as_millis() as u64),
+            memory_mb,
+            timers_per_actor: self.timers_per_actor,
+            requests_per_second: self.requests_per_second,
+            burst: self.burst,
+            concurrent_turns: self.concurrent_turns,
+        };
+        let mut body = serde_json::json!({});
+        if quotas != QuotaOverrides::default() {
+            body["quotas"] = serde_json::to_value(quotas)?;
+        }
+        if !self.allow_http.is_empty() || self.deny_all_http {
+            body["allow_http"] = serde_json::json!(self.allow_http);
+        }
+        if self.rotate_webhook_secret {
+            body["rotate_webhook_secret"] = true.into();
+        }
+        if body == serde_json::json!({}) {
+            anyhow::bail!(
+                "nothing to change: give a quota, --allow-http, --deny-all-http or \
+                 --rotate-webhook-secret (see `dwell tenant update --help`)"
+            );
+        }
+        Ok(body)
+    }
 }
 
 #[derive(Subcommand)]
 enum KeyCmd {
     /// Issue a key for a tenant (shown once).
     Issue {
+        /// The tenant's name.
         tenant: String,
     },
+    /// Revoke a key (it stops working at once).
     Revoke {
+        /// The tenant's name.
         tenant: String,
+        /// The key's id (see `tenant show`).
         id: String,
     },
 }
 
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port (the address is printed).
-    #[arg(long, env = "DWELL_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: String,
-    /// Serve HTTPS with this PEM certificate chain (needs `--tls-key`).
-    #[arg(long, env = "DWELL_TLS_CERT", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// The PEM private key of `--tls-cert`.
-    #[arg(long, env = "DWELL_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Data directory (holds dwell.redb and the compiled-module cache).
-    #[arg(long, env = "DWELL_DATA", default_value = "./data")]
-    data: PathBuf,
-    /// Deploy modules at start: `--deploy counter=path/to/counter.wasm` (repeatable).
-    #[arg(long, value_name = "NAME=FILE")]
-    deploy: Vec<String>,
-    /// Largest message body in bytes.
-    #[arg(long, env = "DWELL_MAX_BODY", default_value_t = 1 << 20)]
-    max_body: usize,
-    /// Largest module in bytes.
-    #[arg(long, env = "DWELL_MAX_MODULE", default_value_t = 64 << 20)]
-    max_module: usize,
-    /// CPU-time budget of one turn, in milliseconds (a turn is also stopped after ten
-    /// times this in wall-clock time).
-    #[arg(long, env = "DWELL_TURN_TIME_MS", default_value_t = 1000)]
-    turn_time_ms: u64,
-    /// Memory limit of one instance, in MiB.
-    #[arg(long, env = "DWELL_MEMORY_MB", default_value_t = 64)]
-    memory_mb: usize,
-    /// Largest state snapshot, in bytes.
-    #[arg(long, env = "DWELL_MAX_STATE", default_value_t = 4 << 20)]
-    max_state: usize,
-    /// Wait for a reply when a call has no `Prefer: wait`.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    default_wait: Duration,
-    /// Longest `Prefer: wait` honoured.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
-    max_wait: Duration,
-    /// HTTP worker threads.
-    #[arg(long, env = "DWELL_HTTP_WORKERS", default_value_t = 2)]
-    http_workers: usize,
-    /// Attempts for a turn that traps, before its message is dead-lettered.
-    #[arg(long, default_value_t = 3)]
-    turn_attempts: u32,
-    /// Pending timers one actor may have.
-    #[arg(long, default_value_t = 1000)]
-    max_timers: usize,
-    /// Outbound destinations guests and callbacks may reach: `host` or `host:port`
-    /// (repeatable; comma-separated in DWELL_ALLOW_HTTP). Nothing else is reachable.
-    #[arg(long = "allow-http", env = "DWELL_ALLOW_HTTP", value_delimiter = ',')]
-    allow_http: Vec<String>,
-    /// Callback signing secret, `whsec_` + base64 (default: generated and kept in
-    /// `<data>/webhook-secret`).
-    #[arg(long, env = "DWELL_WEBHOOK_SECRET", hide_env_values = true)]
-    webhook_secret: Option<String>,
-    /// Let guests and callbacks reach loopback, private and link-local addresses
-    /// (development and tests only).
-    #[arg(long)]
-    allow_private_net: bool,
-    /// Default quota: module names per tenant.
-    #[arg(long, default_value_t = 100)]
-    max_modules: u64,
-    /// Default quota: actors per tenant.
-    #[arg(long, default_value_t = 10_000_000)]
-    max_actors: u64,
-    /// Default quota: requests per second per tenant (0 = unlimited).
-    #[arg(long, default_value_t = 0)]
-    rate_limit: u64,
-    /// Default quota: request burst per tenant (default: the rate).
-    #[arg(long, default_value_t = 0)]
-    rate_burst: u64,
-    /// Default quota: turns of one tenant executing at once (default: half the cores,
-    /// so one tenant's expensive turns always leave room for the others; a node with a
-    /// single tenant wants the number of cores).
-    #[arg(long, env = "DWELL_CONCURRENT_TURNS")]
-    concurrent_turns: Option<u64>,
-    /// Calls and events held in memory before they are durable, at most; past it (or
-    /// past `--ingress-mb` of their bodies) they get 503 with Retry-After.
-    #[arg(long, default_value_t = 65_536)]
-    ingress_messages: usize,
-    /// Message bytes held in memory before they are durable, at most, in MiB.
-    #[arg(long, default_value_t = 256)]
-    ingress_mb: usize,
-    /// Allocate instances on demand instead of from wasmtime's pooling allocator.
-    #[arg(long)]
-    no_pooling: bool,
-    /// Attempts to deliver a callback before giving up.
-    #[arg(long, default_value_t = 8)]
-    callback_attempts: u32,
-    /// How long an Idempotency-Key is remembered.
-    #[arg(long, value_parser = parse_duration, default_value = "24h")]
-    idempotency_retention: Duration,
+/// Colours only for a terminal, and never with `NO_COLOR` set (https://no-color.org).
+fn color(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DWELL_LOG")
                 .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(color(std::io::stderr().is_terminal()))
         .init();
-    let cli = Cli::parse();
-    let client = |key: Option<String>| {
-        Client::with_tls(&cli.server, key, cli.ca_cert.as_deref())
-            .unwrap_or_else(|e| fail(&format!("--ca-cert: {e}")))
+    // clap decides per stream whether it writes to a terminal; NO_COLOR turns it off.
+    let choice = if color(true) {
+        clap::ColorChoice::Auto
+    } else {
+        clap::ColorChoice::Never
     };
-    let tenant = || client(cli.key.clone().or_else(|| key_file("default-tenant.key")));
-    let admin = || client(cli.admin_key.clone().or_else(|| key_file("admin.key")));
-    match &cli.cmd {
-        Cmd::Serve(_) => {}
-        Cmd::Deploy { file, name } => {
-            let bytes =
-                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-            return show(tenant().deploy(name, bytes)?);
+    let matches = Cli::command().color(choice).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let from_flag = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let result = match cli.cmd {
+        Cmd::Serve(ref flags) => {
+            let mut flags = (**flags).clone();
+            // Global options given as flags are the flag layer; from the environment
+            // they are read with every other `DWELL_*` variable.
+            if from_flag("admin_key") {
+                flags.admin_key = cli.admin_key.clone();
+            }
+            if from_flag("ca_cert") {
+                flags.ca_cert = cli.ca_cert.clone();
+            }
+            start(&flags, cli.output)
         }
-        Cmd::Call { target, json, wait } => return show(tenant().call(target, json, *wait)?),
-        Cmd::Send { target, json } => return show(tenant().send(target, json)?),
-        Cmd::Inspect { target } => {
-            return show(tenant().get(&format!("/v1/actors/{target}"), None)?);
-        }
-        Cmd::Request { id, wait } => {
-            return show(tenant().get(&format!("/v1/requests/{id}"), *wait)?);
-        }
-        Cmd::Tenant(TenantCmd::Create { name }) => {
-            let body = serde_json::json!({ "name": name }).to_string();
-            return show(admin().post_json("/v1/tenants", &body)?);
-        }
-        Cmd::Tenant(TenantCmd::List) => return show(admin().get("/v1/tenants", None)?),
-        Cmd::Tenant(TenantCmd::Delete { name }) => {
-            return show(admin().delete(&format!("/v1/tenants/{name}"))?);
-        }
-        Cmd::Key(KeyCmd::Issue { tenant }) => {
-            return show(admin().post_json(&format!("/v1/tenants/{tenant}/keys"), "{}")?);
-        }
-        Cmd::Key(KeyCmd::Revoke { tenant, id }) => {
-            return show(admin().delete(&format!("/v1/tenants/{tenant}/keys/{id}"))?);
-        }
-    }
-    match cli.cmd {
-        Cmd::Serve(args) => run_server(*args, cli.admin_key, cli.ca_cert),
-        _ => Ok(()),
+        _ => client_command(&cli),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
 }
 
-fn fail(msg: &str) -> ! {
-    eprintln!("dwell: {msg}");
-    std::process::exit(2)
+fn client_command(cli: &Cli) -> anyhow::Result<()> {
+    let tenant = || {
+        let key = cli.key.clone().or_else(|| key_file("default-tenant.key"));
+        Client::with_key(&cli.server, key).with_ca_cert(cli.ca_cert.as_deref())
+    };
+    let admin = || {
+        let key = cli.admin_key.clone().or_else(|| key_file("admin.key"));
+        Client::with_key(&cli.server, key).with_ca_cert(cli.ca_cert.as_deref())
+    };
+    let out = cli.output;
+    match &cli.cmd {
+        Cmd::Serve(_) => unreachable!("handled by main"),
+        Cmd::Deploy { file, name } => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            show(out, View::Deployed, tenant()?.deploy(name, bytes)?)
+        }
+        Cmd::Call { target, json, wait } => {
+            show(out, View::CallReply, tenant()?.call(target, json, *wait)?)
+        }
+        Cmd::Send { target, json } => show(out, View::Event, tenant()?.send(target, json)?),
+        Cmd::Inspect { target } | Cmd::Actor(ActorCmd::Show { target }) => show(
+            out,
+            View::Actor,
+            tenant()?.get(&format!("/v1/actors/{target}"), None)?,
+        ),
+        Cmd::Request { id, wait } => show(
+            out,
+            View::Request,
+            tenant()?.get(&format!("/v1/requests/{id}"), *wait)?,
+        ),
+        Cmd::Modules | Cmd::Module(ModuleCmd::List) => {
+            show(out, View::Modules, tenant()?.get("/v1/modules", None)?)
+        }
+        Cmd::Module(ModuleCmd::Show { name }) => show(
+            out,
+            View::Module,
+            tenant()?.get(&format!("/v1/modules/{name}"), None)?,
+        ),
+        Cmd::Module(ModuleCmd::Delete { name }) => show(
+            out,
+            View::Done(&format!("deleted module {name}")),
+            tenant()?.delete(&format!("/v1/modules/{name}"))?,
+        ),
+        Cmd::Actor(ActorCmd::Delete { target }) => show(
+            out,
+            View::Done(&format!("deleted actor {target}")),
+            tenant()?.delete(&format!("/v1/actors/{target}"))?,
+        ),
+        Cmd::DeadLetter(DeadLetterCmd::List { target }) => show(
+            out,
+            View::DeadLetters,
+            tenant()?.get(&format!("/v1/actors/{target}"), None)?,
+        ),
+        Cmd::DeadLetter(DeadLetterCmd::Retry { target, seq }) => show(
+            out,
+            View::Retried,
+            tenant()?.post_json(
+                &format!("/v1/actors/{target}/dead-letters/{seq}/retry"),
+                "{}",
+            )?,
+        ),
+        Cmd::Tenant(TenantCmd::Create { name }) => {
+            let body = serde_json::json!({ "name": name }).to_string();
+            show(out, View::Tenant, admin()?.post_json("/v1/tenants", &body)?)
+        }
+        Cmd::Tenant(TenantCmd::List) => {
+            show(out, View::Tenants, admin()?.get("/v1/tenants", None)?)
+        }
+        Cmd::Tenant(TenantCmd::Show { name }) => show(
+            out,
+            View::Tenant,
+            admin()?.get(&format!("/v1/tenants/{name}"), None)?,
+        ),
+        Cmd::Tenant(TenantCmd::Update(update)) => {
+            let body = update.patch()?.to_string();
+            let path = format!("/v1/tenants/{}", update.name);
+            show(out, View::Tenant, admin()?.patch_json(&path, &body)?)
+        }
+        Cmd::Tenant(TenantCmd::Delete { name }) => show(
+            out,
+            View::Done(&format!("deleted tenant {name}")),
+            admin()?.delete(&format!("/v1/tenants/{name}"))?,
+        ),
+        Cmd::Key(KeyCmd::Issue { tenant }) => show(
+            out,
+            View::Key,
+            admin()?.post_json(&format!("/v1/tenants/{tenant}/keys"), "{}")?,
+        ),
+        Cmd::Key(KeyCmd::Revoke { tenant, id }) => show(
+            out,
+            View::Done(&format!("revoked key {id} of tenant {tenant}")),
+            admin()?.delete(&format!("/v1/tenants/{tenant}/keys/{id}"))?,
+        ),
+    }
 }
 
 /// A key file written by `dwell serve` at first start, in `$DWELL_DATA` or `./data`.
@@ -262,64 +493,94 @@ fn key_file(name: &str) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-fn show(reply: dwell::client::Reply) -> anyhow::Result<()> {
-    if let Some(loc) = &reply.location {
-        eprintln!("{} (poll {loc})", reply.status);
-    }
-    println!("{}", reply.body);
+/// Print a reply; an error reply exits with status 1 after saying what went wrong.
+fn show(out: Format, view: View<'_>, reply: Reply) -> anyhow::Result<()> {
     if reply.status >= 400 {
-        // The problem document above says why; the exit code says that it failed.
+        match out {
+            Format::Json => println!("{}", reply.body),
+            Format::Text => eprintln!("{}", output::problem_text(reply.status, &reply.body)),
+        }
         std::process::exit(1);
+    }
+    match (out, reply.json()) {
+        (Format::Text, Some(v)) => print!("{}", output::text(view, reply.status, &v)),
+        _ => {
+            if let Some(loc) = &reply.location {
+                eprintln!("{} (poll {loc})", reply.status);
+            }
+            if !reply.body.trim().is_empty() {
+                println!("{}", reply.body);
+            }
+        }
     }
     Ok(())
 }
 
-fn run_server(
-    args: ServeArgs,
-    admin_key: Option<String>,
-    ca_cert: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let tls = match (&args.tls_cert, &args.tls_key) {
+/// `dwell serve`: load the configuration, then print it or run the server.
+fn start(flags: &ServeFlags, out: Format) -> anyhow::Result<()> {
+    let loaded = dwell::config::load(flags)?;
+    if flags.dump_config {
+        if out == Format::Json {
+            println!("{:#}", loaded.config.to_json());
+        } else {
+            let file = loaded
+                .file
+                .map_or("no config file".to_owned(), |f| f.display().to_string());
+            println!(
+                "# dwell serve: the effective configuration (defaults < {file} < DWELL_* \
+                 environment < flags)"
+            );
+            print!("{}", loaded.config.to_toml());
+        }
+        return Ok(());
+    }
+    run_server(loaded.config)
+}
+
+fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
+    // HTTPS when both a certificate and its key are configured (never half of it).
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(cert), Some(key)) => Some(dwell::tls::server_config(cert, key)?),
-        _ => None,
+        (None, None) => None,
+        _ => anyhow::bail!("tls_cert and tls_key go together: set both for HTTPS, or neither"),
     };
     let limits = Limits {
-        turn_time: Duration::from_millis(args.turn_time_ms),
-        memory_bytes: args.memory_mb << 20,
-        state_bytes: args.max_state,
-        message_bytes: args.max_body,
-        module_bytes: args.max_module,
-        timers_per_actor: args.max_timers,
+        turn_time: cfg.turn_time,
+        memory_bytes: cfg.memory.as_usize(),
+        state_bytes: cfg.max_state.as_usize(),
+        message_bytes: cfg.max_body.as_usize(),
+        module_bytes: cfg.max_module.as_usize(),
+        timers_per_actor: cfg.max_timers,
         ..Limits::default()
     };
     let config = EngineConfig {
-        data_dir: args.data.clone(),
+        data_dir: cfg.data.clone(),
         limits,
         retry: dwell::domain::RetryPolicy {
-            max_attempts: args.turn_attempts.max(1),
+            max_attempts: cfg.turn_attempts.max(1),
             ..Default::default()
         },
         outbound: dwell::engine::OutboundConfig {
-            allow: args.allow_http.clone(),
-            callback_attempts: args.callback_attempts.max(1),
-            ca_cert,
+            allow: cfg.allow_http.clone(),
+            callback_attempts: cfg.callback_attempts.max(1),
+            ca_cert: cfg.ca_cert.clone(),
             ..Default::default()
         },
-        webhook_secret: args.webhook_secret.clone(),
-        idempotency_retention: args.idempotency_retention,
-        allow_private_net: args.allow_private_net,
-        pooling: !args.no_pooling,
-        ingress_messages: args.ingress_messages,
-        ingress_bytes: args.ingress_mb << 20,
+        webhook_secret: cfg.webhook_secret.clone(),
+        idempotency_retention: cfg.idempotency_retention,
+        allow_private_net: cfg.allow_private_net,
+        pooling: !cfg.no_pooling,
+        ingress_messages: cfg.ingress_messages,
+        ingress_bytes: cfg.ingress_bytes.as_usize(),
         ..EngineConfig::default()
     };
     let mut config = config;
     config.quotas = dwell::domain::Quotas {
-        max_modules: args.max_modules,
-        max_actors: args.max_actors,
-        requests_per_second: args.rate_limit,
-        burst: args.rate_burst,
-        concurrent_turns: args
+        max_modules: cfg.max_modules,
+        max_actors: cfg.max_actors,
+        requests_per_second: cfg.rate_limit,
+        burst: cfg.rate_burst,
+        concurrent_turns: cfg
             .concurrent_turns
             .unwrap_or_else(|| dwell::domain::Quotas::defaults(&config.limits).concurrent_turns)
             .max(1),
@@ -339,11 +600,11 @@ fn run_server(
         let _guard = rt.enter();
         Engine::start(config)?
     };
-    if let Some(first) = rt.block_on(engine.bootstrap(admin_key.as_deref()))? {
+    if let Some(first) = rt.block_on(engine.bootstrap(cfg.admin_key.as_deref()))? {
         // The one time these keys are shown; they are also in the data directory (0600).
         println!(
             "dwell: first start on {}: created tenant \"default\"",
-            args.data.display()
+            cfg.data.display()
         );
         println!(
             "  tenant key (default): {}  (saved in default-tenant.key)",
@@ -353,7 +614,7 @@ fn run_server(
             println!("  admin key:            {admin}  (saved in admin.key)");
         }
     }
-    for spec in &args.deploy {
+    for spec in &cfg.deploy {
         let (name, file) = spec
             .split_once('=')
             .with_context(|| format!("--deploy {spec:?}: expected NAME=FILE"))?;
@@ -368,14 +629,14 @@ fn run_server(
         );
     }
     let listener =
-        TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
+        TcpListener::bind(&cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("dwell listening on {scheme}://{addr}");
     let http = HttpConfig {
-        default_wait: args.default_wait,
-        max_wait: args.max_wait,
-        workers: args.http_workers,
+        default_wait: cfg.default_wait,
+        max_wait: cfg.max_wait,
+        workers: cfg.http_workers,
         tls,
     };
     let closed = engine.closed();
@@ -387,4 +648,38 @@ fn run_server(
         tracing::warn!("the store did not close in time; the next start will repair it");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand and every argument says what it is for in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "dwell", &mut missing);
+        assert!(missing.is_empty(), "no help: {missing:?}");
+    }
 }

@@ -6,6 +6,7 @@ mod examples;
 #[allow(dead_code)]
 mod fake;
 mod foundation;
+mod hardening;
 mod harness;
 mod processes;
 mod semantics;

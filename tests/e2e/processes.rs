@@ -430,3 +430,137 @@ fn actors_ask_each_other_and_a_completed_process_refuses_more_messages() {
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(state(&server, "done")["fired"], json!([]));
 }
+
+#[test]
+fn a_timer_the_guest_was_told_it_has_is_stored_and_the_limit_is_decided_in_the_turn() {
+    let server = Server::start(&["--max-timers", "10"]);
+    server.deploy("probe", "probe");
+    let ok = json!({"ok": true});
+    assert_eq!(
+        probe(
+            &server,
+            "lim",
+            json!({"op": "set_timers", "count": 10, "after_ms": 600_000})
+        ),
+        ok
+    );
+    // Cancelling a timer that does not exist frees nothing: an 11th is refused in the
+    // turn that asks for it (it used to be accepted, then dropped by the store).
+    assert_eq!(
+        probe(
+            &server,
+            "lim",
+            json!({"op": "cancel_timer", "name": "nope"})
+        ),
+        ok
+    );
+    let r = probe(
+        &server,
+        "lim",
+        json!({"op": "set_timer", "name": "extra", "after_ms": 600_000}),
+    );
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("at most 10")),
+        "{r}"
+    );
+    // Replacing a pending timer at the limit is fine; cancelling a real one makes room.
+    assert_eq!(
+        probe(
+            &server,
+            "lim",
+            json!({"op": "set_timer", "name": "t3", "after_ms": 700_000})
+        ),
+        ok
+    );
+    assert_eq!(
+        probe(&server, "lim", json!({"op": "cancel_timer", "name": "t0"})),
+        ok
+    );
+    assert_eq!(
+        probe(
+            &server,
+            "lim",
+            json!({"op": "set_timer", "name": "extra", "after_ms": 600_000})
+        ),
+        ok
+    );
+    // Interleaved from many clients near the limit (8 pending, 4 clients each replacing
+    // their own): every timer a turn was told it has is stored, and never more than 10.
+    for name in ["t9", "extra"] {
+        assert_eq!(
+            probe(&server, "lim", json!({"op": "cancel_timer", "name": name})),
+            ok
+        );
+    }
+    let accepted = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for c in 0..4 {
+            let (server, accepted) = (&server, &accepted);
+            s.spawn(move || {
+                for i in 0..15 {
+                    if i > 0 {
+                        let previous = format!("c{c}x{}", i - 1);
+                        let r = server.call(
+                            "probe",
+                            "lim",
+                            json!({"op": "cancel_timer", "name": previous}),
+                        );
+                        assert_eq!(r.status, 200);
+                    }
+                    let name = format!("c{c}x{i}");
+                    let r = server.call(
+                        "probe",
+                        "lim",
+                        json!({"op": "set_timer", "name": name, "after_ms": 600_000}),
+                    );
+                    if r.json() == json!({"ok": true}) {
+                        accepted.lock().unwrap().push(name);
+                    }
+                }
+            });
+        }
+    });
+    let a = server.actor("probe", "lim").json();
+    let mut pending: Vec<String> = a["timers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    pending.sort();
+    let accepted = accepted.into_inner().unwrap();
+    assert!(!accepted.is_empty(), "some clients got a slot");
+    // What must be pending: the 8 base timers and each client's last timer if accepted
+    // (every earlier one was cancelled by that client's next step).
+    let mut expected: Vec<String> = (1..=8).map(|i| format!("t{i}")).collect();
+    expected.extend(accepted.iter().filter(|n| n.ends_with("x14")).cloned());
+    expected.sort();
+    assert_eq!(pending, expected, "accepted: {accepted:?}");
+    assert!(pending.len() <= 10);
+}
+
+#[test]
+fn an_ask_to_a_completed_process_is_answered_with_an_error() {
+    let server = Server::start(&[]);
+    server.deploy("probe", "probe");
+    probe(&server, "finished", json!({"op": "complete"}));
+    let r = probe(
+        &server,
+        "curious",
+        json!({"op": "ask", "module": "probe", "key": "finished", "body": {"op": "get"}, "correlation": "late"}),
+    );
+    assert_eq!(r, json!({"ok": true}));
+    let asks = server.eventually(Duration::from_secs(10), "the ask's answer", || {
+        let asks = state(&server, "curious")["asks"].clone();
+        (asks.as_array()?.len() == 1).then_some(asks)
+    });
+    assert_eq!(asks[0]["correlation"], "late");
+    assert_eq!(asks[0]["reply"], Value::Null);
+    let error = asks[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("probe/finished") && error.contains("complete"),
+        "{error}"
+    );
+}

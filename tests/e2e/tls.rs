@@ -143,6 +143,7 @@ fn a_guests_https_call_and_an_https_callback_reach_services_of_a_private_ca() {
 
 fn dwell(server: &Server, ca: Option<&Path>, args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dwell"));
+    cmd.args(["-o", "json"]);
     if let Some(ca) = ca {
         cmd.arg("--ca-cert").arg(ca);
     }

@@ -4,7 +4,10 @@
 //! `{"do": "trap"}` panics (a Wasm trap), `{"do": "recurse"}` overflows the stack,
 //! `{"do": "huge", "bytes": n}` returns a state with n (default 64 Mi) bytes of ballast,
 //! `{"do": "refuse"}` returns a guest error, `{"do": "shout"}` writes 3 KiB to stderr and
-//! answers like `ok`, and `{"do": "ok"}` counts and answers `{"ok": n}`.
+//! answers like `ok`, `{"do": "forge"}` logs a line with a newline and a fake server log
+//! line after it, `{"do": "flood", "bytes": n}` logs 1,000 lines of n (default 1 Ki)
+//! bytes, `{"do": "forge_reply", "handle": h}` answers a reply handle it made up, and
+//! `{"do": "ok"}` counts and answers `{"ok": n}`.
 use dwell_sdk::prelude::*;
 
 #[derive(Default, Serialize, Deserialize)]
@@ -21,6 +24,9 @@ struct Cmd {
     /// For `huge`: how many bytes of ballast to keep in the state.
     #[serde(default)]
     bytes: Option<usize>,
+    /// For `forge_reply`: a reply handle made up by the guest.
+    #[serde(default)]
+    handle: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -71,6 +77,19 @@ impl Actor for Hostile {
             }
             "refuse" => return Err(Error::new("refused on purpose")),
             "shout" => eprintln!("{}", "a".repeat(3 << 10)),
+            "forge" => ctx.log(
+                "innocent\n2026-01-01T00:00:00.000000Z  INFO dwell: FORGED admin key is dw_admin",
+            ),
+            "forge_reply" => {
+                let handle = ReplyHandle(cmd.handle.clone().unwrap_or_default());
+                ctx.reply(&handle, &"forged")?;
+            }
+            "flood" => {
+                let line = "f".repeat(cmd.bytes.unwrap_or(1 << 10));
+                for _ in 0..1000 {
+                    ctx.log(&line);
+                }
+            }
             _ => {}
         }
         self.handled += 1;

@@ -18,6 +18,10 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
             "{kind} {name:?} contains {c:?}; allowed are letters, digits and _ . : -"
         ));
     }
+    // `.` and `..` (also sent as `%2e%2e`) name a directory, not a thing.
+    if name.chars().all(|c| c == '.') {
+        return Err(format!("{kind} {name:?} is only dots"));
+    }
     Ok(())
 }
 
@@ -137,6 +141,12 @@ mod tests {
         assert!(validate_name("key", "a/b").is_err());
         assert!(validate_name("key", "").is_err());
         assert!(validate_name("key", &"x".repeat(129)).is_err());
+        // Directory names are not names, whatever the caller's encoding was.
+        for dots in [".", "..", "..."] {
+            assert!(validate_name("key", dots).is_err(), "{dots}");
+        }
+        assert!(validate_name("key", "a..b").is_ok());
+        assert!(validate_name("key", ".hidden").is_ok());
     }
 
     #[test]

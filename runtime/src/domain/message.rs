@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ActorId, RequestId, UnixMs};
+use super::{ActorId, RequestId, UnixMs, validate_name};
 
 /// Why a message is in a mailbox. Bodies are MessagePack.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +87,12 @@ impl ReplyTo {
         let module = parts.next()?;
         let key = parts.next()?;
         let correlation = parts.next()?;
+        // A guest can forge a handle: it addresses only an actor any API could address.
+        validate_name("module", module).ok()?;
+        validate_name("actor key", key).ok()?;
+        if correlation.len() > 256 {
+            return None;
+        }
         Some(ReplyTo::Actor {
             actor: ActorId::new(tenant.clone(), module, key),
             correlation: correlation.to_owned(),
@@ -124,6 +130,11 @@ pub enum Effect {
     HttpCall(HttpCallSpec),
     Complete,
 }
+
+/// The names of an actor's pending timers, as its runner tracks them: the per-actor timer
+/// limit is decided from this when a turn sets a timer, so the guest hears a refusal
+/// instead of the store dropping an accepted timer later.
+pub type TimerNames = std::collections::BTreeSet<String>;
 
 /// The outcome of one message, ready to commit.
 #[derive(Debug, Clone, PartialEq)]
@@ -242,6 +253,23 @@ mod tests {
         };
         assert_eq!(ReplyTo::from_handle(&ask.to_handle(), &t), Some(ask));
         assert_eq!(ReplyTo::from_handle("nonsense", &t), None);
+    }
+
+    #[test]
+    fn a_forged_reply_handle_addresses_only_valid_actors() {
+        let t = TenantId::default_tenant();
+        let long_key = format!("ask:probe/{}/c", "k !".repeat(270));
+        for forged in [
+            long_key.as_str(),
+            "ask:probe/has space/c",
+            "ask:probe/../c",
+            "ask:../x/c",
+            "ask:probe//c",
+        ] {
+            assert_eq!(ReplyTo::from_handle(forged, &t), None, "{forged}");
+        }
+        let long_correlation = format!("ask:probe/k/{}", "c".repeat(300));
+        assert_eq!(ReplyTo::from_handle(&long_correlation, &t), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub use ids::{ActorId, Digest, RequestId, TenantId, validate_name};
 pub(crate) use message::serde_bytes_vec;
 pub use message::{
     ActorStatus, Effect, Envelope, HttpCallSpec, HttpReply, MessageKind, RefusalCode, ReplyTo,
-    RequestStatus, TurnResult,
+    RequestStatus, TimerNames, TurnResult,
 };
 pub use policy::{Limits, RetryPolicy};
 pub use tenancy::{

@@ -57,6 +57,13 @@ pub struct Limits {
     pub timers_per_actor: usize,
     /// Size of an uploaded module.
     pub module_bytes: usize,
+    /// Guest log lines one turn may write, and their bytes; past either, the turn's
+    /// further lines are counted, not written.
+    pub log_lines_per_turn: usize,
+    pub log_bytes_per_turn: usize,
+    /// Guest log bytes per second across all of a tenant's turns (burst: four seconds'
+    /// worth).
+    pub log_bytes_per_second: u64,
 }
 
 impl Default for Limits {
@@ -69,6 +76,9 @@ impl Default for Limits {
             effects_per_turn: 1000,
             timers_per_actor: 1000,
             module_bytes: 64 << 20,
+            log_lines_per_turn: 32,
+            log_bytes_per_turn: 8 << 10,
+            log_bytes_per_second: 64 << 10,
         }
     }
 }

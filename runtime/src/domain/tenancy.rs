@@ -91,6 +91,9 @@ impl Quotas {
             timers_per_actor: self.timers_per_actor as usize,
             module_bytes: self.max_module_bytes as usize,
             effects_per_turn: base.effects_per_turn,
+            log_lines_per_turn: base.log_lines_per_turn,
+            log_bytes_per_turn: base.log_bytes_per_turn,
+            log_bytes_per_second: base.log_bytes_per_second,
         }
     }
 }
@@ -112,6 +115,11 @@ impl TokenBucket {
 
     /// Take one token. `Err(wait)` says how long until one is available.
     pub fn take(&mut self, now_ms: u64, rate: u64, burst: u64) -> Result<(), Duration> {
+        self.take_n(now_ms, 1, rate, burst)
+    }
+
+    /// Take `n` tokens at once (at most `burst` ever fit). `rate` 0 is unlimited.
+    pub fn take_n(&mut self, now_ms: u64, n: u64, rate: u64, burst: u64) -> Result<(), Duration> {
         if rate == 0 {
             return Ok(());
         }
@@ -119,11 +127,12 @@ impl TokenBucket {
         let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
         self.tokens = (self.tokens.min(cap) + elapsed * rate as f64).min(cap);
         self.last_ms = now_ms;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = n as f64;
+        if self.tokens >= n {
+            self.tokens -= n;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate as f64))
+            Err(Duration::from_secs_f64((n - self.tokens) / rate as f64))
         }
     }
 }

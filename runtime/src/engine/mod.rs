@@ -190,6 +190,7 @@ impl Drop for Admitted {
 struct Directory {
     registry: Arc<Registry>,
     tenants: Arc<tenants::Tenants>,
+    clock: Arc<dyn Clock>,
     platform_allow: Vec<String>,
     allow_private: bool,
 }
@@ -212,6 +213,10 @@ impl crate::executor::ModuleDirectory for Directory {
             self.allow_private,
             false,
         )
+    }
+
+    fn admit_log(&self, tenant: &TenantId, bytes: usize) -> bool {
+        self.tenants.admit_log(tenant, bytes, self.clock.now_ms())
     }
 }
 
@@ -268,7 +273,6 @@ impl Engine {
             dispatch.clone(),
             clock.clone(),
             store::WriterConfig {
-                timers_per_actor: config.limits.timers_per_actor as u32,
                 max_actors: config.quotas.max_actors,
             },
         )?;
@@ -293,6 +297,7 @@ impl Engine {
         let directory = Arc::new(Directory {
             registry: registry.clone(),
             tenants: tenants.clone(),
+            clock: clock.clone(),
             platform_allow: config.outbound.allow.clone(),
             allow_private: config.allow_private_net,
         });
@@ -333,6 +338,10 @@ impl Engine {
         inner.rt.spawn(timers::run(inner.clone()));
         inner.rt.spawn(timers::purge(inner.clone()));
         inner.rt.spawn(outbox::run(inner.clone()));
+        for id in inner.store.purges()? {
+            tracing::info!(tenant = %id, "resuming the purge of a deleted tenant");
+            inner.rt.spawn(purge(inner.clone(), id));
+        }
         let ready = inner.store.ready_actors()?;
         if !ready.is_empty() {
             tracing::info!(actors = ready.len(), "resuming actors with pending mail");
@@ -710,17 +719,25 @@ impl Engine {
         self.create_tenant_with(name, None).await
     }
 
+    /// Create a tenant. Its identity is the name plus a random suffix, so that nothing
+    /// of an earlier tenant of the same name (deleted, maybe still being purged) can
+    /// ever be reached through it; the default tenant made at first start keeps its
+    /// bare name (`secret` given).
     async fn create_tenant_with(
         &self,
         name: &str,
         secret: Option<String>,
     ) -> Result<(Arc<TenantInfo>, String), Error> {
         validate_name("tenant name", name).map_err(Error::Refused)?;
+        let id = secret
+            .is_none()
+            .then(|| format!("{name}~{:08x}", rand::random::<u32>()));
         let record = store::TenantRecord {
             created_ms: self.now_ms(),
             quotas: QuotaOverrides::default(),
             webhook_secret: secret.unwrap_or_else(outbound::new_secret),
             allow_http: Vec::new(),
+            id,
         };
         let created = self
             .inner
@@ -740,10 +757,11 @@ impl Engine {
         Ok((info, secret))
     }
 
+    /// The live tenant named `name`.
     pub fn tenant(&self, name: &str) -> Result<Arc<TenantInfo>, Error> {
         self.inner
             .tenants
-            .get(&TenantId(name.to_owned()))
+            .by_name(name)
             .ok_or_else(|| Error::UnknownTenant(name.to_owned()))
     }
 
@@ -798,9 +816,12 @@ impl Engine {
         Ok((self.tenant(name)?, secret))
     }
 
-    /// Delete a tenant, its keys and its modules (its keys stop working at once).
+    /// Delete a tenant: its keys and modules at once (its keys stop working, its actors
+    /// stop running, its timers and deliveries stop), everything else — actors, states,
+    /// mailboxes, timers, requests, idempotency keys, outbox entries — purged in the
+    /// background. A tenant created again under the name starts empty.
     pub async fn delete_tenant(&self, name: &str) -> Result<(), Error> {
-        self.tenant(name)?;
+        let tenant = self.tenant(name)?.id.clone();
         self.inner
             .store
             .admin(store::AdminOp::DeleteTenant {
@@ -808,20 +829,20 @@ impl Engine {
             })
             .await?;
         self.inner.tenants.remove(name);
-        let tenant = TenantId(name.to_owned());
         self.inner.registry.forget_tenant(&tenant);
         self.inner.warm.forget_tenant(&tenant);
         self.inner.scheduler.forget_tenant(&tenant);
+        self.inner.rt.spawn(purge(self.inner.clone(), tenant.0));
         Ok(())
     }
 
     /// Issue an API key for a tenant: `(id, key)`. The key is shown once and stored only
     /// as its hash.
     pub async fn issue_key(&self, tenant: &str) -> Result<(String, String), Error> {
-        self.tenant(tenant)?;
+        let tenant = self.tenant(tenant)?.id.clone();
         let (id, key) = new_key("dw");
         let record = store::KeyRecord {
-            tenant: tenant.to_owned(),
+            tenant: tenant.0,
             hash: hash_key(&key).to_vec(),
             created_ms: self.now_ms(),
         };
@@ -838,12 +859,12 @@ impl Engine {
 
     /// Revoke a key of `tenant`; effective at once.
     pub async fn revoke_key(&self, tenant: &str, id: &str) -> Result<bool, Error> {
-        self.tenant(tenant)?;
+        let tenant = self.tenant(tenant)?.id.clone();
         let removed = self
             .inner
             .store
             .admin(store::AdminOp::DeleteKey {
-                tenant: tenant.to_owned(),
+                tenant: tenant.0,
                 id: id.to_owned(),
             })
             .await?;
@@ -966,4 +987,27 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
         .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+/// Purge a deleted tenant's data in batches, each its own short write, so the writer
+/// keeps serving everyone else in between.
+async fn purge(inner: Arc<Inner>, tenant: String) {
+    loop {
+        let op = store::AdminOp::PurgeTenant {
+            id: tenant.clone(),
+            max: 2_000,
+        };
+        match inner.store.admin(op).await {
+            Ok(true) => tokio::task::yield_now().await,
+            Ok(false) => {
+                tracing::info!(%tenant, "deleted tenant purged");
+                return;
+            }
+            Err(store::Error::Closed) => return,
+            Err(e) => {
+                tracing::warn!(%tenant, error = %e, "purging a deleted tenant; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }

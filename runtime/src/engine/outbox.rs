@@ -68,6 +68,16 @@ pub(super) async fn run(inner: Arc<Inner>) {
 
 async fn deliver(inner: &Arc<Inner>, id: u128, entry: OutboxEntry) {
     let update = match &entry.delivery {
+        // A deleted tenant's calls stop (its actors are being purged).
+        Delivery::Http { actor, .. }
+            if crate::domain::ActorId::from_storage_key(actor)
+                .is_none_or(|a| inner.tenants.get(&a.tenant).is_none()) =>
+        {
+            Some(OutboxUpdate::Finish {
+                result: None,
+                callback: None,
+            })
+        }
         Delivery::Http { actor, spec } => http_call(inner, id, &entry, actor, spec).await,
         Delivery::Callback { request, url } => callback(inner, &entry, *request, url).await,
     };
@@ -186,14 +196,19 @@ async fn callback(
         }
     };
     let actor = crate::domain::ActorId::from_storage_key(&rec.actor);
-    let tenant = actor.as_ref().and_then(|a| inner.tenants.get(&a.tenant));
-    let secret = tenant
-        .as_ref()
-        .map(|t| t.record.webhook_secret.clone())
-        .unwrap_or_else(|| inner.webhook_secret.clone());
-    let tenant_allow = tenant
-        .map(|t| t.record.allow_http.clone())
-        .unwrap_or_default();
+    // A deleted tenant's callbacks stop: nothing is sent, nothing signed with a secret
+    // that is not the tenant's.
+    let Some(tenant) = actor.as_ref().and_then(|a| inner.tenants.get(&a.tenant)) else {
+        return Some(OutboxUpdate::Finish {
+            result: None,
+            callback: Some(CallbackStatus::GaveUp {
+                attempts: entry.attempts,
+                error: "the tenant was deleted".to_owned(),
+            }),
+        });
+    };
+    let secret = tenant.record.webhook_secret.clone();
+    let tenant_allow = tenant.record.allow_http.clone();
     let mut body = serde_json::json!({
         "request_id": id.to_string(),
         "actor": actor.map(|a| serde_json::json!({"module": a.module, "key": a.key})),

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{ActorId, ActorStatus, Effect, TurnResult};
+use crate::domain::{ActorId, ActorStatus, Effect, MessageKind, TimerNames, TurnResult};
 use crate::executor::{TurnExec, TurnInput};
 use crate::store::{self, ActorMeta, CommittedTurn, EnqueueAck, Expect, InlineTurn, PendingBatch};
 
@@ -38,20 +38,29 @@ const KEEPS_UP: Duration = Duration::from_millis(20);
 struct Known {
     meta: ActorMeta,
     state: Option<Vec<u8>>,
+    timers: Arc<TimerNames>,
 }
 
 pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
     let Ok(_permit) = inner.scheduler.permits.clone().acquire_owned().await else {
         return;
     };
-    let tenant = inner.tenants.get(&actor.tenant);
-    let permits = tenant.as_ref().map(|t| t.turn_permits.clone());
-    let limits = tenant
-        .map(|t| t.limits.clone())
-        .unwrap_or_else(|| Arc::new(inner.config.limits.clone()));
+    let Some(tenant) = inner.tenants.get(&actor.tenant) else {
+        // An actor of a deleted tenant never runs again (its data is being purged); a
+        // message handed over in memory (a due timer) stays where it is until then.
+        loop {
+            let (inbox, _) = inner.scheduler.take(&actor, usize::MAX);
+            for m in inbox {
+                let _ = m.done.send(Ok(EnqueueAck::UnknownModule));
+            }
+            if inner.scheduler.retire(&actor) {
+                return;
+            }
+        }
+    };
     let exec = Exec {
-        limits,
-        tenant_permits: permits,
+        limits: tenant.limits.clone(),
+        tenant_permits: Some(tenant.turn_permits.clone()),
     };
     let max = inner.config.batch_per_actor.max(1);
     let mut known: Option<Known> = None;
@@ -72,6 +81,7 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
                 meta: k.meta,
                 state: k.state,
                 messages: Vec::new(),
+                timers: k.timers,
             })),
             None => inner.store.pending(&actor, max),
         };
@@ -122,6 +132,7 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
                             Some(meta) if ok && !fresh => Some(Known {
                                 meta,
                                 state: batch.state,
+                                timers: batch.timers,
                             }),
                             _ => None,
                         };
@@ -130,6 +141,7 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
                         known = (!fresh).then_some(Known {
                             meta: batch.meta,
                             state: batch.state,
+                            timers: batch.timers,
                         });
                     }
                 }
@@ -139,6 +151,7 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
                 known = Some(Known {
                     meta: batch.meta,
                     state: batch.state,
+                    timers: batch.timers,
                 });
             }
             if inner.scheduler.retire(&actor) {
@@ -188,12 +201,14 @@ pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
             Some(meta) => Some(Known {
                 meta,
                 state: p.state,
+                timers: p.timers,
             }),
             // A new actor: its creation time comes from the writer.
             None => match settle(&mut inflight).await {
                 (true, Some(meta)) => Some(Known {
                     meta,
                     state: p.state,
+                    timers: p.timers,
                 }),
                 _ => None,
             },
@@ -220,6 +235,7 @@ fn new_actor(inner: &Inner, actor: &ActorId) -> Option<PendingBatch> {
         },
         state: None,
         messages: Vec::new(),
+        timers: Arc::default(),
     })
 }
 
@@ -299,9 +315,9 @@ async fn run_batch(
     };
 
     let mut state = batch.state;
-    // Pending timers as the turns see them (approximate within a batch: the writer
-    // enforces the exact limit).
-    let mut timers = batch.meta.timers;
+    // The actor's pending timers as each turn sees them: exact, from the store and the
+    // effects of the turns before (a turn that sets one past the limit is refused then).
+    let mut timers = batch.timers;
     let mut head = batch.meta.head_seq;
     let mut done: Vec<CommittedTurn> = Vec::with_capacity(batch.messages.len());
     for (seq, envelope) in batch.messages {
@@ -319,8 +335,17 @@ async fn run_batch(
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (ran, took) =
-                turn(inner, exec, module, &key, actor, &state, &envelope, timers).await;
+            let (ran, took) = turn(
+                inner,
+                exec,
+                module,
+                &key,
+                actor,
+                &state,
+                &envelope,
+                timers.clone(),
+            )
+            .await;
             *busy += took;
             match ran {
                 Ran::Done(new_state, effects) => {
@@ -381,6 +406,13 @@ async fn run_batch(
         let module = module.as_ref().filter(|_| status == ActorStatus::Active);
         let result = match module {
             Some(module) if !stop => {
+                // A due timer handed over in memory fires in this commit: it is no longer
+                // pending for its own turn.
+                if let (Some(_), MessageKind::Timer { name }) = (m.timer, &m.req.envelope.kind)
+                    && timers.contains(name)
+                {
+                    Arc::make_mut(&mut timers).remove(name);
+                }
                 let (ran, took) = turn(
                     inner,
                     exec,
@@ -389,7 +421,7 @@ async fn run_batch(
                     actor,
                     &state,
                     &m.req.envelope,
-                    timers,
+                    timers.clone(),
                 )
                 .await;
                 *busy += took;
@@ -444,7 +476,7 @@ async fn run_batch(
         let mut meta = batch.meta;
         meta.head_seq = head + inline.len() as u64;
         meta.status = status;
-        meta.timers = timers;
+        meta.timers = timers.len() as u32;
         meta
     });
     Ok(Some(Prepared {
@@ -453,6 +485,7 @@ async fn run_batch(
         expect,
         state,
         meta,
+        timers,
         clean,
     }))
 }
@@ -466,6 +499,8 @@ struct Prepared {
     state: Option<Vec<u8>>,
     /// The actor's meta after the batch, if the runner can tell without the writer.
     meta: Option<ActorMeta>,
+    /// The actor's pending timers after the batch.
+    timers: Arc<TimerNames>,
     /// Every in-memory message ran (none is only to be enqueued).
     clean: bool,
 }
@@ -510,7 +545,7 @@ async fn turn(
     actor: &ActorId,
     state: &Option<Vec<u8>>,
     envelope: &crate::domain::Envelope,
-    timers: u32,
+    timers: Arc<TimerNames>,
 ) -> (Ran, Duration) {
     let input = TurnInput {
         actor,
@@ -543,7 +578,7 @@ async fn turn(
         // A slow module's turn runs on the slow lane (see `lanes`), with owned inputs.
         let (executor, module) = (inner.executor.clone(), module.clone());
         let (actor, state, envelope) = (actor.clone(), state.clone(), envelope.clone());
-        let (now_ms, limits) = (input.now_ms, input.limits.clone());
+        let (now_ms, limits, timers) = (input.now_ms, input.limits.clone(), input.timers.clone());
         let ran = super::lanes::run_slow(async move {
             let input = TurnInput {
                 actor: &actor,
@@ -582,12 +617,17 @@ async fn turn(
     (ran, took)
 }
 
-fn count_effects(effects: &[Effect], status: &mut ActorStatus, timers: &mut u32) {
+/// What a turn's effects change in the runner's view of its actor.
+fn count_effects(effects: &[Effect], status: &mut ActorStatus, timers: &mut Arc<TimerNames>) {
     for e in effects {
         match e {
             Effect::Complete => *status = ActorStatus::Completed,
-            Effect::SetTimer { .. } => *timers += 1,
-            Effect::CancelTimer { .. } => *timers = timers.saturating_sub(1),
+            Effect::SetTimer { name, .. } if !timers.contains(name) => {
+                Arc::make_mut(timers).insert(name.clone());
+            }
+            Effect::CancelTimer { name } if timers.contains(name) => {
+                Arc::make_mut(timers).remove(name);
+            }
             _ => {}
         }
     }

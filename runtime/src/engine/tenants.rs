@@ -16,11 +16,16 @@ use crate::store::{KeyRecord, TenantRecord};
 
 /// One tenant, ready for the hot path.
 pub struct TenantInfo {
-    pub name: TenantId,
+    /// The tenant's identity in storage keys (see `TenantRecord::id`).
+    pub id: TenantId,
+    /// The name the admin API knows it by.
+    pub name: String,
     pub record: TenantRecord,
     pub quotas: Quotas,
     pub limits: Arc<Limits>,
     bucket: Mutex<TokenBucket>,
+    /// Bytes of guest log this tenant may still write (`log_bytes_per_second`).
+    log_bucket: Mutex<TokenBucket>,
     /// This tenant's concurrent turns (its `concurrent_turns` quota).
     pub turn_permits: Arc<Semaphore>,
 }
@@ -42,6 +47,8 @@ pub struct Tenants {
     defaults: Quotas,
     base: Limits,
     map: RwLock<HashMap<TenantId, Arc<TenantInfo>>>,
+    /// name → identity of the live tenants.
+    names: RwLock<HashMap<String, TenantId>>,
     /// key id → (tenant, SHA-256 of the key)
     keys: RwLock<HashMap<String, (TenantId, [u8; 32])>>,
     admin: RwLock<Option<[u8; 32]>>,
@@ -57,6 +64,7 @@ impl Tenants {
             defaults,
             base,
             map: RwLock::new(HashMap::new()),
+            names: RwLock::new(HashMap::new()),
             keys: RwLock::new(HashMap::new()),
             admin: RwLock::new(None),
         }
@@ -69,20 +77,32 @@ impl Tenants {
     /// Install or refresh a tenant.
     pub fn put(&self, name: &str, record: TenantRecord, now_ms: UnixMs) {
         let quotas = self.defaults.with(&record.quotas);
+        let id = TenantId(record.id.clone().unwrap_or_else(|| name.to_owned()));
         let info = TenantInfo {
-            name: TenantId(name.to_owned()),
+            id: id.clone(),
+            name: name.to_owned(),
             limits: Arc::new(quotas.limits(&self.base)),
             turn_permits: Arc::new(Semaphore::new(quotas.concurrent_turns as usize)),
             bucket: Mutex::new(TokenBucket::new(now_ms)),
+            log_bucket: Mutex::new(TokenBucket::new(now_ms)),
             quotas,
             record,
         };
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        map.insert(TenantId(name.to_owned()), Arc::new(info));
+        map.insert(id.clone(), Arc::new(info));
+        self.names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), id);
     }
 
-    pub fn remove(&self, name: &str) {
-        let t = TenantId(name.to_owned());
+    /// Forget the tenant named `name` and its keys; returns its identity.
+    pub fn remove(&self, name: &str) -> Option<TenantId> {
+        let t = self
+            .names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)?;
         self.map
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -91,6 +111,18 @@ impl Tenants {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, (owner, _)| owner != &t);
+        Some(t)
+    }
+
+    /// The live tenant named `name`.
+    pub fn by_name(&self, name: &str) -> Option<Arc<TenantInfo>> {
+        let id = self
+            .names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()?;
+        self.get(&id)
     }
 
     pub fn put_key(&self, id: &str, rec: &KeyRecord) {
@@ -169,6 +201,18 @@ impl Tenants {
             t.quotas.requests_per_second,
             t.quotas.burst.max(t.quotas.requests_per_second),
         )
+    }
+
+    /// May `tenant`'s guests write `bytes` more of log now?
+    pub fn admit_log(&self, tenant: &TenantId, bytes: usize, now_ms: UnixMs) -> bool {
+        let Some(t) = self.get(tenant) else {
+            return false;
+        };
+        let rate = t.limits.log_bytes_per_second;
+        let mut bucket = t.log_bucket.lock().unwrap_or_else(|p| p.into_inner());
+        bucket
+            .take_n(now_ms, bytes as u64, rate, rate.saturating_mul(4))
+            .is_ok()
     }
 
     /// Effective overrides after a patch.

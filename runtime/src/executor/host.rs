@@ -1,11 +1,13 @@
 //! The `host` interface as the guest sees it: every call only records an effect for the
 //! current turn, after checking it against the limits. Nothing here performs I/O.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::domain::{
-    ActorId, Effect, HttpCallSpec, Limits, RefusalCode, ReplyTo, TenantId, UnixMs, validate_name,
+    ActorId, Effect, HttpCallSpec, Limits, RefusalCode, ReplyTo, TenantId, TimerNames, UnixMs,
+    validate_name,
 };
 
 use super::HostState;
@@ -17,6 +19,8 @@ pub trait ModuleDirectory: Send + Sync + 'static {
     fn module_exists(&self, tenant: &TenantId, module: &str) -> bool;
     /// May `tenant`'s guests call `url`? `Err` says why not.
     fn check_outbound(&self, tenant: &TenantId, url: &str) -> Result<(), String>;
+    /// May `tenant`'s guests write `bytes` more of log now (its log rate)?
+    fn admit_log(&self, tenant: &TenantId, bytes: usize) -> bool;
 }
 
 /// The turn being recorded.
@@ -29,11 +33,17 @@ pub(super) struct TurnCtx {
     pub cpu: super::cpu::CpuMeter,
     effects: Vec<Effect>,
     effect_bytes: usize,
-    /// Pending timers before the turn, and names newly set during it.
-    timers_before: u32,
-    timers_set: Vec<String>,
+    /// Pending timers before the turn (until the turn ends), what the turn set (`true`)
+    /// or cancelled (`false`) by name, and how many are pending now.
+    timers: Option<Arc<TimerNames>>,
+    timer_changes: HashMap<String, bool>,
+    timer_count: usize,
     /// How the guest classified the refusal it is about to return (`refuse-as`).
     refusal: Option<RefusalCode>,
+    /// Log lines and bytes this turn wrote, and lines it was not allowed to write.
+    log_lines: usize,
+    log_bytes: usize,
+    log_dropped: usize,
     limits: Arc<Limits>,
     directory: Arc<dyn ModuleDirectory>,
 }
@@ -48,15 +58,25 @@ impl TurnCtx {
             cpu: Default::default(),
             effects: Vec::new(),
             effect_bytes: 0,
-            timers_before: 0,
-            timers_set: Vec::new(),
+            timers: None,
+            timer_changes: HashMap::new(),
+            timer_count: 0,
             refusal: None,
+            log_lines: 0,
+            log_bytes: 0,
+            log_dropped: 0,
             limits,
             directory,
         }
     }
 
-    pub fn begin(&mut self, actor: &ActorId, now_ms: UnixMs, timers: u32, limits: &Arc<Limits>) {
+    pub fn begin(
+        &mut self,
+        actor: &ActorId,
+        now_ms: UnixMs,
+        timers: Arc<TimerNames>,
+        limits: &Arc<Limits>,
+    ) {
         if !Arc::ptr_eq(&self.limits, limits) {
             self.limits = limits.clone();
         }
@@ -69,9 +89,27 @@ impl TurnCtx {
         self.cpu.start();
         self.effects.clear();
         self.effect_bytes = 0;
-        self.timers_before = timers;
-        self.timers_set.clear();
+        self.timer_count = timers.len();
+        self.timers = Some(timers);
+        self.timer_changes.clear();
         self.refusal = None;
+        self.log_lines = 0;
+        self.log_bytes = 0;
+        self.log_dropped = 0;
+    }
+
+    /// Say, once per turn, how many guest log lines were held back by the limits.
+    pub fn end_logs(&mut self) {
+        if self.log_dropped > 0 {
+            tracing::warn!(
+                target: "guest",
+                tenant = %self.actor.tenant,
+                actor = %self.actor,
+                dropped = self.log_dropped,
+                "guest log lines dropped (over the per-turn or per-tenant log limit)"
+            );
+            self.log_dropped = 0;
+        }
     }
 
     /// The refusal class the guest set in this turn, if any.
@@ -79,8 +117,19 @@ impl TurnCtx {
         self.refusal.take()
     }
 
+    /// The turn's effects; the turn is over (its view of the timers is let go, so the
+    /// runner can update its own without a copy).
     pub fn take_effects(&mut self) -> Vec<Effect> {
+        self.timers = None;
         std::mem::take(&mut self.effects)
+    }
+
+    /// Is timer `name` pending at this point of the turn?
+    fn timer_pending(&self, name: &str) -> bool {
+        match self.timer_changes.get(name) {
+            Some(&set) => set,
+            None => self.timers.as_ref().is_some_and(|t| t.contains(name)),
+        }
     }
 
     /// Record an effect carrying `bytes` of payload, within the per-turn limits.
@@ -207,29 +256,38 @@ impl host::Host for HostState {
     fn set_timer(&mut self, name: String, due_ms: u64, payload: Vec<u8>) -> Result<(), String> {
         validate_name("timer name", &name)?;
         let turn = &mut self.turn;
-        if !turn.timers_set.contains(&name) {
-            // A replaced timer is counted as new: conservative at the limit.
-            let would_be = turn.timers_before as usize + turn.timers_set.len() + 1;
-            if would_be > turn.limits.timers_per_actor {
-                return Err(format!(
-                    "an actor may have at most {} pending timers",
-                    turn.limits.timers_per_actor
-                ));
-            }
-            turn.timers_set.push(name.clone());
+        // Replacing a pending timer adds none; a new one must fit under the limit, counted
+        // exactly from the actor's pending timers and this turn's sets and cancels.
+        let new = !turn.timer_pending(&name);
+        if new && turn.timer_count >= turn.limits.timers_per_actor {
+            return Err(format!(
+                "an actor may have at most {} pending timers",
+                turn.limits.timers_per_actor
+            ));
         }
-        self.turn.record(
+        turn.record(
             payload.len(),
             Effect::SetTimer {
-                name,
+                name: name.clone(),
                 due_ms,
                 payload,
             },
-        )
+        )?;
+        turn.timer_count += usize::from(new);
+        turn.timer_changes.insert(name, true);
+        Ok(())
     }
 
     fn cancel_timer(&mut self, name: String) {
-        let _ = self.turn.record(0, Effect::CancelTimer { name });
+        let turn = &mut self.turn;
+        let pending = turn.timer_pending(&name);
+        if turn
+            .record(0, Effect::CancelTimer { name: name.clone() })
+            .is_ok()
+        {
+            turn.timer_count -= usize::from(pending);
+            turn.timer_changes.insert(name, false);
+        }
     }
 
     fn http_call(&mut self, call_id: String, request: types::HttpRequest) -> Result<(), String> {
@@ -270,15 +328,29 @@ impl host::Host for HostState {
         let _ = self.turn.record(0, Effect::Complete);
     }
 
+    /// A guest's log line, as data: escaped (a newline or a terminal escape cannot forge
+    /// a line of the server's log), tagged with its tenant and actor, and bounded per turn
+    /// and per tenant (the rest is counted and reported once at the end of the turn).
     fn log(&mut self, level: types::LogLevel, message: String) {
-        let actor = &self.turn.actor;
-        let message: String = message.chars().take(2048).collect();
+        let turn = &mut self.turn;
+        let text: String = message.chars().take(1024).collect::<String>();
+        let text = text.escape_debug().to_string();
+        if turn.log_lines >= turn.limits.log_lines_per_turn
+            || turn.log_bytes + text.len() > turn.limits.log_bytes_per_turn
+            || !turn.directory.admit_log(&turn.actor.tenant, text.len())
+        {
+            turn.log_dropped += 1;
+            return;
+        }
+        turn.log_lines += 1;
+        turn.log_bytes += text.len();
+        let (tenant, actor) = (&turn.actor.tenant, &turn.actor);
         match level {
-            types::LogLevel::Trace => tracing::trace!(target: "guest", %actor, "{message}"),
-            types::LogLevel::Debug => tracing::debug!(target: "guest", %actor, "{message}"),
-            types::LogLevel::Info => tracing::info!(target: "guest", %actor, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(target: "guest", %actor, "{message}"),
-            types::LogLevel::Error => tracing::error!(target: "guest", %actor, "{message}"),
+            types::LogLevel::Trace => tracing::trace!(target: "guest", %tenant, %actor, "{text}"),
+            types::LogLevel::Debug => tracing::debug!(target: "guest", %tenant, %actor, "{text}"),
+            types::LogLevel::Info => tracing::info!(target: "guest", %tenant, %actor, "{text}"),
+            types::LogLevel::Warn => tracing::warn!(target: "guest", %tenant, %actor, "{text}"),
+            types::LogLevel::Error => tracing::error!(target: "guest", %tenant, %actor, "{text}"),
         }
     }
 

@@ -104,8 +104,9 @@ pub struct TurnInput<'a> {
     pub now_ms: UnixMs,
     pub state: Option<&'a [u8]>,
     pub envelope: &'a Envelope,
-    /// The actor's pending timers before this turn (for the per-actor timer limit).
-    pub timers: u32,
+    /// The names of the actor's pending timers before this turn (for the per-actor
+    /// timer limit).
+    pub timers: Arc<crate::domain::TimerNames>,
     /// The limits of the actor's tenant.
     pub limits: Arc<Limits>,
 }
@@ -302,10 +303,12 @@ impl Executor {
             _ => {
                 let mut store = self.new_store();
                 store.data_mut().memory_limit = input.limits.memory_bytes;
-                store
-                    .data_mut()
-                    .turn
-                    .begin(input.actor, input.now_ms, input.timers, &input.limits);
+                store.data_mut().turn.begin(
+                    input.actor,
+                    input.now_ms,
+                    input.timers.clone(),
+                    &input.limits,
+                );
                 store.set_epoch_deadline(1);
                 match module.pre.instantiate_async(&mut store).await {
                     Ok(actor) => Warm {
@@ -329,6 +332,7 @@ impl Executor {
             .actor
             .call_handle(&mut inst.store, input.state, &msg)
             .await;
+        inst.store.data_mut().turn.end_logs();
         match result {
             Ok(Ok(state)) => {
                 if state.len() > input.limits.state_bytes {

@@ -51,13 +51,13 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 
 fn tenant_json(st: &AppState, t: &TenantInfo) -> serde_json::Value {
     json!({
-        "name": t.name.0,
+        "name": t.name,
         "created_ms": t.record.created_ms,
         "quotas": t.quotas,
         "overrides": t.record.quotas,
         "allow_http": t.record.allow_http,
-        "keys": st.engine.key_ids(&t.name),
-        "actors": st.engine.actor_count(&t.name).unwrap_or(0),
+        "keys": st.engine.key_ids(&t.id),
+        "actors": st.engine.actor_count(&t.id).unwrap_or(0),
     })
 }
 

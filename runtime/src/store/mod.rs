@@ -19,11 +19,11 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{ActorId, Envelope, RequestId, TenantId, UnixMs};
+use crate::domain::{ActorId, Envelope, RequestId, TenantId, TimerNames, UnixMs};
 
 pub use records::{
     ActorMeta, CallbackStatus, DeadLetter, Delivery, KeyRecord, ModuleRecord, ModuleVersion,
-    OutboxEntry, RequestRecord, TenantRecord,
+    OutboxEntry, PURGE_PREFIX, RequestRecord, TenantRecord,
 };
 pub use writer::{
     AdminOp, Closed, CommittedTurn, EnqueueAck, EnqueueDone, EnqueueRequest, Expect, Idempotency,
@@ -70,6 +70,8 @@ pub struct PendingBatch {
     pub meta: ActorMeta,
     pub state: Option<Vec<u8>>,
     pub messages: Vec<(u64, Envelope)>,
+    /// The names of the actor's pending timers.
+    pub timers: Arc<TimerNames>,
 }
 
 /// What `GET /v1/actors/..` shows.
@@ -222,6 +224,21 @@ impl Store {
             done,
         })
         .await
+    }
+
+    /// Deleted tenants whose purge has not finished (their ids).
+    pub fn purges(&self) -> Result<Vec<String>, Error> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let mut ids = Vec::new();
+        for entry in meta.range(PURGE_PREFIX..)? {
+            let (k, _) = entry?;
+            match k.value().strip_prefix(PURGE_PREFIX) {
+                Some(id) => ids.push(id.to_owned()),
+                None => break,
+            }
+        }
+        Ok(ids)
     }
 
     /// Can the store be read, and does the writer commit? (Readiness.)
@@ -426,10 +443,18 @@ impl Store {
                 break;
             }
         }
+        let mut timers = TimerNames::new();
+        if meta.timers > 0 {
+            let index = txn.open_table(TIMER_INDEX)?;
+            for entry in index.range((key.as_str(), "")..(key.as_str(), "\u{7f}"))? {
+                timers.insert(entry?.0.value().1.to_owned());
+            }
+        }
         Ok(Some(PendingBatch {
             meta,
             state,
             messages,
+            timers: Arc::new(timers),
         }))
     }
 

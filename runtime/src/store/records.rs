@@ -136,6 +136,23 @@ pub struct TenantRecord {
     pub webhook_secret: String,
     /// Outbound destinations this tenant's guests may reach, besides the platform's.
     pub allow_http: Vec<String>,
+    /// (Last: records written before it lack it.) The tenant's identity in every storage key (`<id>/module/key`): its name for
+    /// tenants created before identities existed, else the name and a random suffix,
+    /// so a tenant created again under a deleted one's name shares nothing with it.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// Meta-table key prefix of a deleted tenant's purge job: `purge/<tenant id>`.
+pub const PURGE_PREFIX: &str = "purge/";
+
+/// How far the purge of a deleted tenant got: actors and idempotency keys go first (by
+/// prefix); then the outbox (phase 0) and the requests (phase 1) are scanned from
+/// `cursor`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PurgeJob {
+    pub phase: u8,
+    pub cursor: u128,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -62,10 +62,7 @@ fn fixture_with(max_actors: u64) -> Fixture {
         dir.path(),
         hook.clone(),
         Arc::new(FixedClock),
-        WriterConfig {
-            timers_per_actor: 10,
-            max_actors,
-        },
+        WriterConfig { max_actors },
     )
     .unwrap();
     let tenant = TenantId::default_tenant();

@@ -1,0 +1,278 @@
+//! Regressions of the defects found by attacking Dwell as a hostile tenant and a careless
+//! operator would (the hardening issue): each test shows one of them stays fixed.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::fake::FakeService;
+use crate::harness::Server;
+
+#[test]
+fn guest_logs_cannot_forge_server_lines_or_flood_the_log() {
+    let server = Server::start(&[]);
+    server.deploy("hostile", "hostile");
+    assert_eq!(
+        server
+            .call("hostile", "liar", json!({"do": "forge"}))
+            .status,
+        200
+    );
+    let log = server.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("INFO dwell: FORGED") && !l.contains("guest")),
+        "a guest's newline started a line of its own:\n{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("FORGED"))
+        .expect("the guest's line is logged");
+    assert!(line.contains("innocent\\n2026"), "escaped: {line}");
+    assert!(
+        line.contains("hostile/liar") && line.contains("default"),
+        "tagged: {line}"
+    );
+
+    // 20 turns that each try to log 1,000 lines of 1 KiB (20 MB): a turn writes at most
+    // its per-turn share, the tenant at most its rate, and the rest is counted.
+    let before = server.log().len();
+    for i in 0..20 {
+        let r = server.call("hostile", &format!("loud{}", i % 4), json!({"do": "flood"}));
+        assert_eq!(r.status, 200);
+    }
+    let log = server.log();
+    let grown = log.len() - before;
+    assert!(grown < 600 << 10, "the log grew by {grown} bytes");
+    assert!(
+        log.contains("guest log lines dropped"),
+        "the drop is reported"
+    );
+}
+
+#[test]
+fn a_callback_receiver_answering_200_with_a_large_body_is_a_success() {
+    let receiver = FakeService::start(|_, _| Some((200, vec![], "x".repeat(100_000))));
+    let server = Server::start(&["--allow-private-net", "--allow-http", &receiver.host_port()]);
+    server.deploy("probe", "probe");
+    let r = server.post_json(
+        "/v1/actors/probe/big",
+        &json!({"op": "echo", "value": 1}),
+        &[
+            ("prefer", "respond-async"),
+            ("callback-url", &format!("{}/cb", receiver.url)),
+        ],
+    );
+    let location = r.header("location").unwrap();
+    let rec = server.eventually(Duration::from_secs(20), "the callback's outcome", || {
+        let rec = server.get(&location).json();
+        let status = rec["callback"]["status"].as_str()?;
+        (status != "pending" && status != "waiting_for_result").then_some(rec)
+    });
+    assert_eq!(rec["callback"]["status"], "delivered", "{rec}");
+    assert_eq!(rec["callback"]["attempts"], 1, "{rec}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(receiver.count(), 1, "delivered once, not retried");
+}
+
+#[test]
+fn names_that_are_only_dots_are_refused_everywhere() {
+    let server = Server::start(&[]);
+    server.deploy("counter", "counter");
+    for path in [
+        "/v1/actors/counter/..",
+        "/v1/actors/counter/%2e%2e",
+        "/v1/actors/counter/.",
+        "/v1/actors/%2E/k",
+    ] {
+        let r = server.post_json(path, &json!({"add": 1}), &[]);
+        let p = r.assert_problem(400);
+        assert!(
+            p["detail"].as_str().unwrap().contains("dots"),
+            "{path}: {p}"
+        );
+    }
+    let wasm = std::fs::read(crate::harness::guest("counter")).unwrap();
+    server
+        .request("PUT", "/v1/modules/..", &[], Some(&wasm))
+        .assert_problem(400);
+    let admin = format!("Bearer {}", server.admin_key);
+    let r = server.request(
+        "POST",
+        "/v1/tenants",
+        &[
+            ("authorization", &admin),
+            ("content-type", "application/json"),
+        ],
+        Some(br#"{"name": ".."}"#),
+    );
+    r.assert_problem(400);
+}
+
+#[test]
+fn a_forged_reply_handle_is_refused_and_creates_no_actor() {
+    let server = Server::start(&[]);
+    server.deploy("hostile", "hostile");
+    server.deploy("probe", "probe");
+    let forged = format!("ask:probe/{}/c", "bad key!".repeat(100));
+    for handle in [forged.as_str(), "ask:probe/../c", "ask:nosuch/k/c"] {
+        let r = server.call(
+            "hostile",
+            "forger",
+            json!({"do": "forge_reply", "handle": handle}),
+        );
+        if handle.starts_with("ask:nosuch") {
+            // A valid name of a module that does not exist: accepted as a reply, and
+            // delivering it finds no module (nothing is created).
+            continue;
+        }
+        let p = r.assert_problem(500);
+        assert!(
+            p["detail"].as_str().unwrap().contains("not a reply handle"),
+            "{p}"
+        );
+    }
+    let admin = format!("Bearer {}", server.admin_key);
+    let t = server
+        .request(
+            "GET",
+            "/v1/tenants/default",
+            &[("authorization", &admin)],
+            None,
+        )
+        .json();
+    assert_eq!(t["actors"], 1, "only the forger exists: {t}");
+}
+
+/// Create tenant `name` (admin key) with one API key; returns the key.
+fn new_tenant(server: &Server, name: &str) -> String {
+    let admin = format!("Bearer {}", server.admin_key);
+    let r = server.post_json(
+        "/v1/tenants",
+        &json!({"name": name}),
+        &[("authorization", &admin)],
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let k = server.post_json(
+        &format!("/v1/tenants/{name}/keys"),
+        &json!({}),
+        &[("authorization", &admin)],
+    );
+    k.json()["key"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_deleted_tenants_data_work_and_callbacks_are_gone_and_its_name_starts_empty() {
+    let receiver = FakeService::start(|_, _| Some((503, vec![], "{}".into())));
+    let server = Server::start(&[
+        "--allow-private-net",
+        "--allow-http",
+        &receiver.host_port(),
+        "--callback-attempts",
+        "50",
+    ]);
+    let admin = format!("Bearer {}", server.admin_key);
+    let key = new_tenant(&server, "doomed");
+    let auth = format!("Bearer {key}");
+    let as_doomed = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        let mut h = vec![
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        h.push(("prefer", "wait=10"));
+        let body = body.map(|b| b.to_string());
+        server.request(method, path, &h, body.as_deref().map(str::as_bytes))
+    };
+    for (name, guest) in [("counter", "counter"), ("probe", "probe")] {
+        let r = server.request(
+            "PUT",
+            &format!("/v1/modules/{name}"),
+            &[("authorization", &auth)],
+            Some(&std::fs::read(crate::harness::guest(guest)).unwrap()),
+        );
+        assert_eq!(r.status, 201);
+    }
+    let r = as_doomed("POST", "/v1/actors/counter/x", Some(json!({"add": 1733})));
+    assert_eq!(r.json(), json!({"total": 1733}));
+    let old_request = r.header("dwell-request-id").unwrap();
+    // A timer due in two seconds, and a callback its receiver keeps refusing.
+    let r = as_doomed(
+        "POST",
+        "/v1/actors/probe/t",
+        Some(json!({"op": "set_timer", "name": "later", "after_ms": 2000})),
+    );
+    assert_eq!(r.json(), json!({"ok": true}));
+    let r = server.request(
+        "POST",
+        "/v1/actors/probe/cb",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+            ("prefer", "respond-async"),
+            ("callback-url", &format!("{}/cb", receiver.url)),
+        ],
+        Some(br#"{"op": "echo", "value": 1}"#),
+    );
+    assert_eq!(r.status, 202);
+    server.eventually(
+        Duration::from_secs(10),
+        "a refused callback attempt",
+        || (receiver.count() >= 1).then_some(()),
+    );
+
+    let r = server.request(
+        "DELETE",
+        "/v1/tenants/doomed",
+        &[("authorization", &admin)],
+        None,
+    );
+    assert_eq!(r.status, 204);
+    let attempts_at_delete = receiver.count();
+    // The old key is dead at once.
+    assert_eq!(as_doomed("GET", "/v1/actors/counter/x", None).status, 401);
+
+    // A new tenant of the same name starts empty.
+    let key = new_tenant(&server, "doomed");
+    let auth2 = format!("Bearer {key}");
+    let as_new = |method: &str, path: &str| {
+        server.request(method, path, &[("authorization", auth2.as_str())], None)
+    };
+    let t = server
+        .request(
+            "GET",
+            "/v1/tenants/doomed",
+            &[("authorization", &admin)],
+            None,
+        )
+        .json();
+    assert_eq!(t["actors"], 0, "{t}");
+    assert_eq!(as_new("GET", "/v1/modules").json()["modules"], json!([]));
+    as_new("GET", "/v1/actors/counter/x").assert_problem(404);
+    as_new("GET", &format!("/v1/requests/{old_request}")).assert_problem(404);
+    let r = server.request(
+        "PUT",
+        "/v1/modules/probe",
+        &[("authorization", &auth2)],
+        Some(&std::fs::read(crate::harness::guest("probe")).unwrap()),
+    );
+    assert_eq!(r.status, 201);
+
+    // The old timer's time passes: nothing of the old tenant runs, nothing is delivered.
+    std::thread::sleep(Duration::from_millis(3500));
+    as_new("GET", "/v1/actors/probe/t").assert_problem(404);
+    assert!(
+        receiver.count() <= attempts_at_delete + 1,
+        "callbacks went on after the deletion: {} then {}",
+        attempts_at_delete,
+        receiver.count()
+    );
+    // The old data is purged in the background.
+    server.eventually(Duration::from_secs(10), "the purge", || {
+        server.log().contains("deleted tenant purged").then_some(())
+    });
+    let log = server.log();
+    assert!(
+        !log.contains("turn failed") && !log.contains("later"),
+        "no turn of the old tenant ran:\n{log}"
+    );
+}
