@@ -7,6 +7,7 @@ mod examples;
 mod fake;
 mod foundation;
 mod harness;
+mod openapi;
 mod processes;
 mod tenancy;
 mod tidy;
