@@ -225,6 +225,7 @@ pub struct ServeConfig {
     pub allow_http: Vec<String>,
     pub allow_private_net: bool,
     pub webhook_secret: Option<String>,
+    pub secrets_key: Option<String>,
     pub admin_key: Option<String>,
     pub max_modules: u64,
     pub max_actors: u64,
@@ -264,6 +265,7 @@ impl Default for ServeConfig {
             allow_http: Vec::new(),
             allow_private_net: false,
             webhook_secret: None,
+            secrets_key: None,
             admin_key: None,
             max_modules: 100,
             max_actors: 10_000_000,
@@ -300,6 +302,7 @@ pub const KEYS: &[&str] = &[
     "allow_http",
     "allow_private_net",
     "webhook_secret",
+    "secrets_key",
     "admin_key",
     "max_modules",
     "max_actors",
@@ -321,6 +324,7 @@ const STRINGS: &[&str] = &[
     "listen",
     "data",
     "webhook_secret",
+    "secrets_key",
     "admin_key",
     "tls_cert",
     "tls_key",
@@ -394,6 +398,7 @@ impl ServeConfig {
         let mut out = toml::to_string(&redacted).unwrap_or_else(|e| format!("# {e}\n"));
         let unset: Vec<&str> = [
             ("webhook_secret", self.webhook_secret.is_none()),
+            ("secrets_key", self.secrets_key.is_none()),
             ("admin_key", self.admin_key.is_none()),
             ("concurrent_turns", self.concurrent_turns.is_none()),
             ("tls_cert", self.tls_cert.is_none()),
@@ -418,6 +423,7 @@ impl ServeConfig {
         let hide = |s: &Option<String>| s.as_ref().map(|_| "<redacted>".to_owned());
         ServeConfig {
             webhook_secret: hide(&self.webhook_secret),
+            secrets_key: hide(&self.secrets_key),
             admin_key: hide(&self.admin_key),
             ..self.clone()
         }
@@ -555,6 +561,16 @@ pub struct ServeFlags {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+    /// The key that seals tenants' webhook secrets at rest, base64 of 32 bytes; keep it
+    /// outside the data directory's backups [default: generated and kept in
+    /// `<data>/secrets.key`].
+    #[arg(
+        long,
+        value_name = "KEY",
+        help_heading = "Outbound calls and callbacks"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets_key: Option<String>,
     /// The admin key (from the global `--admin-key`, when given on the command line).
     #[arg(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -891,6 +907,7 @@ mod tests {
     fn keys_lists_every_field_in_order() {
         let all = ServeConfig {
             webhook_secret: Some("s".into()),
+            secrets_key: Some("k".into()),
             admin_key: Some("a".into()),
             concurrent_turns: Some(1),
             tls_cert: Some("c".into()),
@@ -1030,7 +1047,7 @@ mod tests {
         assert!(text.contains("webhook_secret = \"<redacted>\""), "{text}");
         assert!(text.contains("max_body = \"2 KiB\""), "{text}");
         assert!(
-            text.contains("# not set: concurrent_turns, tls_cert"),
+            text.contains("# not set: secrets_key, concurrent_turns, tls_cert"),
             "{text}"
         );
         let (_d, path) = file(&text);

@@ -567,6 +567,7 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
             ..Default::default()
         },
         webhook_secret: cfg.webhook_secret.clone(),
+        secrets_key: cfg.secrets_key.clone(),
         idempotency_retention: cfg.idempotency_retention,
         allow_private_net: cfg.allow_private_net,
         pooling: !cfg.no_pooling,

@@ -276,3 +276,67 @@ fn a_deleted_tenants_data_work_and_callbacks_are_gone_and_its_name_starts_empty(
         "no turn of the old tenant ran:\n{log}"
     );
 }
+
+#[test]
+fn the_data_directory_is_private_and_tenant_secrets_are_sealed_at_rest() {
+    use std::os::unix::fs::PermissionsExt;
+    let receiver = FakeService::start(|_, _| Some((200, vec![], "{}".into())));
+    let mut server = Server::start(&["--allow-private-net", "--allow-http", &receiver.host_port()]);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&server.data), 0o700);
+    assert_eq!(mode(&server.data.join("dwell.redb")), 0o600);
+    assert_eq!(mode(&server.data.join("secrets.key")), 0o600);
+
+    let admin = format!("Bearer {}", server.admin_key);
+    let r = server.post_json(
+        "/v1/tenants",
+        &json!({"name": "vault"}),
+        &[("authorization", &admin)],
+    );
+    let secret = r.json()["webhook_secret"].as_str().unwrap().to_owned();
+    let key = server
+        .post_json(
+            "/v1/tenants/vault/keys",
+            &json!({}),
+            &[("authorization", &admin)],
+        )
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.restart();
+    let file = std::fs::read(server.data.join("dwell.redb")).unwrap();
+    let needle = secret.trim_start_matches("whsec_").as_bytes();
+    assert!(
+        !file.windows(needle.len()).any(|w| w == needle),
+        "the webhook secret is in the data file in plain text"
+    );
+    // Unsealed again after the restart: the tenant's callbacks verify with its secret.
+    let auth = format!("Bearer {key}");
+    let r = server.request(
+        "PUT",
+        "/v1/modules/probe",
+        &[("authorization", &auth)],
+        Some(&std::fs::read(crate::harness::guest("probe")).unwrap()),
+    );
+    assert_eq!(r.status, 201);
+    let r = server.request(
+        "POST",
+        "/v1/actors/probe/v",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+            ("prefer", "respond-async"),
+            ("callback-url", &format!("{}/cb", receiver.url)),
+        ],
+        Some(br#"{"op": "echo", "value": 1}"#),
+    );
+    assert_eq!(r.status, 202);
+    server.eventually(Duration::from_secs(10), "the callback", || {
+        (receiver.count() >= 1).then_some(())
+    });
+    assert!(crate::processes::verify_signature(
+        &receiver.received()[0],
+        &secret
+    ));
+}

@@ -12,6 +12,7 @@ mod outbox;
 mod registry;
 mod runner;
 mod scheduler;
+mod secrets;
 mod tenants;
 mod timers;
 mod waiters;
@@ -50,6 +51,9 @@ pub struct EngineConfig {
     /// Callback signing secret (`whsec_…`); generated and kept in the data directory
     /// when not given.
     pub webhook_secret: Option<String>,
+    /// The key (base64 of 32 bytes) that seals tenants' webhook secrets at rest;
+    /// generated and kept in `<data>/secrets.key` when not given.
+    pub secrets_key: Option<String>,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_retention: Duration,
     /// How often expired idempotency keys are purged.
@@ -82,6 +86,7 @@ impl Default for EngineConfig {
             batch_per_actor: 64,
             outbound: OutboundConfig::default(),
             webhook_secret: None,
+            secrets_key: None,
             idempotency_retention: Duration::from_secs(24 * 3600),
             purge_interval: Duration::from_secs(10),
             quotas: Quotas::defaults(&Limits::default()),
@@ -130,6 +135,8 @@ pub(crate) struct Inner {
     pub timer_wake: tokio::sync::Notify,
     pub outbox_wake: tokio::sync::Notify,
     pub webhook_secret: String,
+    /// Seals tenants' webhook secrets before they are stored.
+    sealer: secrets::Sealer,
     pub tenants: Arc<tenants::Tenants>,
     pub warm: warm::WarmCache,
     pub in_flight: Arc<InFlight>,
@@ -287,8 +294,13 @@ impl Engine {
             config.quotas.clone(),
             config.limits.clone(),
         ));
+        let sealer = secrets::Sealer::load(config.secrets_key.as_deref(), &config.data_dir)
+            .map_err(Error::Setup)?;
         let now = clock.now_ms();
-        for (name, rec) in store.tenants()? {
+        for (name, mut rec) in store.tenants()? {
+            rec.webhook_secret = sealer
+                .open(&name, &rec.webhook_secret)
+                .map_err(Error::Setup)?;
             tenants.put(&name, rec, now);
         }
         for (id, rec) in store.keys()? {
@@ -328,6 +340,7 @@ impl Engine {
             timer_wake: tokio::sync::Notify::new(),
             outbox_wake: tokio::sync::Notify::new(),
             webhook_secret,
+            sealer,
             tenants,
             warm: warm::WarmCache::new(warm_instances),
             in_flight,
@@ -659,6 +672,18 @@ impl Engine {
     pub async fn bootstrap(&self, admin_key: Option<&str>) -> Result<Option<FirstStart>, Error> {
         let store = &self.inner.store;
         let dir = &self.inner.config.data_dir;
+        // Secrets stored in plain text before sealing existed are sealed now.
+        for (name, mut record) in store.tenants()? {
+            if !secrets::Sealer::is_sealed(&record.webhook_secret) {
+                record.webhook_secret = self.inner.sealer.seal(&name, &record.webhook_secret);
+                let op = store::AdminOp::PutTenant {
+                    name,
+                    record,
+                    create_only: false,
+                };
+                store.admin(op).await?;
+            }
+        }
         let mut first = None;
         if store.meta_value("bootstrapped")?.is_none() {
             // The default tenant signs callbacks with the server's secret (from
@@ -744,7 +769,7 @@ impl Engine {
             .store
             .admin(store::AdminOp::PutTenant {
                 name: name.to_owned(),
-                record: record.clone(),
+                record: self.sealed(name, &record),
                 create_only: true,
             })
             .await?;
@@ -755,6 +780,14 @@ impl Engine {
         self.inner.tenants.put(name, record, self.now_ms());
         let info = self.tenant(name)?;
         Ok((info, secret))
+    }
+
+    /// `record` as stored: its webhook secret sealed.
+    fn sealed(&self, name: &str, record: &store::TenantRecord) -> store::TenantRecord {
+        store::TenantRecord {
+            webhook_secret: self.inner.sealer.seal(name, &record.webhook_secret),
+            ..record.clone()
+        }
     }
 
     /// The live tenant named `name`.
@@ -808,7 +841,7 @@ impl Engine {
             .store
             .admin(store::AdminOp::PutTenant {
                 name: name.to_owned(),
-                record: record.clone(),
+                record: self.sealed(name, &record),
                 create_only: false,
             })
             .await?;

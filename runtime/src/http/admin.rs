@@ -16,18 +16,9 @@ use super::AppState;
 use super::codec::read_body;
 use super::handlers::{bearer, name};
 use super::problem::ApiError;
+use super::schemas as wire;
 
 type Result<T> = std::result::Result<T, ApiError>;
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/tenants", web::post().to(create_tenant))
-        .route("/v1/tenants", web::get().to(list_tenants))
-        .route("/v1/tenants/{name}", web::get().to(get_tenant))
-        .route("/v1/tenants/{name}", web::patch().to(update_tenant))
-        .route("/v1/tenants/{name}", web::delete().to(delete_tenant))
-        .route("/v1/tenants/{name}/keys", web::post().to(issue_key))
-        .route("/v1/tenants/{name}/keys/{id}", web::delete().to(revoke_key));
-}
 
 fn admin(st: &AppState, req: &HttpRequest) -> Result<()> {
     match st.engine.authenticate(bearer(req)) {
@@ -67,7 +58,21 @@ struct NewTenant {
     name: String,
 }
 
-async fn create_tenant(
+/// Create a tenant; the answer holds its callback signing secret, shown this once.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "tenants",
+    security(("admin_key" = [])),
+    request_body = wire::NewTenant,
+    responses(
+        (status = 201, description = "Created, with `webhook_secret`.", body = wire::Tenant),
+        (status = 400, description = "A malformed body or an invalid name."),
+        (status = 409, description = "A tenant of that name exists."),
+        (status = 413, description = "The body is over 64 KiB."),
+    ),
+)]
+pub(super) async fn create_tenant(
     st: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
@@ -81,7 +86,18 @@ async fn create_tenant(
     Ok(HttpResponse::build(StatusCode::CREATED).json(v))
 }
 
-async fn list_tenants(st: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse> {
+/// List the tenants.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "tenants",
+    security(("admin_key" = [])),
+    responses((status = 200, description = "The tenants.", body = wire::TenantList)),
+)]
+pub(super) async fn list_tenants(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse> {
     admin(&st, &req)?;
     let tenants: Vec<_> = st
         .engine
@@ -97,7 +113,20 @@ fn known(st: &AppState, tenant: &str) -> Result<Arc<TenantInfo>> {
     Ok(st.engine.tenant(tenant)?)
 }
 
-async fn get_tenant(
+/// A tenant: quotas, allowlist, key ids, actor count.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{name}",
+    tag = "tenants",
+    security(("admin_key" = [])),
+    params(wire::TenantName),
+    responses(
+        (status = 200, description = "The tenant.", body = wire::Tenant),
+        (status = 400, description = "Not a valid tenant name."),
+        (status = 404, description = "No tenant of that name."),
+    ),
+)]
+pub(super) async fn get_tenant(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -116,7 +145,22 @@ struct TenantPatch {
     rotate_webhook_secret: bool,
 }
 
-async fn update_tenant(
+/// Change a tenant's quotas or allowlist, or rotate its callback signing secret.
+#[utoipa::path(
+    patch,
+    path = "/v1/tenants/{name}",
+    tag = "tenants",
+    security(("admin_key" = [])),
+    params(wire::TenantName),
+    request_body = wire::TenantPatch,
+    responses(
+        (status = 200, description = "The tenant as changed; with `webhook_secret` when rotated.", body = wire::Tenant),
+        (status = 400, description = "A malformed body, an invalid name or allowlist entry."),
+        (status = 404, description = "No tenant of that name."),
+        (status = 413, description = "The body is over 64 KiB."),
+    ),
+)]
+pub(super) async fn update_tenant(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -141,7 +185,20 @@ async fn update_tenant(
     Ok(HttpResponse::Ok().json(v))
 }
 
-async fn delete_tenant(
+/// Delete a tenant with its keys and modules; its keys stop working at once.
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{name}",
+    tag = "tenants",
+    security(("admin_key" = [])),
+    params(wire::TenantName),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "Not a valid tenant name."),
+        (status = 404, description = "No tenant of that name."),
+    ),
+)]
+pub(super) async fn delete_tenant(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -152,7 +209,20 @@ async fn delete_tenant(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn issue_key(
+/// Issue an API key for a tenant; the key is shown this once and stored as its SHA-256.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{name}/keys",
+    tag = "tenants",
+    security(("admin_key" = [])),
+    params(wire::TenantName),
+    responses(
+        (status = 201, description = "Issued.", body = wire::IssuedKey),
+        (status = 400, description = "Not a valid tenant name."),
+        (status = 404, description = "No tenant of that name."),
+    ),
+)]
+pub(super) async fn issue_key(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -163,7 +233,20 @@ async fn issue_key(
     Ok(HttpResponse::build(StatusCode::CREATED).json(json!({ "id": id, "key": key })))
 }
 
-async fn revoke_key(
+/// Revoke an API key; effective at once.
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{name}/keys/{id}",
+    tag = "tenants",
+    security(("admin_key" = [])),
+    params(wire::KeyPath),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 400, description = "Not a valid tenant name."),
+        (status = 404, description = "No tenant of that name, or it has no such key."),
+    ),
+)]
+pub(super) async fn revoke_key(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,

@@ -1,4 +1,5 @@
-//! Route handlers, one per API operation (DESIGN §3).
+//! Route handlers, one per API operation (DESIGN §3), each described for the OpenAPI
+//! document by its `#[utoipa::path]`; routes.rs registers them.
 
 use std::time::Duration;
 
@@ -15,30 +16,9 @@ use crate::store::{CallbackStatus, Delivery, ModuleVersion, RequestRecord};
 use super::AppState;
 use super::codec::{self, read_body};
 use super::problem::ApiError;
+use super::schemas as wire;
 
 type Result<T> = std::result::Result<T, ApiError>;
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/modules", web::get().to(list_modules))
-        .route("/v1/modules/{name}", web::put().to(put_module))
-        .route("/v1/modules/{name}", web::get().to(get_module))
-        .route("/v1/actors/{module}/{key}", web::post().to(call_actor))
-        .route("/v1/actors/{module}/{key}", web::get().to(inspect_actor))
-        .route(
-            "/v1/actors/{module}/{key}/events",
-            web::post().to(send_event),
-        )
-        .route("/v1/modules/{name}", web::delete().to(delete_module))
-        .route("/v1/actors/{module}/{key}", web::delete().to(delete_actor))
-        .route(
-            "/v1/actors/{module}/{key}/dead-letters/{seq}/retry",
-            web::post().to(retry_dead_letter),
-        )
-        .route("/v1/requests/{id}", web::get().to(get_request))
-        .configure(super::admin::routes)
-        .route("/healthz", web::get().to(health))
-        .route("/readyz", web::get().to(ready));
-}
 
 pub async fn no_route(req: HttpRequest) -> Result<HttpResponse> {
     Err(ApiError::not_found(format!(
@@ -48,13 +28,34 @@ pub async fn no_route(req: HttpRequest) -> Result<HttpResponse> {
     )))
 }
 
-/// Liveness: the process answers HTTP.
-async fn health() -> HttpResponse {
+/// Liveness: the process serves HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    security(()),
+    responses((status = 200, description = "Alive.", body = wire::Health)),
+)]
+pub(super) async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Readiness: the store can be read and its writer commits (within 2 s).
-async fn ready(st: web::Data<AppState>) -> Result<HttpResponse> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    security(()),
+    responses(
+        (status = 200, description = "Ready.", body = wire::Ready),
+        (
+            status = 503,
+            description = "Not ready: the store does not take writes, or its writer does not \
+                commit within 2 s.",
+        ),
+    ),
+)]
+pub(super) async fn ready(st: web::Data<AppState>) -> Result<HttpResponse> {
     match st.engine.ready(Duration::from_secs(2)).await {
         Ok(()) => Ok(HttpResponse::Ok().json(json!({"status": "ready"}))),
         Err(why) => {
@@ -108,7 +109,30 @@ fn version_json(v: &ModuleVersion) -> serde_json::Value {
     })
 }
 
-async fn put_module(
+/// Deploy a module version.
+///
+/// Validates the component against the `dwell:actor` world, compiles it and stores it as
+/// a new version, unless the latest version has the same bytes.
+#[utoipa::path(
+    put,
+    path = "/v1/modules/{name}",
+    tag = "modules",
+    security(("tenant_key" = [])),
+    params(wire::ModuleName),
+    request_body(
+        description = "The component's bytes (built for `wasm32-wasip2`).",
+        content(("application/wasm")),
+    ),
+    responses(
+        (status = 201, description = "A new version was stored.", body = wire::DeployedModule),
+        (status = 200, description = "The latest version already has these bytes.", body = wire::DeployedModule),
+        (status = 400, description = "Not a valid module name."),
+        (status = 413, description = "Over the tenant's `max_module_bytes`."),
+        (status = 422, description = "Empty, or not a component of the `dwell:actor` world."),
+        (status = 429, description = "Over the tenant's `max_modules`, or its request rate."),
+    ),
+)]
+pub(super) async fn put_module(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -139,7 +163,18 @@ async fn put_module(
     Ok(HttpResponse::build(status).json(body))
 }
 
-async fn list_modules(st: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse> {
+/// List the tenant's modules with their latest versions.
+#[utoipa::path(
+    get,
+    path = "/v1/modules",
+    tag = "modules",
+    security(("tenant_key" = [])),
+    responses((status = 200, description = "The modules.", body = wire::ModuleList)),
+)]
+pub(super) async fn list_modules(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse> {
     let tenant = tenant(&st, &req)?;
     let modules: Vec<_> = st
         .engine
@@ -156,7 +191,20 @@ async fn list_modules(st: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
     Ok(HttpResponse::Ok().json(json!({ "modules": modules })))
 }
 
-async fn get_module(
+/// A module and its versions.
+#[utoipa::path(
+    get,
+    path = "/v1/modules/{name}",
+    tag = "modules",
+    security(("tenant_key" = [])),
+    params(wire::ModuleName),
+    responses(
+        (status = 200, description = "The module.", body = wire::ModuleVersions),
+        (status = 400, description = "Not a valid module name."),
+        (status = 404, description = "No module of that name."),
+    ),
+)]
+pub(super) async fn get_module(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -286,7 +334,67 @@ async fn ingress(
     Ok((actor, body, key))
 }
 
-async fn call_actor(
+/// Call an actor: a request that expects a reply.
+///
+/// The actor is created on its first message. The answer is the reply when it comes
+/// within the wait (`Prefer: wait=N`), else `202` with a request to poll; the message is
+/// durable before either is sent.
+#[utoipa::path(
+    post,
+    path = "/v1/actors/{module}/{key}",
+    tag = "actors",
+    security(("tenant_key" = [])),
+    params(wire::ActorPath, wire::CallHeaders),
+    request_body(
+        description = "The message: JSON (the guest sees it as MessagePack), or MessagePack \
+            with `Content-Type: application/msgpack` (passed through). At most the tenant's \
+            `max_message_bytes`.",
+        content((serde_json::Value = "application/json"), ("application/msgpack")),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The reply, within the wait: JSON, or MessagePack when asked with \
+                `Accept: application/msgpack` or when it has no JSON form.",
+            content((serde_json::Value = "application/json"), ("application/msgpack")),
+            headers(
+                ("Dwell-Request-Id" = String, description = "The request's id."),
+                ("Preference-Applied" = String, description = "`wait=N` when the call sent one."),
+            ),
+        ),
+        (
+            status = 202,
+            description = "Durable, no reply yet (the wait ran out, or `Prefer: respond-async`): \
+                poll `Location`, or wait for the callback.",
+            body = wire::PendingRequest,
+            headers(
+                ("Location" = String, description = "`/v1/requests/{id}`"),
+                ("Dwell-Request-Id" = String, description = "The request's id."),
+                (
+                    "Preference-Applied" = String,
+                    description = "`respond-async`, or `wait=N` when the call sent one."
+                ),
+            ),
+        ),
+        (status = 400, description = "A malformed body, header or name, or a refused `Callback-Url`."),
+        (status = 404, description = "No module of that name, or the process refused the request \
+            as about something that does not exist (`refused-not-found`)."),
+        (status = 409, description = "The actor's process is complete, or the process refused \
+            the request as contradicting its state (`refused-conflict`)."),
+        (status = 412, description = "The process refused the request: a condition it depends on \
+            does not hold (`refused-failed-precondition`)."),
+        (status = 413, description = "Over the tenant's `max_message_bytes`."),
+        (status = 422, description = "The `Idempotency-Key` was used for a different request, or \
+            the process refused the request as invalid (`refused-invalid`, e.g. a body it cannot \
+            decode)."),
+        (status = 429, description = "Over the tenant's `max_actors`, or its request rate."),
+        (status = 500, description = "The request failed: the turn trapped, ran out of time or \
+            memory, or the actor failed it without a refusal class (then it is dead-lettered). \
+            `request_id` names the request."),
+        (status = 503, description = "Overloaded; nothing was accepted. Retry after `Retry-After`."),
+    ),
+)]
+pub(super) async fn call_actor(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -334,7 +442,30 @@ fn applied(resp: &mut HttpResponse, preference: String) {
     }
 }
 
-async fn send_event(
+/// Send an actor an event: a one-way message.
+#[utoipa::path(
+    post,
+    path = "/v1/actors/{module}/{key}/events",
+    tag = "actors",
+    security(("tenant_key" = [])),
+    params(wire::ActorPath, wire::EventHeaders),
+    request_body(
+        description = "The event: JSON, or MessagePack with `Content-Type: application/msgpack`. \
+            At most the tenant's `max_message_bytes`.",
+        content((serde_json::Value = "application/json"), ("application/msgpack")),
+    ),
+    responses(
+        (status = 202, description = "Durable.", body = wire::EventAccepted),
+        (status = 400, description = "A malformed body, header or name."),
+        (status = 404, description = "No module of that name."),
+        (status = 409, description = "The actor's process is complete; it takes no more messages."),
+        (status = 413, description = "Over the tenant's `max_message_bytes`."),
+        (status = 422, description = "The `Idempotency-Key` was used for a different message."),
+        (status = 429, description = "Over the tenant's `max_actors`, or its request rate."),
+        (status = 503, description = "Overloaded; nothing was accepted. Retry after `Retry-After`."),
+    ),
+)]
+pub(super) async fn send_event(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -385,7 +516,25 @@ fn request_json(id: RequestId, rec: &RequestRecord) -> serde_json::Value {
     v
 }
 
-async fn get_request(
+/// A request: pending, completed with its reply, or failed; and its callback's delivery.
+#[utoipa::path(
+    get,
+    path = "/v1/requests/{id}",
+    tag = "requests",
+    security(("tenant_key" = [])),
+    params(wire::RequestPath, wire::PollHeaders),
+    responses(
+        (
+            status = 200,
+            description = "The request.",
+            body = wire::RequestView,
+            headers(("Preference-Applied" = String, description = "`wait=N` when asked to wait.")),
+        ),
+        (status = 400, description = "A malformed `Prefer` header."),
+        (status = 404, description = "No such request (or another tenant's)."),
+    ),
+)]
+pub(super) async fn get_request(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -411,7 +560,20 @@ async fn get_request(
     Ok(resp)
 }
 
-async fn inspect_actor(
+/// Inspect an actor: status, version, state, mailbox, timers, outbound calls, dead letters.
+#[utoipa::path(
+    get,
+    path = "/v1/actors/{module}/{key}",
+    tag = "actors",
+    security(("tenant_key" = [])),
+    params(wire::ActorPath),
+    responses(
+        (status = 200, description = "The actor.", body = wire::ActorView),
+        (status = 400, description = "Not a valid module name or actor key."),
+        (status = 404, description = "No such actor."),
+    ),
+)]
+pub(super) async fn inspect_actor(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -475,7 +637,20 @@ async fn inspect_actor(
     })))
 }
 
-async fn delete_module(
+/// Delete a module name; actors pinned to its versions keep running them.
+#[utoipa::path(
+    delete,
+    path = "/v1/modules/{name}",
+    tag = "modules",
+    security(("tenant_key" = [])),
+    params(wire::ModuleName),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "Not a valid module name."),
+        (status = 404, description = "No module of that name."),
+    ),
+)]
+pub(super) async fn delete_module(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -489,7 +664,20 @@ async fn delete_module(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn delete_actor(
+/// Delete an actor and everything it holds; its waiting requests fail.
+#[utoipa::path(
+    delete,
+    path = "/v1/actors/{module}/{key}",
+    tag = "actors",
+    security(("tenant_key" = [])),
+    params(wire::ActorPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "Not a valid module name or actor key."),
+        (status = 404, description = "No such actor."),
+    ),
+)]
+pub(super) async fn delete_actor(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -501,7 +689,20 @@ async fn delete_actor(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn retry_dead_letter(
+/// Put a dead letter back into its actor's mailbox; a request gets a new request id.
+#[utoipa::path(
+    post,
+    path = "/v1/actors/{module}/{key}/dead-letters/{seq}/retry",
+    tag = "actors",
+    security(("tenant_key" = [])),
+    params(wire::DeadLetterPath),
+    responses(
+        (status = 202, description = "Back in the mailbox, durable.", body = wire::Retried),
+        (status = 400, description = "Not a valid module name or actor key."),
+        (status = 404, description = "No such dead letter."),
+    ),
+)]
+pub(super) async fn retry_dead_letter(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String, u64)>,

@@ -5,7 +5,10 @@
 mod admin;
 mod codec;
 mod handlers;
+mod openapi;
 mod problem;
+mod routes;
+mod schemas;
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -57,7 +60,7 @@ pub async fn serve(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
-            .configure(handlers::routes)
+            .configure(routes::register)
             .default_service(web::to(handlers::no_route))
     })
     .workers(workers)

@@ -9,13 +9,20 @@ use serde::Serialize;
 use crate::domain::RefusalCode;
 use crate::engine;
 
-#[derive(Debug, Serialize)]
-struct Problem<'a> {
+/// An error, as RFC 9457 problem details (`application/problem+json`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Problem<'a> {
+    /// A URI naming the kind of problem; stable, one per cause.
     #[serde(rename = "type")]
+    #[schema(format = "uri", example = "https://dwell.dev/problems/not-found")]
     kind: String,
+    /// A short summary of the kind of problem.
     title: &'a str,
+    /// The HTTP status code.
     status: u16,
+    /// What went wrong this time, for a human.
     detail: &'a str,
+    /// The request this error is the outcome of (a failed call).
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
 }

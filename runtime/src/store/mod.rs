@@ -100,7 +100,24 @@ impl Store {
         clock: Arc<dyn crate::domain::Clock>,
         config: WriterConfig,
     ) -> Result<Store, Error> {
-        std::fs::create_dir_all(dir)?;
+        // Owner only: the directory 0700 and the data file 0600, whatever the umask, and
+        // tightened on every start for directories made before.
+        {
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            let file = dir.join("dwell.redb");
+            // An empty file is a new database to redb.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&file)?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
         let db = Database::builder()
             .set_cache_size(128 << 20)
             .set_repair_callback(|session| {

@@ -1,0 +1,468 @@
+//! The wire shapes of the API for its OpenAPI document: request and response bodies,
+//! path parameters and request headers. The handlers build their JSON with `json!`;
+//! these types only describe it (they are never built, hence `dead_code` is allowed),
+//! and the `openapi` end-to-end test checks real responses against them.
+#![allow(dead_code)]
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+// ---- path parameters ----
+
+/// `{name}` of a module.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ModuleName {
+    /// The module's name: 1 to 128 of `A-Z a-z 0-9 _ . : -`.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    name: String,
+}
+
+/// `{module}/{key}` of an actor.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ActorPath {
+    /// The actor's module: 1 to 128 of `A-Z a-z 0-9 _ . : -`.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    module: String,
+    /// The actor's key within its module: 1 to 128 of `A-Z a-z 0-9 _ . : -`.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    key: String,
+}
+
+/// `{module}/{key}/dead-letters/{seq}` of a dead letter.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct DeadLetterPath {
+    /// The actor's module.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    module: String,
+    /// The actor's key.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    key: String,
+    /// The dead letter's mailbox sequence number (`seq` in the actor's `dead_letters`).
+    seq: u64,
+}
+
+/// `{id}` of a request.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RequestPath {
+    /// The request id: 32 lower-case hex digits, from `request_id` or `Location`.
+    id: String,
+}
+
+/// `{name}` of a tenant.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TenantName {
+    /// The tenant's name: 1 to 128 of `A-Z a-z 0-9 _ . : -`.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    name: String,
+}
+
+/// `{name}/keys/{id}` of an API key.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct KeyPath {
+    /// The tenant's name.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    name: String,
+    /// The key's id, as issued (`id`) and listed in the tenant's `keys`.
+    id: String,
+}
+
+// ---- request headers ----
+
+/// The headers of a call.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct CallHeaders {
+    /// RFC 7240: `wait=N` waits up to N seconds for the reply (default and maximum from
+    /// the server's settings) before answering `202`; `respond-async` answers `202` as
+    /// soon as the call is durable.
+    #[param(rename = "Prefer", nullable = false, example = "wait=5")]
+    prefer: Option<String>,
+    /// 1 to 255 visible ASCII characters. A repeat within the retention window (24 h)
+    /// answers for the first request instead of sending a second message; reused with
+    /// another body: `422`.
+    #[param(rename = "Idempotency-Key", nullable = false)]
+    idempotency_key: Option<String>,
+    /// An http(s) URL (at most 2048 characters) the result is POSTed to once the request
+    /// settles, signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`) and retried with backoff.
+    #[param(
+        rename = "Callback-Url",
+        nullable = false,
+        example = "https://example.com/hooks/dwell"
+    )]
+    callback_url: Option<String>,
+}
+
+/// The headers of an event.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct EventHeaders {
+    /// 1 to 255 visible ASCII characters. A repeat within the retention window (24 h)
+    /// is acknowledged (`duplicate: true`) without a second message.
+    #[param(rename = "Idempotency-Key", nullable = false)]
+    idempotency_key: Option<String>,
+}
+
+/// The headers of a request lookup.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct PollHeaders {
+    /// RFC 7240 `wait=N`: long-poll, answering as soon as the request settles or after
+    /// N seconds (at most the server's maximum wait). Without it the answer is immediate.
+    #[param(rename = "Prefer", nullable = false, example = "wait=10")]
+    prefer: Option<String>,
+}
+
+// ---- bodies ----
+
+/// `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
+pub struct Health {
+    /// Always `ok`: the process serves HTTP.
+    status: String,
+}
+
+/// `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"status": "ready"}))]
+pub struct Ready {
+    /// `ready`: the server accepts calls.
+    status: String,
+}
+
+/// One version of a module.
+#[derive(Serialize, ToSchema)]
+pub struct ModuleVersion {
+    /// 1 for the first version, one more for each new digest.
+    version: u32,
+    /// The component's digest.
+    #[schema(example = "sha256:4f1c…")]
+    digest: String,
+    /// The component's size in bytes.
+    size: u64,
+    /// When this version was stored (Unix milliseconds).
+    created_ms: u64,
+}
+
+/// The version a deploy stored or found.
+#[derive(Serialize, ToSchema)]
+pub struct DeployedModule {
+    name: String,
+    version: u32,
+    #[schema(example = "sha256:4f1c…")]
+    digest: String,
+    size: u64,
+    created_ms: u64,
+    /// `true`: a new version (`201`); `false`: the latest version already has these bytes
+    /// (`200`).
+    created: bool,
+}
+
+/// A module with its latest version.
+#[derive(Serialize, ToSchema)]
+pub struct ModuleSummary {
+    name: String,
+    /// The latest version.
+    version: u32,
+    digest: String,
+    size: u64,
+    created_ms: u64,
+    /// How many versions the module has.
+    versions: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModuleList {
+    modules: Vec<ModuleSummary>,
+}
+
+/// A module and all its versions, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct ModuleVersions {
+    name: String,
+    versions: Vec<ModuleVersion>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Pending,
+    Completed,
+    Failed,
+}
+
+/// A request that has no reply yet: poll `Location` (`GET /v1/requests/{id}`).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"request_id": "5f0c1d2e3a4b5c6d7e8f90a1b2c3d4e1", "status": "pending"}))]
+pub struct PendingRequest {
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    request_id: String,
+    /// `pending`.
+    status: RequestStatus,
+}
+
+/// An event, durable.
+#[derive(Serialize, ToSchema)]
+pub struct EventAccepted {
+    /// `accepted`.
+    status: String,
+    /// The event's sequence number in the actor's mailbox.
+    seq: u64,
+    /// `true`: the `Idempotency-Key` was seen before; nothing new was sent.
+    duplicate: bool,
+}
+
+/// A dead letter back in its mailbox; a request gets a new request id.
+#[derive(Serialize, ToSchema)]
+pub struct Retried {
+    /// The new request, when the dead letter was a request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, pattern = "^[0-9a-f]{32}$")]
+    request_id: Option<String>,
+    /// `pending` for a request, `accepted` otherwise.
+    status: String,
+}
+
+/// The actor a request was sent to.
+#[derive(Serialize, ToSchema)]
+pub struct ActorRef {
+    module: String,
+    key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackState {
+    /// The request has not settled yet.
+    WaitingForResult,
+    /// Being delivered (retried with backoff).
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed.
+    GaveUp,
+}
+
+/// Delivery of a request's `Callback-Url`.
+#[derive(Serialize, ToSchema)]
+pub struct CallbackView {
+    url: String,
+    status: CallbackState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    attempts: Option<u32>,
+    /// When it was delivered (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    at_ms: Option<u64>,
+    /// Why the last attempt failed (`gave_up`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    error: Option<String>,
+}
+
+/// Why a process refused a request.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Refusal {
+    Invalid,
+    NotFound,
+    Conflict,
+    FailedPrecondition,
+}
+
+/// A request and its result.
+#[derive(Serialize, ToSchema)]
+pub struct RequestView {
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    request_id: String,
+    #[schema(required = true)]
+    actor: Option<ActorRef>,
+    status: RequestStatus,
+    created_ms: u64,
+    /// When it completed or failed (Unix milliseconds).
+    #[schema(required = true)]
+    settled_ms: Option<u64>,
+    /// The reply (`completed`), as JSON; a reply without a JSON form is given as
+    /// base64 MessagePack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply: Option<Value>,
+    /// Why it failed (`failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    error: Option<String>,
+    /// Set when the process refused the request (`failed`): the class of the refusal,
+    /// which a synchronous caller saw as 422, 404, 409 or 412.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    refusal: Option<Refusal>,
+    /// Present when the call had a `Callback-Url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    callback: Option<CallbackView>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorStatus {
+    Active,
+    /// The process completed; it takes no more messages.
+    Completed,
+}
+
+/// A pending timer of an actor.
+#[derive(Serialize, ToSchema)]
+pub struct TimerView {
+    name: String,
+    /// When it fires (Unix milliseconds).
+    due_ms: u64,
+}
+
+/// An outbound HTTP call of an actor not yet answered.
+#[derive(Serialize, ToSchema)]
+pub struct OutboundCallView {
+    call_id: String,
+    method: String,
+    url: String,
+    attempts: u32,
+    next_attempt_ms: u64,
+    #[schema(required = true)]
+    last_error: Option<String>,
+}
+
+/// A message that failed every attempt.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterView {
+    /// Its mailbox sequence number (for `…/dead-letters/{seq}/retry`).
+    seq: u64,
+    error: String,
+    attempts: u32,
+    at_ms: u64,
+    /// The message, as JSON.
+    body: Value,
+}
+
+/// An actor: status, version, state and what it waits for.
+#[derive(Serialize, ToSchema)]
+pub struct ActorView {
+    module: String,
+    key: String,
+    status: ActorStatus,
+    /// The module version the actor runs.
+    version: u32,
+    digest: String,
+    /// The state snapshot as JSON (`null` before the first turn).
+    #[schema(required = true)]
+    state: Option<Value>,
+    /// Messages not yet handled.
+    mailbox_depth: u64,
+    /// Turns run so far.
+    turns: u64,
+    timers: Vec<TimerView>,
+    outbound_calls: Vec<OutboundCallView>,
+    dead_letter_count: u64,
+    dead_letters: Vec<DeadLetterView>,
+    created_ms: u64,
+    updated_ms: u64,
+}
+
+/// The quotas in force for a tenant.
+#[derive(Serialize, ToSchema)]
+pub struct Quotas {
+    max_modules: u64,
+    max_module_bytes: u64,
+    max_actors: u64,
+    max_state_bytes: u64,
+    max_message_bytes: u64,
+    /// CPU time per turn.
+    turn_time_ms: u64,
+    memory_mb: u64,
+    timers_per_actor: u64,
+    /// 0 = unlimited.
+    requests_per_second: u64,
+    burst: u64,
+    /// Turns of the tenant executing at once.
+    concurrent_turns: u64,
+}
+
+/// Per-tenant quota overrides; `null` (or absent) means the server default.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaOverrides {
+    max_modules: Option<u64>,
+    max_module_bytes: Option<u64>,
+    max_actors: Option<u64>,
+    max_state_bytes: Option<u64>,
+    max_message_bytes: Option<u64>,
+    turn_time_ms: Option<u64>,
+    memory_mb: Option<u64>,
+    timers_per_actor: Option<u64>,
+    requests_per_second: Option<u64>,
+    burst: Option<u64>,
+    concurrent_turns: Option<u64>,
+}
+
+/// A tenant.
+#[derive(Serialize, ToSchema)]
+pub struct Tenant {
+    name: String,
+    created_ms: u64,
+    /// The quotas in force (server defaults with the overrides applied).
+    quotas: Quotas,
+    overrides: QuotaOverrides,
+    /// Outbound destinations the tenant's guests may reach, besides the server's.
+    allow_http: Vec<String>,
+    /// Ids of the tenant's API keys.
+    keys: Vec<String>,
+    /// How many actors the tenant has.
+    actors: u64,
+    /// The callback signing secret, shown only when created or rotated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "whsec_…")]
+    webhook_secret: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantList {
+    tenants: Vec<Tenant>,
+}
+
+/// A new tenant.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    /// 1 to 128 of `A-Z a-z 0-9 _ . : -`.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    name: String,
+}
+
+/// Changes to a tenant; absent fields stay as they are.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    /// Overrides to set; the ones given replace the tenant's, the others stay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quotas: Option<QuotaOverrides>,
+    /// Replaces the allowlist of outbound destinations (`host`, `host:port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow_http: Option<Vec<String>>,
+    /// Issue a new callback signing secret (answered once, in `webhook_secret`).
+    #[serde(default)]
+    rotate_webhook_secret: bool,
+}
+
+/// A new API key, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct IssuedKey {
+    id: String,
+    /// The bearer token; only its SHA-256 is stored.
+    key: String,
+}
