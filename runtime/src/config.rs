@@ -219,6 +219,9 @@ pub struct ServeConfig {
     #[serde(with = "duration")]
     pub max_wait: Duration,
     pub http_workers: usize,
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
+    pub max_body_reads: usize,
     pub turn_attempts: u32,
     pub max_timers: usize,
     #[serde(deserialize_with = "list")]
@@ -260,6 +263,8 @@ impl Default for ServeConfig {
             default_wait: Duration::from_secs(5),
             max_wait: Duration::from_secs(60),
             http_workers: 2,
+            body_timeout: Duration::from_secs(30),
+            max_body_reads: 64,
             turn_attempts: 3,
             max_timers: 1000,
             allow_http: Vec::new(),
@@ -297,6 +302,8 @@ pub const KEYS: &[&str] = &[
     "default_wait",
     "max_wait",
     "http_workers",
+    "body_timeout",
+    "max_body_reads",
     "turn_attempts",
     "max_timers",
     "allow_http",
@@ -529,6 +536,19 @@ pub struct ServeFlags {
     #[arg(long, value_name = "N", help_heading = "Server")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_workers: Option<usize>,
+    /// How long a request body may take to arrive, once its headers have; a slower one
+    /// is answered 408 [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Server")]
+    #[serde(
+        serialize_with = "duration::serialize_some",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub body_timeout: Option<Duration>,
+    /// Request bodies of one tenant being received at once; more are answered 429
+    /// [default: 64].
+    #[arg(long, value_name = "N", help_heading = "Server")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_reads: Option<usize>,
     /// Attempts for a turn that traps before its message is dead-lettered [default: 3].
     #[arg(long, value_name = "N", help_heading = "Limits")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -638,6 +638,8 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
         default_wait: cfg.default_wait,
         max_wait: cfg.max_wait,
         workers: cfg.http_workers,
+        body_timeout: cfg.body_timeout,
+        max_body_reads: cfg.max_body_reads.max(1),
         tls,
     };
     let closed = engine.closed();

@@ -340,3 +340,116 @@ fn the_data_directory_is_private_and_tenant_secrets_are_sealed_at_rest() {
         &secret
     ));
 }
+
+#[test]
+fn a_tenant_whose_callbacks_hang_does_not_delay_another_tenants_callbacks() {
+    let hanging = FakeService::start(|_, _| {
+        std::thread::sleep(Duration::from_secs(20));
+        Some((200, vec![], "{}".into()))
+    });
+    let quick = FakeService::start(|_, _| Some((200, vec![], "{}".into())));
+    let allow = format!("{},{}", hanging.host_port(), quick.host_port());
+    let server = Server::start(&["--allow-private-net", "--allow-http", &allow]);
+    server.deploy("probe", "probe");
+    // The default tenant: 48 requests whose callbacks go to a receiver that hangs.
+    for i in 0..48 {
+        let r = server.request(
+            "POST",
+            &format!("/v1/actors/probe/h{i}"),
+            &[
+                ("content-type", "application/json"),
+                ("prefer", "respond-async"),
+                ("callback-url", &format!("{}/cb", hanging.url)),
+            ],
+            Some(br#"{"op": "echo", "value": 1}"#),
+        );
+        assert_eq!(r.status, 202);
+    }
+    server.eventually(Duration::from_secs(10), "the hanging deliveries", || {
+        (hanging.count() >= 8).then_some(())
+    });
+    // Another tenant's callback goes out at once.
+    let key = new_tenant(&server, "calm");
+    let auth = format!("Bearer {key}");
+    let r = server.request(
+        "PUT",
+        "/v1/modules/probe",
+        &[("authorization", &auth)],
+        Some(&std::fs::read(crate::harness::guest("probe")).unwrap()),
+    );
+    assert_eq!(r.status, 201);
+    let started = std::time::Instant::now();
+    let r = server.request(
+        "POST",
+        "/v1/actors/probe/q",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+            ("prefer", "respond-async"),
+            ("callback-url", &format!("{}/cb", quick.url)),
+        ],
+        Some(br#"{"op": "echo", "value": 2}"#),
+    );
+    assert_eq!(r.status, 202);
+    server.eventually(
+        Duration::from_secs(15),
+        "the other tenant's callback",
+        || (quick.count() >= 1).then_some(()),
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the other tenant's callback waited {took:?} behind the hanging ones"
+    );
+    assert!(
+        hanging.count() <= 12,
+        "the hanging tenant held more than its share: {}",
+        hanging.count()
+    );
+}
+
+#[test]
+fn slow_request_bodies_time_out_and_one_tenant_holds_few_connections_with_them() {
+    use std::io::{Read, Write};
+    let server = Server::start(&["--body-timeout", "2s", "--max-body-reads", "4"]);
+    server.deploy("counter", "counter");
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let open = || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        write!(
+            s,
+            "POST /v1/actors/counter/slow HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+             content-type: application/json\r\ncontent-length: 100\r\n\r\n{{",
+            server.key
+        )
+        .unwrap();
+        s
+    };
+    let started = std::time::Instant::now();
+    let mut trickling: Vec<_> = (0..4).map(|_| open()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A fifth body of the same tenant is refused at once.
+    let mut fifth = open();
+    let mut answer = String::new();
+    let _ = fifth.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    // The others, trickling a byte a second, are cut off after the body timeout.
+    for s in &mut trickling {
+        let _ = s.write_all(b" ");
+    }
+    for mut s in trickling {
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("body-timeout"), "{answer}");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "cut off after {took:?}");
+    // Served as usual afterwards.
+    assert_eq!(
+        server.call("counter", "slow", json!({"add": 1})).status,
+        200
+    );
+}

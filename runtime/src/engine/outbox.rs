@@ -6,13 +6,13 @@
 //! at-least-once, and every attempt carries the same idempotency key (`Idempotency-Key`
 //! for HTTP calls, `webhook-id` for callbacks) so receivers can de-duplicate.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::domain::{Envelope, MessageKind, RequestId, RequestStatus};
+use crate::domain::{ActorId, Envelope, MessageKind, RequestId, RequestStatus, TenantId};
 use crate::store::{CallbackStatus, Delivery, OutboxEntry, OutboxUpdate};
 
 use super::Inner;
@@ -20,10 +20,15 @@ use super::outbound::{self, Attempt, ReadBody};
 
 pub(super) async fn run(inner: Arc<Inner>) {
     let inflight: Arc<Mutex<HashSet<u128>>> = Arc::default();
-    let permits = Arc::new(Semaphore::new(inner.config.outbound.concurrency.max(1)));
+    let concurrency = inner.config.outbound.concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    // Fair per tenant, like turns: one tenant's deliveries (to a receiver that hangs,
+    // say) hold at most its share of the node's outbound slots.
+    let share = (concurrency / 4).max(1);
+    let mut shares: HashMap<Option<TenantId>, Arc<Semaphore>> = HashMap::new();
     loop {
         let now = inner.clock.now_ms();
-        let due = match inner.store.outbox_due(now, 256) {
+        let due = match inner.store.outbox_due(now, 1024) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox");
@@ -32,16 +37,29 @@ pub(super) async fn run(inner: Arc<Inner>) {
             }
         };
         for (id, entry) in due {
-            if !inflight
+            if inflight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(id)
+                .contains(&id)
             {
                 continue;
             }
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
+            let tenant_share = shares
+                .entry(tenant_of(&inner, &entry))
+                .or_insert_with(|| Arc::new(Semaphore::new(share)))
+                .clone();
+            // Its tenant's share is in use: it waits for the next round.
+            let Ok(tenant_permit) = tenant_share.try_acquire_owned() else {
+                continue;
             };
+            // The node's slots are all in use: wait for a delivery to finish.
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break;
+            };
+            inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id);
             let inner2 = inner.clone();
             let inflight = inflight.clone();
             tokio::spawn(async move {
@@ -50,13 +68,15 @@ pub(super) async fn run(inner: Arc<Inner>) {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
-                drop(permit);
+                drop((permit, tenant_permit));
                 inner2.outbox_wake.notify_one();
             });
         }
+        // Forget the shares of tenants with nothing in flight.
+        shares.retain(|_, s| s.available_permits() < share);
         let wait = match inner.store.next_outbox_due() {
             Ok(Some(due)) if due > now => Duration::from_millis(due - now),
-            // Due but in flight: wait for a delivery to finish (it wakes us).
+            // Due but in flight or waiting for a share: a finished delivery wakes us.
             _ => Duration::from_secs(1),
         };
         tokio::select! {
@@ -64,6 +84,15 @@ pub(super) async fn run(inner: Arc<Inner>) {
             _ = inner.outbox_wake.notified() => {}
         }
     }
+}
+
+/// The tenant a delivery is made for (`None` if it cannot be told).
+fn tenant_of(inner: &Inner, entry: &OutboxEntry) -> Option<TenantId> {
+    let actor = match &entry.delivery {
+        Delivery::Http { actor, .. } => actor.clone(),
+        Delivery::Callback { request, .. } => inner.store.request(RequestId(*request)).ok()??.actor,
+    };
+    ActorId::from_storage_key(&actor).map(|a| a.tenant)
 }
 
 async fn deliver(inner: &Arc<Inner>, id: u128, entry: OutboxEntry) {

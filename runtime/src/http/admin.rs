@@ -32,10 +32,11 @@ fn admin(st: &AppState, req: &HttpRequest) -> Result<()> {
 }
 
 async fn json_body<T: serde::de::DeserializeOwned>(
+    st: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<T> {
-    let body = read_body(req, payload, 64 << 10).await?;
+    let body = read_body(req, payload, 64 << 10, st.config.body_timeout).await?;
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
@@ -69,6 +70,7 @@ struct NewTenant {
         (status = 201, description = "Created, with `webhook_secret`.", body = wire::Tenant),
         (status = 400, description = "A malformed body or an invalid name."),
         (status = 409, description = "A tenant of that name exists."),
+        (status = 408, description = "The body did not arrive within the server's `body_timeout`."),
         (status = 413, description = "The body is over 64 KiB."),
     ),
 )]
@@ -78,7 +80,7 @@ pub(super) async fn create_tenant(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     admin(&st, &req)?;
-    let body: NewTenant = json_body(&req, payload).await?;
+    let body: NewTenant = json_body(&st, &req, payload).await?;
     name("tenant name", &body.name)?;
     let (info, secret) = st.engine.create_tenant(&body.name).await?;
     let mut v = tenant_json(&st, &info);
@@ -157,6 +159,7 @@ struct TenantPatch {
         (status = 200, description = "The tenant as changed; with `webhook_secret` when rotated.", body = wire::Tenant),
         (status = 400, description = "A malformed body, an invalid name or allowlist entry."),
         (status = 404, description = "No tenant of that name."),
+        (status = 408, description = "The body did not arrive within the server's `body_timeout`."),
         (status = 413, description = "The body is over 64 KiB."),
     ),
 )]
@@ -168,7 +171,7 @@ pub(super) async fn update_tenant(
 ) -> Result<HttpResponse> {
     admin(&st, &req)?;
     known(&st, &path)?;
-    let patch: TenantPatch = json_body(&req, payload).await?;
+    let patch: TenantPatch = json_body(&st, &req, payload).await?;
     let (info, secret) = st
         .engine
         .update_tenant(

@@ -1,17 +1,100 @@
 //! The edge conversions: request bodies (bounded), JSON ↔ MessagePack, and the
 //! `Prefer` header (RFC 7240).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use actix_web::HttpRequest;
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::web;
 use futures_util::StreamExt;
 
 use super::problem::ApiError;
+use crate::domain::TenantId;
 
-/// Read the whole body, refusing more than `limit` bytes (413) without buffering them.
+/// How many request bodies each tenant is sending at once, bounded: a tenant (or a stolen
+/// key) trickling bodies byte by byte ties up at most this many connections.
+pub struct BodyReads {
+    max: usize,
+    open: Mutex<HashMap<TenantId, usize>>,
+}
+
+/// One body being received; dropping it frees its place.
+pub struct BodyRead<'a> {
+    reads: &'a BodyReads,
+    tenant: TenantId,
+}
+
+impl BodyReads {
+    pub fn new(max: usize) -> Self {
+        BodyReads {
+            max: max.max(1),
+            open: Mutex::default(),
+        }
+    }
+
+    /// A place for one more of `tenant`'s bodies, or `429` when all are taken.
+    pub fn start(&self, tenant: &TenantId) -> Result<BodyRead<'_>, ApiError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(tenant.clone()).or_default();
+        if *n >= self.max {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-uploads",
+                "Too many bodies in progress",
+                format!(
+                    "this tenant is already sending {} request bodies; retry when one is done",
+                    self.max
+                ),
+            );
+            e.retry_after = Some(1);
+            return Err(e);
+        }
+        *n += 1;
+        Ok(BodyRead {
+            reads: self,
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+impl Drop for BodyRead<'_> {
+    fn drop(&mut self) {
+        let mut open = self.reads.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+/// Read the whole body within `timeout` (else `408`), refusing more than `limit` bytes
+/// (`413`) without buffering them.
 pub async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, ApiError> {
+    tokio::time::timeout(timeout, read_all(req, payload, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body too slow",
+                format!(
+                    "the body did not arrive within {} s of the headers",
+                    timeout.as_secs_f64()
+                ),
+            ))
+        })
+}
+
+async fn read_all(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

@@ -127,6 +127,7 @@ fn version_json(v: &ModuleVersion) -> serde_json::Value {
         (status = 201, description = "A new version was stored.", body = wire::DeployedModule),
         (status = 200, description = "The latest version already has these bytes.", body = wire::DeployedModule),
         (status = 400, description = "Not a valid module name."),
+        (status = 408, description = "The body did not arrive within the server's `body_timeout`."),
         (status = 413, description = "Over the tenant's `max_module_bytes`."),
         (status = 422, description = "Empty, or not a component of the `dwell:actor` world."),
         (status = 429, description = "Over the tenant's `max_modules`, or its request rate."),
@@ -142,7 +143,8 @@ pub(super) async fn put_module(
     let module = path.into_inner();
     name("module name", &module)?;
     let limit = st.engine.quotas(&tenant)?.max_module_bytes as usize;
-    let bytes = read_body(&req, payload, limit).await?;
+    let _reading = st.body_reads.start(&tenant)?;
+    let bytes = read_body(&req, payload, limit, st.config.body_timeout).await?;
     if bytes.is_empty() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -329,7 +331,8 @@ async fn ingress(
     }
     let key = idempotency_key(req)?;
     let limit = st.engine.quotas(&actor.tenant)?.max_message_bytes as usize;
-    let raw = read_body(req, payload, limit).await?;
+    let _reading = st.body_reads.start(&actor.tenant)?;
+    let raw = read_body(req, payload, limit, st.config.body_timeout).await?;
     let body = codec::to_guest(req, &raw)?;
     Ok((actor, body, key))
 }
@@ -383,6 +386,7 @@ async fn ingress(
             the request as contradicting its state (`refused-conflict`)."),
         (status = 412, description = "The process refused the request: a condition it depends on \
             does not hold (`refused-failed-precondition`)."),
+        (status = 408, description = "The body did not arrive within the server's `body_timeout`."),
         (status = 413, description = "Over the tenant's `max_message_bytes`."),
         (status = 422, description = "The `Idempotency-Key` was used for a different request, or \
             the process refused the request as invalid (`refused-invalid`, e.g. a body it cannot \
@@ -459,6 +463,7 @@ fn applied(resp: &mut HttpResponse, preference: String) {
         (status = 400, description = "A malformed body, header or name."),
         (status = 404, description = "No module of that name."),
         (status = 409, description = "The actor's process is complete; it takes no more messages."),
+        (status = 408, description = "The body did not arrive within the server's `body_timeout`."),
         (status = 413, description = "Over the tenant's `max_message_bytes`."),
         (status = 422, description = "The `Idempotency-Key` was used for a different message."),
         (status = 429, description = "Over the tenant's `max_actors`, or its request rate."),

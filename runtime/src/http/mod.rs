@@ -27,6 +27,10 @@ pub struct HttpConfig {
     /// Longest wait a caller may ask for.
     pub max_wait: Duration,
     pub workers: usize,
+    /// How long a request body may take to arrive (then `408`).
+    pub body_timeout: Duration,
+    /// Request bodies of one tenant being received at once (more: `429`).
+    pub max_body_reads: usize,
     /// Serve HTTPS with this configuration (`--tls-cert`, `--tls-key`) instead of HTTP.
     pub tls: Option<rustls::ServerConfig>,
 }
@@ -37,6 +41,8 @@ impl Default for HttpConfig {
             default_wait: Duration::from_secs(5),
             max_wait: Duration::from_secs(60),
             workers: 2,
+            body_timeout: Duration::from_secs(30),
+            max_body_reads: 64,
             tls: None,
         }
     }
@@ -46,6 +52,8 @@ impl Default for HttpConfig {
 pub(crate) struct AppState {
     pub engine: Engine,
     pub config: HttpConfig,
+    /// Request bodies being received, per tenant.
+    pub body_reads: std::sync::Arc<codec::BodyReads>,
 }
 
 /// Serve the API on `listener` until the process is told to stop.
@@ -56,7 +64,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let workers = config.workers.max(1);
     let tls = config.tls.clone();
-    let state = AppState { engine, config };
+    let body_reads = std::sync::Arc::new(codec::BodyReads::new(config.max_body_reads));
+    let state = AppState {
+        engine,
+        config,
+        body_reads,
+    };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
