@@ -453,3 +453,68 @@ fn slow_request_bodies_time_out_and_one_tenant_holds_few_connections_with_them()
         200
     );
 }
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kb << 10
+}
+
+/// `wasm` with a custom section appended: the same component under another digest.
+fn variant(wasm: &[u8], n: u8) -> Vec<u8> {
+    let name = b"dwell-test";
+    let payload = [name.len() as u8]
+        .iter()
+        .chain(name)
+        .chain(&[n])
+        .copied()
+        .collect::<Vec<u8>>();
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section
+    out.push(payload.len() as u8);
+    out.extend(payload);
+    out
+}
+
+#[test]
+fn idle_warm_instances_are_bounded_in_memory() {
+    let server = Server::start(&[]);
+    let wasm = std::fs::read(crate::harness::guest("hostile")).unwrap();
+    // Twelve module versions, each touching 40 MiB in one turn and then idle.
+    for n in 0..12u8 {
+        let r = server.request(
+            "PUT",
+            &format!("/v1/modules/big{n}"),
+            &[],
+            Some(&variant(&wasm, n)),
+        );
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let before = rss(server.pid());
+    for n in 0..12u8 {
+        let r = server.call(
+            &format!("big{n}"),
+            "a",
+            json!({"do": "touch", "bytes": 40 << 20}),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = rss(server.pid()).saturating_sub(before);
+    // Kept idle they would hold 12 × 40 MiB; the pool keeps at most 64 MiB per tenant.
+    assert!(
+        grown < 200 << 20,
+        "idle instances hold {} MiB more",
+        grown >> 20
+    );
+    // And they still serve (instantiated afresh where dropped).
+    for n in 0..12u8 {
+        let r = server.call(&format!("big{n}"), "a", json!({"do": "ok"}));
+        assert_eq!(r.status, 200);
+    }
+}

@@ -6,7 +6,8 @@
 //! `{"do": "refuse"}` returns a guest error, `{"do": "shout"}` writes 3 KiB to stderr and
 //! answers like `ok`, `{"do": "forge"}` logs a line with a newline and a fake server log
 //! line after it, `{"do": "flood", "bytes": n}` logs 1,000 lines of n (default 1 Ki)
-//! bytes, `{"do": "forge_reply", "handle": h}` answers a reply handle it made up, and
+//! bytes, `{"do": "touch", "bytes": n}` grows its memory by touching n bytes once,
+//! `{"do": "forge_reply", "handle": h}` answers a reply handle it made up, and
 //! `{"do": "ok"}` counts and answers `{"ok": n}`.
 use dwell_sdk::prelude::*;
 
@@ -80,6 +81,14 @@ impl Actor for Hostile {
             "forge" => ctx.log(
                 "innocent\n2026-01-01T00:00:00.000000Z  INFO dwell: FORGED admin key is dw_admin",
             ),
+            "touch" => {
+                // Grow linear memory by touching `bytes`, then let go: the memory stays.
+                let mut v = vec![0u8; cmd.bytes.unwrap_or(1 << 20)];
+                for i in (0..v.len()).step_by(4096) {
+                    v[i] = 1;
+                }
+                std::hint::black_box(&v);
+            }
             "forge_reply" => {
                 let handle = ReplyHandle(cmd.handle.clone().unwrap_or_default());
                 ctx.reply(&handle, &"forged")?;

@@ -16,7 +16,7 @@ mod secrets;
 mod tenants;
 mod timers;
 mod waiters;
-mod warm;
+pub mod warm;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, Weak};
@@ -71,9 +71,8 @@ pub struct EngineConfig {
     pub ingress_messages: usize,
     /// The same bound in message bytes.
     pub ingress_bytes: usize,
-    /// Idle instances kept warm, shared by the actors of a tenant's module version
-    /// (least recently used evicted).
-    pub warm_instances: usize,
+    /// How many idle instances, and how much of their memory, the warm pool keeps.
+    pub warm: warm::WarmLimits,
 }
 
 impl Default for EngineConfig {
@@ -92,7 +91,7 @@ impl Default for EngineConfig {
             quotas: Quotas::defaults(&Limits::default()),
             allow_private_net: false,
             pooling: true,
-            warm_instances: 128,
+            warm: warm::WarmLimits::default(),
             ingress_messages: 65_536,
             ingress_bytes: 256 << 20,
         }
@@ -313,12 +312,12 @@ impl Engine {
             platform_allow: config.outbound.allow.clone(),
             allow_private: config.allow_private_net,
         });
-        let warm_instances = config.warm_instances;
+        let warm_limits = config.warm;
         // Instances alive at once: one per turn executing (one per CPU slot), the idle
         // ones in the warm pool, and a margin for those being torn down.
         let cpu_slots = std::thread::available_parallelism().map_or(2, |n| n.get());
         let pool_slots = if config.pooling {
-            (cpu_slots + config.warm_instances + 64) as u32
+            (cpu_slots + config.warm.instances + 64) as u32
         } else {
             0
         };
@@ -342,7 +341,7 @@ impl Engine {
             webhook_secret,
             sealer,
             tenants,
-            warm: warm::WarmCache::new(warm_instances),
+            warm: warm::WarmCache::new(warm_limits),
             in_flight,
             schedule: timers::Schedule::default(),
             http,
@@ -351,6 +350,20 @@ impl Engine {
         inner.rt.spawn(timers::run(inner.clone()));
         inner.rt.spawn(timers::purge(inner.clone()));
         inner.rt.spawn(outbox::run(inner.clone()));
+        {
+            // Idle instances past their time give their memory back, even on a quiet node.
+            let (rt, inner) = (inner.rt.clone(), Arc::downgrade(&inner));
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(15));
+                loop {
+                    tick.tick().await;
+                    match inner.upgrade() {
+                        Some(inner) => inner.warm.expire(),
+                        None => return,
+                    }
+                }
+            });
+        }
         for id in inner.store.purges()? {
             tracing::info!(tenant = %id, "resuming the purge of a deleted tenant");
             inner.rt.spawn(purge(inner.clone(), id));

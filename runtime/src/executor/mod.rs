@@ -98,6 +98,13 @@ pub struct Warm {
     module: Arc<CompiledModule>,
 }
 
+impl Warm {
+    /// The instance's linear memory in bytes (what keeping it idle costs).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().memory_bytes
+    }
+}
+
 /// Everything a turn needs to know.
 pub struct TurnInput<'a> {
     pub actor: &'a ActorId,
@@ -272,6 +279,7 @@ impl Executor {
             stderr,
             memory_limit: self.limits.memory_bytes,
             memory_hit: false,
+            memory_bytes: 0,
             turn: host::TurnCtx::new(self.limits.clone(), self.directory.clone()),
         };
         let mut store = Store::new(&self.engine, state);
@@ -444,6 +452,8 @@ pub struct HostState {
     stderr: stderr::TailPipe,
     memory_limit: usize,
     memory_hit: bool,
+    /// The instance's linear memory, in bytes, as last grown.
+    memory_bytes: usize,
     turn: host::TurnCtx,
 }
 
@@ -467,6 +477,7 @@ impl wasmtime::ResourceLimiter for HostState {
             self.memory_hit = true;
             return Err(wasmtime::Error::new(MemoryLimitExceeded(self.memory_limit)));
         }
+        self.memory_bytes = self.memory_bytes.max(desired);
         Ok(true)
     }
 
