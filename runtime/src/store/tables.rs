@@ -40,6 +40,8 @@ pub const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants"
 pub const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 /// tenant → number of actors
 pub const TENANT_ACTORS: TableDefinition<&str, u64> = TableDefinition::new("tenant_actors");
+/// A tenant's identity → its name (for tenants whose identity is not their name).
+pub const TENANT_IDS: TableDefinition<&str, &str> = TableDefinition::new("tenant_ids");
 /// node settings (e.g. the admin key's hash)
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -61,6 +63,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(TENANTS)?;
     txn.open_table(KEYS)?;
     txn.open_table(TENANT_ACTORS)?;
+    txn.open_table(TENANT_IDS)?;
     txn.open_table(META)?;
     Ok(())
 }

@@ -524,6 +524,7 @@ struct Tx<'t> {
     tenants: Table<'t, &'static str, &'static [u8]>,
     keys: Table<'t, &'static str, &'static [u8]>,
     tenant_actors: Table<'t, &'static str, u64>,
+    tenant_ids: Table<'t, &'static str, &'static str>,
     meta_table: Table<'t, &'static str, &'static [u8]>,
     now: UnixMs,
     config: &'t WriterConfig,
@@ -558,6 +559,7 @@ impl<'t> Tx<'t> {
             tenants: txn.open_table(TENANTS)?,
             keys: txn.open_table(KEYS)?,
             tenant_actors: txn.open_table(TENANT_ACTORS)?,
+            tenant_ids: txn.open_table(TENANT_IDS)?,
             meta_table: txn.open_table(META)?,
             now,
             config,
@@ -701,7 +703,12 @@ impl<'t> Tx<'t> {
             return Ok(Err(EnqueueAck::UnknownModule));
         };
         let tenant = actor.tenant.0.as_str();
-        let max = match self.tenants.get(tenant)? {
+        // The tenant's record is kept by name; its identity may differ.
+        let name = match self.tenant_ids.get(tenant)? {
+            Some(n) => n.value().to_owned(),
+            None => tenant.to_owned(),
+        };
+        let max = match self.tenants.get(name.as_str())? {
             Some(v) => {
                 records::decode::<TenantRecord>(v.value())?
                     .quotas
@@ -1371,6 +1378,9 @@ impl<'t> Tx<'t> {
                 if create_only && self.tenants.get(name.as_str())?.is_some() {
                     return Ok(false);
                 }
+                if let Some(id) = &record.id {
+                    self.tenant_ids.insert(id.as_str(), name.as_str())?;
+                }
                 self.tenants
                     .insert(name.as_str(), records::encode(&record).as_slice())?;
                 Ok(true)
@@ -1381,6 +1391,7 @@ impl<'t> Tx<'t> {
                     None => return Ok(false),
                 };
                 let tenant = record.id.unwrap_or(name);
+                self.tenant_ids.remove(tenant.as_str())?;
                 let mut ids = Vec::new();
                 for entry in self.keys.iter()? {
                     let (k, v) = entry?;
