@@ -516,6 +516,50 @@ fn a_noisy_tenant_does_not_starve_a_quiet_one() {
 }
 
 #[test]
+fn a_noisy_tenant_whose_callback_receivers_hang_does_not_slow_a_quiet_one() {
+    let hanging = crate::fake::FakeService::start(|_, _| {
+        std::thread::sleep(Duration::from_secs(30));
+        Some((200, vec![], "{}".into()))
+    });
+    let server = Server::start(&["--allow-private-net", "--allow-http", &hanging.host_port()]);
+    let noisy = tenant(&server, "noisy");
+    let quiet = tenant(&server, "quiet");
+    assert_eq!(deploy_as(&server, &noisy, "probe", "probe").status, 201);
+    assert_eq!(deploy_as(&server, &quiet, "counter", "counter").status, 201);
+    sequential_calls(&server, &quiet, 50); // warm up
+    let idle = median_p99(&server, &quiet);
+    // 200 requests whose callbacks go to a receiver that never answers in time.
+    let callback = format!("{}/cb", hanging.url);
+    for i in 0..200 {
+        let r = server.request(
+            "POST",
+            &format!("/v1/actors/probe/h{}", i % 20),
+            &[
+                ("authorization", &bearer(&noisy)),
+                ("content-type", "application/json"),
+                ("prefer", "respond-async"),
+                ("callback-url", &callback),
+            ],
+            Some(br#"{"op": "echo", "value": 1}"#),
+        );
+        assert_eq!(r.status, 202);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        hanging.count() >= 4,
+        "the receiver is really hanging on deliveries"
+    );
+    let under_load = median_p99(&server, &quiet);
+    eprintln!(
+        "quiet tenant sync call p99: idle {idle:?}, next to hanging callbacks {under_load:?}"
+    );
+    assert!(
+        under_load <= idle * 5,
+        "quiet tenant's p99 went from {idle:?} to {under_load:?} (more than 5x)"
+    );
+}
+
+#[test]
 fn keys_and_secrets_stay_out_of_logs_responses_and_the_data_file() {
     let admin_key = "admin-key-from-env-7f3c9d2e1b5a4f60";
     let mut server = Server::start_with_env(&[], &[("DWELL_ADMIN_KEY", admin_key)]);
