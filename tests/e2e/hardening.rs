@@ -518,3 +518,71 @@ fn idle_warm_instances_are_bounded_in_memory() {
         assert_eq!(r.status, 200);
     }
 }
+
+#[test]
+fn a_full_disk_answers_507_reports_not_ready_and_recovers_without_a_restart() {
+    // A small filesystem of our own for the data directory (the tests run as root).
+    let mount = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .expect("run mount");
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.path().to_owned());
+    let data = mount.path().join("data");
+    let mut server = Server::start_in(&data, &[]);
+    server.deploy("counter", "counter");
+    assert_eq!(server.call("counter", "c", json!({"add": 1})).status, 200);
+
+    // Fill the disk.
+    let filler = mount.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut full = None;
+    for i in 0..200 {
+        let r = server.call(
+            "counter",
+            &format!("k{i}"),
+            json!({"add": 1, "pad": "x".repeat(100)}),
+        );
+        if r.status != 200 {
+            full = Some(r);
+            break;
+        }
+    }
+    let r = full.expect("a write failed once the disk was full");
+    let p = r.assert_problem(507);
+    assert!(
+        p["type"].as_str().unwrap().ends_with("/storage-full"),
+        "{p}"
+    );
+    let ready = server.get("/readyz");
+    ready.assert_problem(503);
+    assert!(
+        !server.log().contains("corrupt record"),
+        "a full disk is not called corruption"
+    );
+
+    // Room again: writes succeed without a restart, and nothing acknowledged was lost.
+    std::fs::remove_file(&filler).unwrap();
+    let r = server.eventually(Duration::from_secs(15), "writes to succeed again", || {
+        let r = server.call("counter", "c", json!({"add": 1}));
+        (r.status == 200).then_some(r)
+    });
+    assert_eq!(r.json(), json!({"total": 2}));
+    assert_eq!(server.get("/readyz").status, 200);
+    assert!(server.is_running());
+    server.kill();
+}

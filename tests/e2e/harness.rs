@@ -119,11 +119,25 @@ impl Server {
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
+        Self::start_at(data, Some(tmp), args, envs)
+    }
+
+    /// Start with the data directory `data` (which the caller cleans up).
+    pub fn start_in(data: &Path, args: &[&str]) -> Server {
+        Self::start_at(data.to_owned(), None, args, &[])
+    }
+
+    fn start_at(
+        data: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Server {
         let mut s = Server {
             child: None,
             base: String::new(),
             data,
-            _tmp: Some(tmp),
+            _tmp: tmp,
             args: args.iter().map(|s| s.to_string()).collect(),
             envs: envs
                 .iter()

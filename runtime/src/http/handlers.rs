@@ -396,6 +396,7 @@ async fn ingress(
             memory, or the actor failed it without a refusal class (then it is dead-lettered). \
             `request_id` names the request."),
         (status = 503, description = "Overloaded; nothing was accepted. Retry after `Retry-After`."),
+        (status = 507, description = "The disk holding the data is full; nothing was accepted."),
     ),
 )]
 pub(super) async fn call_actor(
@@ -468,6 +469,7 @@ fn applied(resp: &mut HttpResponse, preference: String) {
         (status = 422, description = "The `Idempotency-Key` was used for a different message."),
         (status = 429, description = "Over the tenant's `max_actors`, or its request rate."),
         (status = 503, description = "Overloaded; nothing was accepted. Retry after `Retry-After`."),
+        (status = 507, description = "The disk holding the data is full; nothing was accepted."),
     ),
 )]
 pub(super) async fn send_event(

@@ -192,6 +192,22 @@ impl From<engine::Error> for ApiError {
                 e.to_string(),
             ),
             E::UnknownTenant(_) => ApiError::not_found(e.to_string()),
+            E::Store(crate::store::Error::Full) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage-full",
+                "Storage full",
+                "the disk holding the data is full; nothing was accepted; retry once there is room",
+            ),
+            E::Store(crate::store::Error::Unavailable) => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage-unavailable",
+                    "Storage unavailable",
+                    "the data file is being reopened after an I/O error; nothing was accepted",
+                );
+                e.retry_after = Some(1);
+                e
+            }
             E::Store(crate::store::Error::Overloaded) => {
                 let mut e = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -43,6 +43,12 @@ pub enum Error {
     Closed,
     #[error("the writer's queue is full")]
     Overloaded,
+    /// The disk is full: nothing was written; writes succeed again once there is room.
+    #[error("the disk holding the data file is full")]
+    Full,
+    /// A write failed with an I/O error; the data file is being opened again.
+    #[error("the data file is being reopened after an I/O error")]
+    Unavailable,
     #[error("cannot open data directory: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -87,9 +93,60 @@ pub struct ActorView {
 /// Handle to the store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<DbCell>,
     writer: mpsc::Sender<writer::Op>,
     closed: Arc<writer::Closed>,
+}
+
+/// The open data file. After an I/O error redb refuses every operation until the file is
+/// opened again, so the handle lives here and the writer reopens it in place (a full disk
+/// that gets room again needs no restart); readers take the current handle per call.
+pub(crate) struct DbCell {
+    path: std::path::PathBuf,
+    current: std::sync::RwLock<Option<Arc<Database>>>,
+    /// The last write failed for lack of space (and none has succeeded since).
+    pub(crate) full: std::sync::atomic::AtomicBool,
+}
+
+impl DbCell {
+    pub(crate) fn get(&self) -> Result<Arc<Database>, Error> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(Error::Unavailable)
+    }
+
+    /// Close the file and open it again (redb repairs it if needed). `Err` while it
+    /// cannot be opened yet; the writer tries again before its next batch.
+    pub(crate) fn reopen(&self) -> Result<(), Error> {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = current.take() {
+            // Readers hold a handle only for one call: wait for them, briefly.
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        *current = Some(Arc::new(open_database(&self.path)?));
+        tracing::info!("the data file is open again");
+        Ok(())
+    }
+}
+
+fn open_database(path: &Path) -> Result<Database, Error> {
+    let db = Database::builder()
+        .set_cache_size(128 << 20)
+        .set_repair_callback(|session| {
+            if session.progress() == 0.0 {
+                tracing::warn!("the data file was not closed cleanly; repairing it");
+            }
+        })
+        .create(path)?;
+    let txn = db.begin_write()?;
+    tables::create_all(&txn)?;
+    txn.commit()?;
+    Ok(db)
 }
 
 impl Store {
@@ -118,18 +175,12 @@ impl Store {
                 .open(&file)?;
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
         }
-        let db = Database::builder()
-            .set_cache_size(128 << 20)
-            .set_repair_callback(|session| {
-                if session.progress() == 0.0 {
-                    tracing::warn!("the data file was not closed cleanly; repairing it");
-                }
-            })
-            .create(dir.join("dwell.redb"))?;
-        let txn = db.begin_write()?;
-        tables::create_all(&txn)?;
-        txn.commit()?;
-        let db = Arc::new(db);
+        let path = dir.join("dwell.redb");
+        let db = Arc::new(DbCell {
+            current: std::sync::RwLock::new(Some(Arc::new(open_database(&path)?))),
+            path,
+            full: std::sync::atomic::AtomicBool::new(false),
+        });
         let closed = Arc::new(writer::Closed::default());
         let writer = writer::spawn(db.clone(), hook, clock, config, closed.clone());
         Ok(Store { db, writer, closed })
@@ -245,7 +296,7 @@ impl Store {
 
     /// Deleted tenants whose purge has not finished (their ids).
     pub fn purges(&self) -> Result<Vec<String>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let meta = txn.open_table(META)?;
         let mut ids = Vec::new();
         for entry in meta.range(PURGE_PREFIX..)? {
@@ -261,6 +312,25 @@ impl Store {
     /// Can the store be read, and does the writer commit? (Readiness.)
     pub async fn probe(&self) -> Result<(), Error> {
         self.meta_value("admin")?;
+        if self.db.full.load(std::sync::atomic::Ordering::Relaxed) {
+            // The last write failed for lack of space: is there room again? (redb may
+            // still fit a small commit into free pages of its file; ask the file system.)
+            let dir = self.db.path.parent().unwrap_or(Path::new("."));
+            let scratch = dir.join(".space-probe");
+            let room = (|| {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&scratch)?;
+                f.write_all(&vec![0u8; 4 << 20])?;
+                f.sync_all()
+            })();
+            let _ = std::fs::remove_file(&scratch);
+            if room.is_err() {
+                return Err(Error::Full);
+            }
+            self.db
+                .full
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         self.submit(|done| writer::Op::Probe { done }).await
     }
 
@@ -291,7 +361,7 @@ impl Store {
         max: usize,
     ) -> Result<Vec<(TimerKey, Vec<u8>)>, Error> {
         use std::ops::Bound;
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(TIMERS)?;
         let start = match after {
             Some((d, a, n)) => Bound::Excluded((*d, a.as_str(), n.as_str())),
@@ -332,7 +402,7 @@ impl Store {
         &self,
         table: redb::TableDefinition<&str, &[u8]>,
     ) -> Result<Vec<(String, T)>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(table)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
@@ -351,27 +421,27 @@ impl Store {
     }
 
     pub fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(META)?;
         Ok(t.get(key)?.map(|v| v.value().to_vec()))
     }
 
     pub fn tenant_actor_count(&self, tenant: &str) -> Result<u64, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(TENANT_ACTORS)?;
         Ok(t.get(tenant)?.map(|v| v.value()).unwrap_or(0))
     }
 
     /// When the earliest pending timer is due.
     pub fn next_timer_due(&self) -> Result<Option<UnixMs>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(TIMERS)?;
         Ok(t.first()?.map(|(k, _)| k.value().0))
     }
 
     /// An actor's pending timers: `(name, due)`.
     pub fn timers_of(&self, actor: &ActorId) -> Result<Vec<(String, UnixMs)>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(TIMER_INDEX)?;
         let key = actor.storage_key();
         let mut out = Vec::new();
@@ -387,7 +457,7 @@ impl Store {
 
     /// Outbox deliveries due at or before `now` (at most `max`), earliest first.
     pub fn outbox_due(&self, now: UnixMs, max: usize) -> Result<Vec<(u128, OutboxEntry)>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let due = txn.open_table(OUTBOX_DUE)?;
         let outbox = txn.open_table(OUTBOX)?;
         let mut out = Vec::new();
@@ -406,14 +476,14 @@ impl Store {
 
     /// When the earliest outbox delivery is due.
     pub fn next_outbox_due(&self) -> Result<Option<UnixMs>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(OUTBOX_DUE)?;
         Ok(t.first()?.map(|(k, _)| k.value().0))
     }
 
     /// An actor's outstanding outbound HTTP calls.
     pub fn http_pending_of(&self, actor: &ActorId) -> Result<Vec<OutboxEntry>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let pending = txn.open_table(HTTP_PENDING)?;
         let outbox = txn.open_table(OUTBOX)?;
         let key = actor.storage_key();
@@ -431,7 +501,7 @@ impl Store {
     }
 
     pub fn actor_meta(&self, actor: &ActorId) -> Result<Option<ActorMeta>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(ACTORS)?;
         let key = actor.storage_key();
         Ok(match t.get(key.as_str())? {
@@ -442,7 +512,7 @@ impl Store {
 
     /// Load up to `max` pending messages of an actor, with its meta and state.
     pub fn pending(&self, actor: &ActorId, max: usize) -> Result<Option<PendingBatch>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let key = actor.storage_key();
         let actors = txn.open_table(ACTORS)?;
         let Some(meta) = actors.get(key.as_str())? else {
@@ -476,7 +546,7 @@ impl Store {
     }
 
     pub fn actor_view(&self, actor: &ActorId, dead_max: usize) -> Result<Option<ActorView>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let key = actor.storage_key();
         let actors = txn.open_table(ACTORS)?;
         let Some(meta) = actors.get(key.as_str())? else {
@@ -511,7 +581,7 @@ impl Store {
     }
 
     pub fn request(&self, id: RequestId) -> Result<Option<RequestRecord>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(REQUESTS)?;
         Ok(match t.get(id.0)? {
             Some(v) => Some(records::decode(v.value())?),
@@ -521,7 +591,7 @@ impl Store {
 
     /// Every module of a tenant, by name.
     pub fn modules(&self, tenant: &TenantId) -> Result<Vec<(String, ModuleRecord)>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(MODULES)?;
         let prefix = format!("{}/", tenant.0);
         let mut out = Vec::new();
@@ -541,7 +611,7 @@ impl Store {
     }
 
     pub fn module_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(BLOBS)?;
         Ok(t.get(digest)?.map(|v| v.value().to_vec()))
     }
@@ -549,7 +619,7 @@ impl Store {
     /// Actors with unprocessed mail. The mailbox holds only unprocessed messages, so it
     /// is its own index: one seek per actor with mail, not a scan of every actor.
     pub fn ready_actors(&self) -> Result<Vec<ActorId>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let t = txn.open_table(MAILBOX)?;
         let mut out = Vec::new();
         let mut next = t.first()?.map(|(k, _)| k.value().0.to_owned());
@@ -568,7 +638,7 @@ impl Store {
 
     /// Number of actors (all tenants).
     pub fn actor_count(&self) -> Result<u64, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         Ok(txn.open_table(ACTORS)?.len()?)
     }
 }

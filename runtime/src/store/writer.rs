@@ -283,7 +283,7 @@ pub struct WriterStats {
 }
 
 pub(super) fn spawn(
-    db: Arc<Database>,
+    db: Arc<super::DbCell>,
     hook: Arc<dyn PostCommit>,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
@@ -338,8 +338,12 @@ enum Answer {
 }
 
 impl Answer {
-    fn send(self, commit: &Result<(), String>) {
-        let fail = |e: &String| Error::Corrupt(format!("commit failed: {e}"));
+    fn send(self, commit: &Result<(), Failure>) {
+        let fail = |e: &Failure| match e {
+            Failure::Full => Error::Full,
+            Failure::Unavailable => Error::Unavailable,
+            Failure::Other(e) => Error::Corrupt(format!("commit failed: {e}")),
+        };
         // A caller that stopped waiting is not an error for the batch.
         match (self, commit) {
             (Answer::Enqueue(d, v), Ok(())) => drop(d.send(Ok(v))),
@@ -359,13 +363,15 @@ impl Answer {
 }
 
 fn run(
-    db: Arc<Database>,
+    cell: Arc<super::DbCell>,
     mut rx: mpsc::Receiver<Op>,
     hook: Arc<dyn PostCommit>,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
 ) {
     let mut stats = WriterStats::default();
+    // After a full disk or another I/O error, the file must be opened again.
+    let mut reopen = false;
     while let Some(first) = rx.blocking_recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_OPS {
@@ -380,18 +386,48 @@ fn run(
 
         let mut answers = Vec::with_capacity(ops.len());
         let mut notices = Vec::new();
-        let outcome = apply_batch(
-            &db,
-            ops,
-            clock.now_ms(),
-            &config,
-            &stats,
-            &mut answers,
-            &mut notices,
-        );
+        if reopen {
+            match cell.reopen() {
+                Ok(()) => reopen = false,
+                Err(e) => tracing::warn!(error = %e, "the data file cannot be reopened yet"),
+            }
+        }
+        let writes = ops
+            .iter()
+            .any(|op| !matches!(op, Op::Stats { .. } | Op::Probe { .. }));
+        let outcome = match cell.get() {
+            Ok(db) => apply_batch(
+                &db,
+                ops,
+                clock.now_ms(),
+                &config,
+                &stats,
+                &mut answers,
+                &mut notices,
+            ),
+            Err(_) => {
+                // Not open: every op is answered "unavailable" below.
+                drop_ops(ops);
+                Err(Failure::Unavailable)
+            }
+        };
         if let Err(e) = &outcome {
-            tracing::error!(error = %e, "write batch failed; its callers get an error");
+            match e {
+                Failure::Full => tracing::error!("write batch failed: the disk is full"),
+                Failure::Unavailable => {
+                    tracing::warn!("write batch failed: the data file is not open")
+                }
+                Failure::Other(e) => {
+                    tracing::error!(error = %e, "write batch failed; its callers get an error")
+                }
+            }
             notices.clear();
+            reopen |= matches!(e, Failure::Full | Failure::Unavailable);
+        }
+        match &outcome {
+            Err(Failure::Full) => cell.full.store(true, std::sync::atomic::Ordering::Relaxed),
+            Ok(()) if writes => cell.full.store(false, std::sync::atomic::Ordering::Relaxed),
+            _ => {}
         }
         for a in answers {
             a.send(&outcome);
@@ -414,6 +450,57 @@ fn dedupe(notices: Vec<Notice>) -> Vec<Notice> {
         .collect()
 }
 
+/// Why a batch did not commit.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// The disk is full (nothing was written).
+    Full,
+    /// The file must be opened again before anything else is written.
+    Unavailable,
+    Other(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Other(e)
+    }
+}
+
+impl Failure {
+    /// A full disk, a file to reopen (redb refuses everything after an I/O error), or
+    /// something else.
+    fn of(e: impl Into<redb::Error>) -> Failure {
+        match e.into() {
+            redb::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::StorageFull
+                    || io.raw_os_error() == Some(libc::ENOSPC) =>
+            {
+                Failure::Full
+            }
+            redb::Error::PreviousIo => Failure::Unavailable,
+            e => Failure::Other(e.to_string()),
+        }
+    }
+}
+
+/// Answer every op of a batch that could not be applied: the data file is not open.
+fn drop_ops(ops: Vec<Op>) {
+    for op in ops {
+        match op {
+            Op::Enqueue { done, .. } => drop(done.send(Err(Error::Unavailable))),
+            Op::CommitTurns { done, .. } => drop(done.send(Err(Error::Unavailable))),
+            Op::PutModule { done, .. } => drop(done.send(Err(Error::Unavailable))),
+            Op::Stats { done } => drop(done.send(Err(Error::Unavailable))),
+            Op::Probe { done } => drop(done.send(Err(Error::Unavailable))),
+            Op::FireTimers { done, .. } => drop(done.send(Err(Error::Unavailable))),
+            Op::FireThese { done, .. } => drop(done.send(Err(Error::Unavailable))),
+            Op::Outbox { done, .. } => drop(done.send(Err(Error::Unavailable))),
+            Op::Purge { done, .. } => drop(done.send(Err(Error::Unavailable))),
+            Op::Admin { done, .. } => drop(done.send(Err(Error::Unavailable))),
+        }
+    }
+}
+
 fn apply_batch(
     db: &Database,
     ops: Vec<Op>,
@@ -422,8 +509,8 @@ fn apply_batch(
     stats: &WriterStats,
     answers: &mut Vec<Answer>,
     notices: &mut Vec<Notice>,
-) -> Result<(), String> {
-    let txn = db.begin_write().map_err(|e| e.to_string())?;
+) -> Result<(), Failure> {
+    let txn = db.begin_write().map_err(Failure::of)?;
     {
         let mut tx = Tx::open(&txn, now, config, notices).map_err(|e| e.to_string())?;
         for op in ops {
@@ -488,7 +575,7 @@ fn apply_batch(
             }
         }
     }
-    txn.commit().map_err(|e| e.to_string())
+    txn.commit().map_err(Failure::of)
 }
 
 /// An answer to a request or an ask: the reply, or the error and (for a refusal) its
