@@ -488,14 +488,17 @@ pub fn check(
             ));
         }
     }
+    let mut of_message: HashMap<u64, Vec<&Delivery>> = HashMap::new();
+    for d in deliveries {
+        if let Some(id) = d.message_id() {
+            of_message.entry(id).or_default().push(d);
+        }
+    }
     for m in ledger.iter().filter(|m| m.kind == Kind::Callback) {
         let Some((_, _, first_n)) = applied.get(&m.id) else {
             continue;
         };
-        let mine: Vec<&Delivery> = deliveries
-            .iter()
-            .filter(|d| d.message_id() == Some(m.id))
-            .collect();
+        let mine = of_message.get(&m.id).cloned().unwrap_or_default();
         if !mine.iter().any(|d| d.accepted) {
             v.push(violation(
                 Class::Callback,

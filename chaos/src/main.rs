@@ -224,6 +224,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let deadline = began + Duration::from_secs(args.seconds);
     let mut start_estimate = Duration::from_millis(300);
     let mut base = base;
+    let mut printed = 0;
     while kills.total < args.kills && Instant::now() < deadline {
         let uptime = Duration::from_millis(100 + rng.below(args.max_uptime_ms.max(1)));
         std::thread::sleep(uptime.min(deadline.saturating_duration_since(Instant::now())));
@@ -326,7 +327,8 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        if kills.total % 10 == 0 && !args.verbose {
+        if kills.total / 10 > printed / 10 && !args.verbose {
+            printed = kills.total;
             println!(
                 "  {} kills ({} during start-up), {:.0} s",
                 kills.total,
