@@ -154,6 +154,11 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", 400, 401, 403, 404, 
 [[operations]]
 include-name = "POST /v1/actors/{module}/{key}/events"
 checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 422, 429]
+
+# Deleting modules runs after the calls: let it find the deployed ones.
+[[operations]]
+include-name = "DELETE /v1/modules/{name}"
+parameters = { "path.name" = { dictionary = "modules", probability = 0.3 } }
 EOF
 
 status=0
