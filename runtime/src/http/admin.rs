@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::domain::QuotaOverrides;
 use crate::engine::{AuthError, Caller, TenantInfo};
@@ -31,14 +31,75 @@ fn admin(st: &AppState, req: &HttpRequest) -> Result<()> {
     }
 }
 
+/// The largest integer a JSON number holds exactly (RFC 7493 §2.2): the document's
+/// `maximum` for the integers of admin bodies, which are refused above it.
+const MAX_JSON_INTEGER: u64 = (1 << 53) - 1;
+
+/// An admin body: one JSON object (serde would also read a struct from an array, which
+/// the document does not allow), with integers as JSON Schema counts them (`5.0` is 5).
 async fn json_body<T: serde::de::DeserializeOwned>(
     st: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<T> {
     let body = read_body(req, payload, 64 << 10, st.config.body_timeout).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    let invalid =
+        |e: &dyn std::fmt::Display| ApiError::bad_request(format!("invalid request body: {e}"));
+    let value: Value = serde_json::from_slice(&body).map_err(|e| invalid(&e))?;
+    if !value.is_object() {
+        return Err(invalid(&"expected a JSON object"));
+    }
+    serde_json::from_value(integral(value)).map_err(|e| invalid(&e))
+}
+
+/// `value` with every number that has no fraction, and fits, as an integer.
+fn integral(value: Value) -> Value {
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() <= MAX_JSON_INTEGER as f64 => {
+                if f < 0.0 {
+                    Value::from(f as i64)
+                } else {
+                    Value::from(f as u64)
+                }
+            }
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// Quota overrides within the document's `maximum` (and far from what would overflow a
+/// semaphore or a duration inside the engine).
+fn check_quotas(quotas: &QuotaOverrides) -> Result<()> {
+    let Ok(Value::Object(fields)) = serde_json::to_value(quotas) else {
+        return Ok(());
+    };
+    for (name, value) in fields {
+        if value.as_u64().is_some_and(|v| v > MAX_JSON_INTEGER) {
+            return Err(ApiError::bad_request(format!(
+                "quota {name} is {value}, over the largest accepted ({MAX_JSON_INTEGER})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An allowlist entry as the document describes it: `host` or `host:port` (an IPv6
+/// address in brackets), 1 to 253 of `A-Z a-z 0-9 . _ : - [ ]`.
+fn check_host_rule(rule: &str) -> Result<()> {
+    let shape = |b: u8| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b);
+    if rule.is_empty() || rule.len() > 253 || !rule.bytes().all(shape) {
+        return Err(ApiError::bad_request(format!(
+            "allow_http entry {rule:?} is not a host or host:port (1 to 253 of \
+             A-Z a-z 0-9 . _ : - [ ])"
+        )));
+    }
+    Ok(())
 }
 
 fn tenant_json(st: &AppState, t: &TenantInfo) -> serde_json::Value {
@@ -172,6 +233,12 @@ pub(super) async fn update_tenant(
     admin(&st, &req)?;
     known(&st, &path)?;
     let patch: TenantPatch = json_body(&st, &req, payload).await?;
+    if let Some(q) = &patch.quotas {
+        check_quotas(q)?;
+    }
+    for rule in patch.allow_http.iter().flatten() {
+        check_host_rule(rule)?;
+    }
     let (info, secret) = st
         .engine
         .update_tenant(
@@ -263,4 +330,52 @@ pub(super) async fn revoke_key(
         )));
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_without_a_fraction_are_integers() {
+        let v = integral(json!({"a": 5.0, "b": [1.5, -2.0, 7], "c": {"d": 1e300}}));
+        assert_eq!(v["a"].as_u64(), Some(5));
+        assert_eq!(v["b"][0].as_f64(), Some(1.5));
+        assert_eq!(v["b"][1].as_i64(), Some(-2));
+        assert_eq!(v["b"][2].as_u64(), Some(7));
+        // Past 2^53 a float is not an exact integer: left as it is, refused by serde.
+        assert!(v["c"]["d"].is_f64());
+    }
+
+    #[test]
+    fn quotas_over_2_pow_53_are_refused() {
+        let ok = QuotaOverrides {
+            concurrent_turns: Some(MAX_JSON_INTEGER),
+            ..Default::default()
+        };
+        assert!(check_quotas(&ok).is_ok());
+        let huge = QuotaOverrides {
+            max_actors: Some(MAX_JSON_INTEGER + 1),
+            ..Default::default()
+        };
+        let e = check_quotas(&huge).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.detail.contains("max_actors"), "{}", e.detail);
+    }
+
+    #[test]
+    fn allowlist_entries_are_hosts_with_an_optional_port() {
+        for ok in [
+            "api.example.com",
+            "api.example.com:8443",
+            "[::1]:9000",
+            "10.0.0.1",
+        ] {
+            assert!(check_host_rule(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(254);
+        for bad in ["", "a b", "example.com/x", "exämple.com", long.as_str()] {
+            assert!(check_host_rule(bad).is_err(), "{bad}");
+        }
+    }
 }

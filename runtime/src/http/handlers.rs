@@ -121,7 +121,7 @@ fn version_json(v: &ModuleVersion) -> serde_json::Value {
     params(wire::ModuleName),
     request_body(
         description = "The component's bytes (built for `wasm32-wasip2`).",
-        content(("application/wasm")),
+        content((wire::ComponentBytes = "application/wasm")),
     ),
     responses(
         (status = 201, description = "A new version was stored.", body = wire::DeployedModule),
@@ -237,11 +237,12 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>> {
     let Some(v) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
+    // Visible ASCII only (no inner spaces or tabs), as the document's pattern says.
     let v = v
         .to_str()
         .ok()
         .map(str::trim)
-        .filter(|v| !v.is_empty() && v.len() <= 255)
+        .filter(|v| !v.is_empty() && v.len() <= 255 && v.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
             ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
         })?;
@@ -256,9 +257,10 @@ fn callback_url(req: &HttpRequest) -> Result<Option<String>> {
         .to_str()
         .map_err(|_| ApiError::bad_request("Callback-Url is not ASCII"))?
         .trim();
-    if !(v.starts_with("http://") || v.starts_with("https://")) || v.len() > 2048 {
+    let scheme = v.starts_with("http://") || v.starts_with("https://");
+    if !scheme || v.len() > 2048 || !v.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
-            "Callback-Url must be an http(s) URL of at most 2048 characters",
+            "Callback-Url must be an http(s) URL of at most 2048 visible ASCII characters",
         ));
     }
     Ok(Some(v.to_owned()))
@@ -313,16 +315,15 @@ fn wait_for(st: &AppState, prefer: codec::Prefer) -> Duration {
         .min(st.config.max_wait)
 }
 
-/// The common part of a call and an event: the caller's actor (its module must exist),
-/// the body as MessagePack (bounded by the tenant's message quota) and the
-/// `Idempotency-Key`.
+/// The common part of a call and an event, after the caller is known: the actor's
+/// module must exist; the body as MessagePack (bounded by the tenant's message quota)
+/// and the `Idempotency-Key`.
 async fn ingress(
     st: &AppState,
     req: &HttpRequest,
-    path: (String, String),
+    actor: &ActorId,
     payload: web::Payload,
-) -> Result<(ActorId, Vec<u8>, Option<String>)> {
-    let actor = actor_from(st, req, path)?;
+) -> Result<(Vec<u8>, Option<String>)> {
     if !st.engine.module_exists(&actor.tenant, &actor.module) {
         return Err(ApiError::not_found(format!(
             "no module named {:?}",
@@ -334,7 +335,7 @@ async fn ingress(
     let _reading = st.body_reads.start(&actor.tenant)?;
     let raw = read_body(req, payload, limit, st.config.body_timeout).await?;
     let body = codec::to_guest(req, &raw)?;
-    Ok((actor, body, key))
+    Ok((body, key))
 }
 
 /// Call an actor: a request that expects a reply.
@@ -405,9 +406,11 @@ pub(super) async fn call_actor(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
+    // The key first: without a valid one, nothing about the request is looked at (401).
+    let actor = actor_from(&st, &req, path.into_inner())?;
     let prefer = codec::prefer(&req)?;
     let callback = callback_url(&req)?;
-    let (actor, body, key) = ingress(&st, &req, path.into_inner(), payload).await?;
+    let (body, key) = ingress(&st, &req, &actor, payload).await?;
     let fresh = RequestId::random();
     let watch = st.engine.watch(fresh);
     let inline = !prefer.respond_async;
@@ -478,7 +481,8 @@ pub(super) async fn send_event(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let (actor, body, key) = ingress(&st, &req, path.into_inner(), payload).await?;
+    let actor = actor_from(&st, &req, path.into_inner())?;
+    let (body, key) = ingress(&st, &req, &actor, payload).await?;
     let (seq, repeat) = st.engine.send_event(&actor, body, key).await?;
     Ok(HttpResponse::Accepted()
         .json(json!({ "status": "accepted", "seq": seq, "duplicate": repeat })))

@@ -14,8 +14,12 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct ModuleName {
-    /// The module's name: 1 to 128 of `A-Z a-z 0-9 _ . : -`.
-    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    /// The module's name: 1 to 128 of `A-Z a-z 0-9 _ . : -`, not only dots.
+    #[param(
+        pattern = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
     name: String,
 }
 
@@ -23,11 +27,19 @@ pub struct ModuleName {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct ActorPath {
-    /// The actor's module: 1 to 128 of `A-Z a-z 0-9 _ . : -`.
-    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    /// The actor's module: 1 to 128 of `A-Z a-z 0-9 _ . : -`, not only dots.
+    #[param(
+        pattern = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
     module: String,
-    /// The actor's key within its module: 1 to 128 of `A-Z a-z 0-9 _ . : -`.
-    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    /// The actor's key within its module: 1 to 128 of `A-Z a-z 0-9 _ . : -`, not only dots.
+    #[param(
+        pattern = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
     key: String,
 }
 
@@ -36,10 +48,18 @@ pub struct ActorPath {
 #[into_params(parameter_in = Path)]
 pub struct DeadLetterPath {
     /// The actor's module.
-    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    #[param(
+        pattern = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
     module: String,
     /// The actor's key.
-    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    #[param(
+        pattern = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
     key: String,
     /// The dead letter's mailbox sequence number (`seq` in the actor's `dead_letters`).
     seq: u64,
@@ -50,6 +70,7 @@ pub struct DeadLetterPath {
 #[into_params(parameter_in = Path)]
 pub struct RequestPath {
     /// The request id: 32 lower-case hex digits, from `request_id` or `Location`.
+    #[param(pattern = "^[0-9a-f]{32}$")]
     id: String,
 }
 
@@ -57,8 +78,12 @@ pub struct RequestPath {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct TenantName {
-    /// The tenant's name: 1 to 128 of `A-Z a-z 0-9 _ . : -`.
-    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    /// The tenant's name: 1 to 128 of `A-Z a-z 0-9 _ . : -`, not only dots.
+    #[param(
+        pattern = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
     name: String,
 }
 
@@ -67,7 +92,11 @@ pub struct TenantName {
 #[into_params(parameter_in = Path)]
 pub struct KeyPath {
     /// The tenant's name.
-    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    #[param(
+        pattern = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
     name: String,
     /// The key's id, as issued (`id`) and listed in the tenant's `keys`.
     id: String,
@@ -87,14 +116,21 @@ pub struct CallHeaders {
     /// 1 to 255 visible ASCII characters. A repeat within the retention window (24 h)
     /// answers for the first request instead of sending a second message; reused with
     /// another body: `422`.
-    #[param(rename = "Idempotency-Key", nullable = false)]
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        pattern = r"^[\x21-\x7E]{1,255}$"
+    )]
     idempotency_key: Option<String>,
-    /// An http(s) URL (at most 2048 characters) the result is POSTed to once the request
-    /// settles, signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`,
-    /// `webhook-signature`) and retried with backoff.
+    /// An http(s) URL (at most 2048 visible ASCII characters) the result is POSTed to once
+    /// the request settles, signed per Standard Webhooks (`webhook-id`,
+    /// `webhook-timestamp`, `webhook-signature`) and retried with backoff. Its host must
+    /// be on the server's or the tenant's outbound allowlist (else `400`).
     #[param(
         rename = "Callback-Url",
         nullable = false,
+        pattern = r"^https?://[\x21-\x7E]+$",
+        max_length = 2048,
         example = "https://example.com/hooks/dwell"
     )]
     callback_url: Option<String>,
@@ -106,7 +142,11 @@ pub struct CallHeaders {
 pub struct EventHeaders {
     /// 1 to 255 visible ASCII characters. A repeat within the retention window (24 h)
     /// is acknowledged (`duplicate: true`) without a second message.
-    #[param(rename = "Idempotency-Key", nullable = false)]
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        pattern = r"^[\x21-\x7E]{1,255}$"
+    )]
     idempotency_key: Option<String>,
 }
 
@@ -121,6 +161,11 @@ pub struct PollHeaders {
 }
 
 // ---- bodies ----
+
+/// A WebAssembly component (`PUT /v1/modules/{name}`).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct ComponentBytes(Vec<u8>);
 
 /// `GET /healthz`.
 #[derive(Serialize, ToSchema)]
@@ -393,20 +438,32 @@ pub struct Quotas {
     concurrent_turns: u64,
 }
 
-/// Per-tenant quota overrides; `null` (or absent) means the server default.
+/// Per-tenant quota overrides; `null` (or absent) means the server default. Each is at
+/// most 2^53 − 1, the largest integer a JSON number holds exactly.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaOverrides {
+    #[schema(maximum = 9007199254740991_f64)]
     max_modules: Option<u64>,
+    #[schema(maximum = 9007199254740991_f64)]
     max_module_bytes: Option<u64>,
+    #[schema(maximum = 9007199254740991_f64)]
     max_actors: Option<u64>,
+    #[schema(maximum = 9007199254740991_f64)]
     max_state_bytes: Option<u64>,
+    #[schema(maximum = 9007199254740991_f64)]
     max_message_bytes: Option<u64>,
+    #[schema(maximum = 9007199254740991_f64)]
     turn_time_ms: Option<u64>,
+    #[schema(maximum = 9007199254740991_f64)]
     memory_mb: Option<u64>,
+    #[schema(maximum = 9007199254740991_f64)]
     timers_per_actor: Option<u64>,
+    #[schema(maximum = 9007199254740991_f64)]
     requests_per_second: Option<u64>,
+    #[schema(maximum = 9007199254740991_f64)]
     burst: Option<u64>,
+    #[schema(maximum = 9007199254740991_f64)]
     concurrent_turns: Option<u64>,
 }
 
@@ -419,7 +476,7 @@ pub struct Tenant {
     quotas: Quotas,
     overrides: QuotaOverrides,
     /// Outbound destinations the tenant's guests may reach, besides the server's.
-    allow_http: Vec<String>,
+    allow_http: Vec<HostRule>,
     /// Ids of the tenant's API keys.
     keys: Vec<String>,
     /// How many actors the tenant has.
@@ -439,8 +496,12 @@ pub struct TenantList {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
-    /// 1 to 128 of `A-Z a-z 0-9 _ . : -`.
-    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    /// 1 to 128 of `A-Z a-z 0-9 _ . : -`, not only dots.
+    #[schema(
+        pattern = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
     name: String,
 }
 
@@ -451,13 +512,22 @@ pub struct TenantPatch {
     /// Overrides to set; the ones given replace the tenant's, the others stay.
     #[serde(skip_serializing_if = "Option::is_none")]
     quotas: Option<QuotaOverrides>,
-    /// Replaces the allowlist of outbound destinations (`host`, `host:port`).
+    /// Replaces the allowlist of outbound destinations.
     #[serde(skip_serializing_if = "Option::is_none")]
-    allow_http: Option<Vec<String>>,
+    allow_http: Option<Vec<HostRule>>,
     /// Issue a new callback signing secret (answered once, in `webhook_secret`).
     #[serde(default)]
     rotate_webhook_secret: bool,
 }
+
+/// An outbound destination: `host` or `host:port` (an IPv6 address in brackets), 1 to 253
+/// of `A-Z a-z 0-9 . _ : - [ ]`.
+#[derive(Serialize, ToSchema)]
+#[schema(
+    pattern = r"^[A-Za-z0-9._:\[\]-]{1,253}$",
+    example = "api.example.com:8443"
+)]
+pub struct HostRule(String);
 
 /// A new API key, shown once.
 #[derive(Serialize, ToSchema)]
