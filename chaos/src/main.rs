@@ -78,6 +78,9 @@ struct Args {
     /// Longest time a server runs under load before it is killed, in ms.
     #[arg(long, default_value_t = 2000)]
     max_uptime_ms: u64,
+    /// SIGKILLs of the very first start on the empty data directory (part of `--kills`).
+    #[arg(long, default_value_t = 2)]
+    first_start_kills: u64,
     /// Kills after which new messages go to a fresh set of actors (bounds state sizes).
     #[arg(long, default_value_t = 10)]
     era_kills: u64,
@@ -131,6 +134,8 @@ struct Kills {
     during_startup: u64,
     under_load: u64,
     during_stop: u64,
+    /// Kills of the very first start (before and after it set up the data directory).
+    first_start: u64,
     /// SIGTERMs that ended the server before the SIGKILL came.
     clean_stops: u64,
     longest_start: Duration,
@@ -181,7 +186,31 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut violations: Vec<Violation> = Vec::new();
     let mut kills = Kills::default();
 
-    // The first start is not killed: it creates the default tenant and writes its key.
+    // The first start on the empty directory creates the default tenant and writes its
+    // key: kill it a few times on the way, then let it finish; the key must work.
+    let mut rng = Rng::new(seed);
+    for _ in 0..args.first_start_kills {
+        dwell.spawn()?;
+        let up = dwell.wait_listening(Duration::from_millis(rng.below(50)));
+        match dwell.kill()? {
+            Ended::Killed => {
+                kills.total += 1;
+                kills.first_start += 1;
+                if matches!(up, Ok(None)) {
+                    kills.during_startup += 1;
+                } else {
+                    kills.under_load += 1;
+                }
+            }
+            Ended::ExitedBefore(code, signal) => violations.push(violation(
+                Class::ServerExit,
+                None,
+                format!(
+                    "the first start exited by itself (code {code:?}, signal {signal:?}): {up:?}"
+                ),
+            )),
+        }
+    }
     dwell.spawn()?;
     let Some(base) = dwell.wait_listening(Duration::from_secs(120))? else {
         bail!(
@@ -220,7 +249,6 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .collect();
 
     // The kill loop.
-    let mut rng = Rng::new(seed);
     let deadline = began + Duration::from_secs(args.seconds);
     let mut start_estimate = Duration::from_millis(300);
     let mut base = base;
@@ -507,8 +535,9 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let elapsed = began.elapsed();
     println!("\n== dwell-chaos summary (seed {seed}) ==");
     println!(
-        "kills: {} ({} during start-up, {} under load, {} during a clean stop; {} with messages in flight; {} clean stops finished first), {} starts, longest start {:.2} s, kill phase {:.1} s{}",
+        "kills: {} ({} of the first start; {} during start-up, {} under load, {} during a clean stop; {} with messages in flight; {} clean stops finished first), {} starts, longest start {:.2} s, kill phase {:.1} s{}",
         kills.total,
+        kills.first_start,
         kills.during_startup,
         kills.under_load,
         kills.during_stop,
