@@ -584,7 +584,7 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
         concurrent_turns: cfg
             .concurrent_turns
             .unwrap_or_else(|| dwell::domain::Quotas::defaults(&config.limits).concurrent_turns)
-            .max(1),
+            .clamp(1, dwell::domain::MAX_CONCURRENT_TURNS),
         ..dwell::domain::Quotas::defaults(&config.limits)
     };
     // Turns run on this runtime. Long turns yield at every epoch tick; checking the

@@ -15,7 +15,8 @@ pub use message::{
 };
 pub use policy::{Limits, RetryPolicy};
 pub use tenancy::{
-    QuotaOverrides, Quotas, TokenBucket, hash_key, is_private, key_id, new_key, same_hash,
+    MAX_CONCURRENT_TURNS, QuotaOverrides, Quotas, TokenBucket, hash_key, is_private, key_id,
+    new_key, same_hash,
 };
 
 /// A guest's MessagePack as JSON, or, when it has no JSON form (binary, non-string map

@@ -77,7 +77,10 @@ impl Quotas {
             timers_per_actor: o.timers_per_actor.unwrap_or(self.timers_per_actor),
             requests_per_second: o.requests_per_second.unwrap_or(self.requests_per_second),
             burst: o.burst.unwrap_or(self.burst),
-            concurrent_turns: o.concurrent_turns.unwrap_or(self.concurrent_turns).max(1),
+            concurrent_turns: o
+                .concurrent_turns
+                .unwrap_or(self.concurrent_turns)
+                .clamp(1, MAX_CONCURRENT_TURNS),
         }
     }
 
@@ -97,6 +100,10 @@ impl Quotas {
         }
     }
 }
+
+/// The most turns of one tenant that may execute at once, whatever a quota says (it
+/// becomes a semaphore's permit count).
+pub const MAX_CONCURRENT_TURNS: u64 = 4096;
 
 /// A token bucket: `rate` tokens per second, holding at most `burst`.
 #[derive(Debug, Clone)]
@@ -253,5 +260,11 @@ mod tests {
         });
         assert_eq!(q.max_actors, 3);
         assert_eq!(q.max_modules, d.max_modules);
+        // A stored override far past any real need cannot make a semaphore panic.
+        let huge = d.with(&QuotaOverrides {
+            concurrent_turns: Some(u64::MAX >> 1),
+            ..Default::default()
+        });
+        assert_eq!(huge.concurrent_turns, MAX_CONCURRENT_TURNS);
     }
 }
