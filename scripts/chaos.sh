@@ -12,9 +12,9 @@ cd "$(dirname "$0")/.."
 profile=${CHAOS_PROFILE:-release}
 scripts/build-guests.sh
 if [ "$profile" = release ]; then
-  cargo build --release -p dwell --bin dwell -p chaos
+  cargo build --release -p dwell --bin dwell -p chaos --bin dwell-chaos
 else
-  cargo build -p dwell --bin dwell -p chaos
+  cargo build -p dwell --bin dwell -p chaos --bin dwell-chaos
 fi
 bin=(target/"$profile"/dwell-chaos --dwell target/"$profile"/dwell)
 if [ "${1:-}" = "--self-test" ]; then
