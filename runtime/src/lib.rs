@@ -16,6 +16,7 @@
 //! - [`domain`] — plain types and decisions: ids, messages, effects, limits, retry policy.
 //! - [`client`] — the small HTTP client behind the `dwell` CLI commands.
 //! - [`tls`] — certificates: the server's TLS config and the roots clients trust.
+//! - `fuzzing` (hidden) — what the fuzz targets in `fuzz/` need of private modules.
 //!
 //! Invariants are listed in ARCHITECTURE.md at the repository root.
 
@@ -23,6 +24,8 @@ pub mod client;
 pub mod domain;
 pub mod engine;
 pub mod executor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod store;
 pub mod tls;
