@@ -194,6 +194,9 @@ struct Model {
     idem_expiry: BTreeSet<(UnixMs, String, String)>,
 }
 
+/// An answer to a request: the reply or the error, and (for a refusal) its class.
+type Answered = (ReplyTo, Result<Vec<u8>, String>, Option<RefusalCode>);
+
 /// What a batch's turns leave to do after the bookkeeping (see the writer).
 #[derive(Default)]
 struct Out {
@@ -202,7 +205,7 @@ struct Out {
     running: Vec<u8>,
     /// Whether an applied turn carried a snapshot (then the state is `running`).
     carried: bool,
-    replies: Vec<(ReplyTo, Result<Vec<u8>, String>, Option<RefusalCode>)>,
+    replies: Vec<Answered>,
     outgoing: Vec<(usize, Envelope)>,
 }
 
@@ -996,13 +999,16 @@ impl Harness {
                 let mut model_inline = Vec::new();
                 let mut real_inline = Vec::new();
                 let mut answers = Vec::new();
+                // Like the runner: once a message could not be run, none after it is.
+                let mut stopped = false;
                 for spec in inline.iter().take(3) {
                     let (env, rid) = self.message(spec.request);
                     let idem = self.idem(spec.idem);
-                    let result = spec
-                        .result
-                        .as_ref()
-                        .map(|s| self.outcome(i, &env, s, &mut state));
+                    stopped |= spec.result.is_none();
+                    let result = match &spec.result {
+                        Some(s) if !stopped => Some(self.outcome(i, &env, s, &mut state)),
+                        _ => None,
+                    };
                     model_inline.push(ModelInline {
                         env: env.clone(),
                         request: rid,
