@@ -18,6 +18,7 @@
 //! - [`client`] — the small HTTP client behind the `dwell` CLI commands, and [`output`]
 //!   — how they print replies (tables, or the JSON with `-o json`).
 //! - [`config`] — `dwell serve`'s options: defaults < config file < `DWELL_*` < flags.
+//! - `fuzzing` (hidden) — what the fuzz targets in `fuzz/` need of private modules.
 //!
 //! Invariants are listed in ARCHITECTURE.md at the repository root.
 
@@ -26,6 +27,8 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod executor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod output;
 pub mod store;

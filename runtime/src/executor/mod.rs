@@ -48,6 +48,17 @@ pub enum ModuleError {
     WrongWorld(String),
 }
 
+/// Why [`Executor::instantiate`] failed.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum InstantiateError {
+    /// A trap or a limit while instantiating (a start function, a segment out of bounds,
+    /// memory or time): the guest's doing, as a trap in a turn is.
+    Trapped(String),
+    /// Anything else, e.g. a link or type error that validation should have refused.
+    Other(String),
+}
+
 /// A compiled, pre-linked module, ready to instantiate cheaply.
 pub struct CompiledModule {
     pre: bindings::ActorPre<HostState>,
@@ -296,6 +307,29 @@ impl Executor {
             }
         });
         store
+    }
+
+    /// Instantiate `module` in a fresh store, as the first turn of a cold actor does,
+    /// without calling `handle`. For the module fuzzer (`fuzz/`), which checks that what
+    /// [`Executor::compile`] accepts also instantiates against the world.
+    #[doc(hidden)]
+    pub async fn instantiate(&self, module: &CompiledModule) -> Result<(), InstantiateError> {
+        let mut store = self.new_store();
+        let actor = ActorId::new(crate::domain::TenantId(String::new()), "", "");
+        store.data_mut().turn.begin(&actor, 0, 0, &self.limits);
+        store.set_epoch_deadline(1);
+        match module.pre.instantiate_async(&mut store).await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.is::<wasmtime::Trap>()
+                    || e.is::<TimeBudgetExceeded>()
+                    || e.is::<MemoryLimitExceeded>()
+                    || store.data().memory_hit =>
+            {
+                Err(InstantiateError::Trapped(describe_trap(&e, &store)))
+            }
+            Err(e) => Err(InstantiateError::Other(format!("{e:#}"))),
+        }
     }
 
     /// Run one turn. `warm` is an idle instance from the pool (reused if

@@ -325,4 +325,27 @@ mod tests {
         );
         assert_eq!(to_guest(&req, b"{nope").unwrap_err().status.as_u16(), 400);
     }
+
+    /// Found by the `codec` fuzzer: serde_json's default float parsing is not correctly
+    /// rounded, so a number the guest received came back as another one when its JSON was
+    /// parsed again (the feature `float_roundtrip` fixes that).
+    #[test]
+    fn json_numbers_reach_the_guest_correctly_rounded() {
+        let req = TestRequest::default().to_http_request();
+        for text in [
+            "18446770034745953615",
+            "1.8446770034745954e19",
+            "0.30000000000000004",
+        ] {
+            let mp = to_guest(&req, text.as_bytes()).unwrap();
+            let got: f64 = rmp_serde::from_slice(&mp).unwrap();
+            assert_eq!(got, text.parse::<f64>().unwrap(), "{text}");
+            let again = to_json(&mp).unwrap().to_string();
+            assert_eq!(
+                to_guest(&req, again.as_bytes()).unwrap(),
+                mp,
+                "{text} → {again}"
+            );
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! touch storage.
 
 mod admin;
-mod codec;
+pub(crate) mod codec; // re-exported for the fuzzers by `crate::fuzzing`
 mod handlers;
 mod openapi;
 mod problem;

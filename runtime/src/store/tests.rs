@@ -396,3 +396,37 @@ fn a_batch_built_on_one_that_fell_back_falls_back_too() {
     assert_eq!(f.mailbox(), vec![0, 1]);
     assert_eq!(f.state(), None);
 }
+
+#[test]
+fn a_timer_set_after_complete_in_the_same_turn_is_dropped() {
+    // Found by the store_model fuzzer: the timer stayed pending on the completed actor,
+    // and when it fired its message was refused but the actor's timer count kept it.
+    let f = fixture();
+    let id = RequestId(1);
+    f.rt.block_on(f.store.enqueue(request(&f.actor, id, None)))
+        .unwrap();
+    let done = TurnResult::Done {
+        state: b"s".to_vec(),
+        effects: vec![
+            Effect::Complete,
+            Effect::SetTimer {
+                name: "late".into(),
+                due_ms: 0,
+                payload: Vec::new(),
+            },
+        ],
+    };
+    f.rt.block_on(f.store.commit_turns(
+        f.actor.clone(),
+        vec![CommittedTurn {
+            seq: 0,
+            result: done,
+        }],
+    ))
+    .unwrap();
+    let meta = f.store.actor_meta(&f.actor).unwrap().unwrap();
+    assert_eq!(meta.status, crate::domain::ActorStatus::Completed);
+    assert_eq!(meta.timers, 0);
+    assert!(f.store.timers_of(&f.actor).unwrap().is_empty());
+    assert_eq!(f.rt.block_on(f.store.fire_timers(u64::MAX, 10)).unwrap(), 0);
+}

@@ -1160,6 +1160,9 @@ impl<'t> Tx<'t> {
                             meta.status = ActorStatus::Completed;
                             self.cancel_all_timers(key, meta)?;
                         }
+                        // A completed process has no timers (`Complete` cancelled them);
+                        // one set after it in the same turn would never be handled.
+                        Effect::SetTimer { .. } if meta.status == ActorStatus::Completed => {}
                         Effect::SetTimer {
                             name,
                             due_ms,
