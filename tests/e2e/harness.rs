@@ -174,19 +174,21 @@ impl Server {
             .append(true)
             .open(self.data.with_extension("log"))
             .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dwell"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--data")
-            .arg(&self.data)
-            .args(&self.args)
-            .env("DWELL_LOG", "info,wasmtime=warn,cranelift=warn")
-            .env_remove("DWELL_ADMIN_KEY")
-            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start dwell");
+        let mut child = Command::new(
+            std::env::var_os("DWELL_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_dwell").into()),
+        )
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(&self.data)
+        .args(&self.args)
+        .env("DWELL_LOG", "info,wasmtime=warn,cranelift=warn")
+        .env_remove("DWELL_ADMIN_KEY")
+        .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start dwell");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         let printed = self.stdout.clone();

@@ -664,3 +664,104 @@ fn keys_and_secrets_stay_out_of_logs_responses_and_the_data_file() {
         "the key's hash is stored"
     );
 }
+
+/// One tenant rewriting large states every turn (4 MB is the default limit; 24 MB with
+/// the limits raised) must not slow another tenant's small turns: the writer's time is
+/// shared (large states are written in slices between other tenants' commits).
+#[test]
+fn a_noisy_tenant_with_large_states_does_not_slow_a_quiet_one() {
+    for (mib, flags) in [
+        (4u64, vec![]),
+        (24, vec!["--max-state", "32MiB", "--memory", "256MiB"]),
+    ] {
+        let server = Server::start(&flags);
+        let noisy = tenant(&server, "noisy");
+        let quiet = tenant(&server, "quiet");
+        patch(&server, "noisy", json!({"quotas": {"turn_time_ms": 5000}}));
+        assert_eq!(deploy_as(&server, &noisy, "hostile", "hostile").status, 201);
+        assert_eq!(deploy_as(&server, &quiet, "counter", "counter").status, 201);
+        // The ballast, minus room for the rest of the state.
+        let bytes = (mib << 20) - (64 << 10);
+        for t in 0..4 {
+            let r = req(
+                &server,
+                &noisy,
+                "POST",
+                &format!("/v1/actors/hostile/big{t}"),
+                Some(json!({"do": "huge", "bytes": bytes})),
+            );
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        }
+        sequential_calls(&server, &quiet, 50); // warm up
+        let idle = median_p99(&server, &quiet);
+
+        // Turns the noisy actors have taken so far: each wrote its whole state.
+        let handled = || -> u64 {
+            (0..4)
+                .map(|t| {
+                    let r = req(
+                        &server,
+                        &noisy,
+                        "GET",
+                        &format!("/v1/actors/hostile/big{t}"),
+                        None,
+                    );
+                    r.json()["state"]["handled"].as_u64().unwrap()
+                })
+                .sum()
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (under_load, rewrites) = std::thread::scope(|s| {
+            // Four actors whose every turn writes their whole large state again (a call
+            // is a turn of its own, so every call is a write of the whole state).
+            let writers: Vec<_> = (0..4)
+                .map(|t| {
+                    let (server, noisy, stop) = (&server, &noisy, &stop);
+                    s.spawn(move || {
+                        let mut n = 0u64;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 10_000 {
+                            let r = req(
+                                server,
+                                noisy,
+                                "POST",
+                                &format!("/v1/actors/hostile/big{t}"),
+                                Some(json!({"do": "rewrite"})),
+                            );
+                            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(500));
+            let before = handled();
+            let under_load = median_p99(&server, &quiet);
+            let rewrites = handled() - before;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            for w in writers {
+                w.join().unwrap();
+            }
+            (under_load, rewrites)
+        });
+        eprintln!(
+            "quiet tenant sync call p99: idle {idle:?}, next to {rewrites} rewrites of \
+             {mib} MB states {under_load:?}"
+        );
+        assert!(
+            rewrites >= if mib > 4 { 3 } else { 8 },
+            "the noisy tenant really rewrote its large states: {rewrites}"
+        );
+        let state = req(&server, &noisy, "GET", "/v1/actors/hostile/big0", None);
+        assert_eq!(state.status, 200);
+        assert!(
+            state.body.len() > (mib << 20) as usize - (64 << 10),
+            "the large state is still whole: {} bytes",
+            state.body.len()
+        );
+        assert!(
+            under_load <= idle * 5,
+            "{mib} MB states: quiet tenant's p99 went from {idle:?} to {under_load:?} (more than 5x)"
+        );
+    }
+}

@@ -15,7 +15,8 @@ use dwell_sdk::prelude::*;
 struct Hostile {
     handled: u64,
     #[serde(default)]
-    ballast: Vec<u8>,
+    /// A string, so that (de)serializing a large state is a copy, not a loop per byte.
+    ballast: String,
 }
 
 #[derive(Deserialize)]
@@ -74,7 +75,7 @@ impl Actor for Hostile {
                 self.handled += n;
             }
             "huge" => {
-                self.ballast = vec![7u8; cmd.bytes.unwrap_or(64 << 20)];
+                self.ballast = "7".repeat(cmd.bytes.unwrap_or(64 << 20));
             }
             "refuse" => return Err(Error::new("refused on purpose")),
             "shout" => eprintln!("{}", "a".repeat(3 << 10)),

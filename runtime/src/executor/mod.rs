@@ -316,7 +316,10 @@ impl Executor {
     pub async fn instantiate(&self, module: &CompiledModule) -> Result<(), InstantiateError> {
         let mut store = self.new_store();
         let actor = ActorId::new(crate::domain::TenantId(String::new()), "", "");
-        store.data_mut().turn.begin(&actor, 0, 0, &self.limits);
+        store
+            .data_mut()
+            .turn
+            .begin(&actor, 0, Default::default(), &self.limits);
         store.set_epoch_deadline(1);
         match module.pre.instantiate_async(&mut store).await {
             Ok(_) => Ok(()),

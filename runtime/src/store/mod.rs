@@ -6,6 +6,7 @@
 //! only then answers the callers and tells the [`PostCommit`] hook what became durable.
 //! This is the one place that knows redb.
 
+mod large;
 mod records;
 mod tables;
 mod writer;
@@ -145,6 +146,7 @@ fn open_database(path: &Path) -> Result<Database, Error> {
         .create(path)?;
     let txn = db.begin_write()?;
     tables::create_all(&txn)?;
+    large::create_all(&txn)?;
     txn.commit()?;
     Ok(db)
 }
@@ -176,8 +178,18 @@ impl Store {
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
         }
         let path = dir.join("dwell.redb");
+        let database = open_database(&path)?;
+        {
+            // Slices staged by batches that never committed (see [`large`]).
+            let txn = database.begin_write()?;
+            let dropped = large::LargeTables::open(&txn)?.unstage_all()?;
+            txn.commit()?;
+            if dropped > 0 {
+                tracing::info!(dropped, "dropped large states staged before a crash");
+            }
+        }
         let db = Arc::new(DbCell {
-            current: std::sync::RwLock::new(Some(Arc::new(open_database(&path)?))),
+            current: std::sync::RwLock::new(Some(Arc::new(database))),
             path,
             full: std::sync::atomic::AtomicBool::new(false),
         });
@@ -251,6 +263,8 @@ impl Store {
         inline: Vec<InlineTurn>,
         expect: Option<Expect>,
     ) -> Result<oneshot::Receiver<Result<TurnsAck, Error>>, Error> {
+        let (mut turns, mut inline) = (turns, inline);
+        let staged = self.stage_large_state(&mut turns, &mut inline).await?;
         let (done, rx) = oneshot::channel();
         self.writer
             .send(writer::Op::CommitTurns {
@@ -258,11 +272,68 @@ impl Store {
                 turns,
                 inline,
                 expect,
+                staged,
                 done,
             })
             .await
             .map_err(|_| Error::Closed)?;
         Ok(rx)
+    }
+
+    /// If the batch's snapshot (carried by its last turn with a non-empty state) is
+    /// larger than [`large::LARGE`], commit it in slices now, one writer operation each,
+    /// and empty it in the turn: the batch's own commit then only points at the slices.
+    async fn stage_large_state(
+        &self,
+        turns: &mut [CommittedTurn],
+        inline: &mut [InlineTurn],
+    ) -> Result<Option<large::Staged>, Error> {
+        use crate::domain::TurnResult;
+        let big = |r: &Option<&mut TurnResult>| matches!(r, Some(TurnResult::Done { state, .. }) if state.len() > large::LARGE);
+        let carrier = inline
+            .iter_mut()
+            .enumerate()
+            .rev()
+            .map(|(j, it)| (large::Carrier::Inline(j), it.result.as_mut()))
+            .chain(
+                turns
+                    .iter_mut()
+                    .enumerate()
+                    .rev()
+                    .map(|(i, t)| (large::Carrier::Turn(i), Some(&mut t.result))),
+            )
+            .find(|(_, r)| matches!(r, Some(TurnResult::Done { state, .. }) if !state.is_empty()));
+        let Some((carrier, result)) = carrier else {
+            return Ok(None);
+        };
+        if !big(&result) {
+            return Ok(None);
+        }
+        let Some(TurnResult::Done { state, .. }) = result else {
+            return Ok(None);
+        };
+        let bytes = std::mem::take(state);
+        let id = rand::random::<u64>();
+        let mut slices = 0u32;
+        for (index, piece) in bytes.chunks(large::SLICE).enumerate() {
+            let index = index as u32;
+            self.submit(|done| writer::Op::Stage {
+                id,
+                index,
+                bytes: piece.to_vec(),
+                done,
+            })
+            .await?;
+            slices = index + 1;
+        }
+        Ok(Some(large::Staged {
+            state: large::StateRef {
+                id,
+                len: bytes.len() as u64,
+                slices,
+            },
+            carrier,
+        }))
     }
 
     /// Hand an operation to the writer without waiting for room in its queue (ingress
@@ -519,8 +590,7 @@ impl Store {
             return Ok(None);
         };
         let meta: ActorMeta = records::decode(meta.value())?;
-        let states = txn.open_table(STATES)?;
-        let state = states.get(key.as_str())?.map(|v| v.value().to_vec());
+        let state = large::read_state(&txn, &key)?;
         let mailbox = txn.open_table(MAILBOX)?;
         let mut messages = Vec::new();
         for entry in mailbox.range((key.as_str(), meta.head_seq)..(key.as_str(), u64::MAX))? {
@@ -553,10 +623,7 @@ impl Store {
             return Ok(None);
         };
         let meta: ActorMeta = records::decode(meta.value())?;
-        let state = txn
-            .open_table(STATES)?
-            .get(key.as_str())?
-            .map(|v| v.value().to_vec());
+        let state = large::read_state(&txn, &key)?;
         let dead = txn.open_table(DEAD)?;
         let mut dead_letters = Vec::new();
         for entry in dead.range((key.as_str(), 0)..(key.as_str(), u64::MAX))? {

@@ -20,6 +20,7 @@ use crate::domain::{
 };
 
 use super::Error;
+use super::large::{self, Carrier, LargeTables, Staged};
 use super::records::{
     self, ActorMeta, CallbackStatus, DeadLetter, Delivery, IdempotencyRecord, KeyRecord,
     ModuleRecord, ModuleVersion, OutboxEntry, PURGE_PREFIX, PurgeJob, RequestRecord, TenantRecord,
@@ -43,7 +44,17 @@ pub(super) enum Op {
         turns: Vec<CommittedTurn>,
         inline: Vec<InlineTurn>,
         expect: Option<Expect>,
+        /// The batch's snapshot, staged in slices (see [`large`]); its carrier turn's
+        /// state is empty.
+        staged: Option<Staged>,
         done: Done<TurnsAck>,
+    },
+    /// One slice of a large state (see [`large`]).
+    Stage {
+        id: u64,
+        index: u32,
+        bytes: Vec<u8>,
+        done: Done<()>,
     },
     PutModule {
         tenant: TenantId,
@@ -83,6 +94,16 @@ pub(super) enum Op {
         op: AdminOp,
         done: Done<bool>,
     },
+}
+
+impl Op {
+    /// Bytes of a large state's slice this op writes (0 for every other op).
+    fn slice_bytes(&self) -> usize {
+        match self {
+            Op::Stage { bytes, .. } => bytes.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// Administrative writes. Each answers whether it changed anything.
@@ -280,6 +301,8 @@ pub struct WriterStats {
     pub commits: u64,
     pub ops: u64,
     pub largest_batch: u64,
+    /// The most state bytes (snapshots and slices of large ones) one commit wrote.
+    pub largest_state_write: u64,
 }
 
 pub(super) fn spawn(
@@ -372,11 +395,39 @@ fn run(
     let mut stats = WriterStats::default();
     // After a full disk or another I/O error, the file must be opened again.
     let mut reopen = false;
-    while let Some(first) = rx.blocking_recv() {
-        let mut ops = vec![first];
+    // Slices that did not fit in an earlier batch (see [`large::BATCH_SLICE_BYTES`]):
+    // they go first into the next, while other operations never wait behind them.
+    let mut deferred: std::collections::VecDeque<Op> = std::collections::VecDeque::new();
+    loop {
+        let mut ops = Vec::new();
+        let mut slice_bytes = 0;
+        while let Some(op) = deferred.front() {
+            if !ops.is_empty() && slice_bytes + op.slice_bytes() > large::BATCH_SLICE_BYTES {
+                break;
+            }
+            slice_bytes += op.slice_bytes();
+            ops.extend(deferred.pop_front());
+        }
+        if ops.is_empty() {
+            match rx.blocking_recv() {
+                Some(op) => {
+                    slice_bytes += op.slice_bytes();
+                    ops.push(op);
+                }
+                None => break,
+            }
+        }
         while ops.len() < MAX_OPS {
             match rx.try_recv() {
-                Ok(op) => ops.push(op),
+                Ok(op) => {
+                    let bytes = op.slice_bytes();
+                    if bytes > 0 && slice_bytes + bytes > large::BATCH_SLICE_BYTES {
+                        deferred.push_back(op);
+                        continue;
+                    }
+                    slice_bytes += bytes;
+                    ops.push(op);
+                }
                 Err(_) => break,
             }
         }
@@ -411,6 +462,9 @@ fn run(
                 Err(Failure::Unavailable)
             }
         };
+        let outcome = outcome.map(|written| {
+            stats.largest_state_write = stats.largest_state_write.max(written);
+        });
         if let Err(e) = &outcome {
             match e {
                 Failure::Full => tracing::error!("write batch failed: the disk is full"),
@@ -489,6 +543,7 @@ fn drop_ops(ops: Vec<Op>) {
         match op {
             Op::Enqueue { done, .. } => drop(done.send(Err(Error::Unavailable))),
             Op::CommitTurns { done, .. } => drop(done.send(Err(Error::Unavailable))),
+            Op::Stage { done, .. } => drop(done.send(Err(Error::Unavailable))),
             Op::PutModule { done, .. } => drop(done.send(Err(Error::Unavailable))),
             Op::Stats { done } => drop(done.send(Err(Error::Unavailable))),
             Op::Probe { done } => drop(done.send(Err(Error::Unavailable))),
@@ -509,8 +564,9 @@ fn apply_batch(
     stats: &WriterStats,
     answers: &mut Vec<Answer>,
     notices: &mut Vec<Notice>,
-) -> Result<(), Failure> {
+) -> Result<u64, Failure> {
     let txn = db.begin_write().map_err(Failure::of)?;
+    let written;
     {
         let mut tx = Tx::open(&txn, now, config, notices).map_err(|e| e.to_string())?;
         for op in ops {
@@ -524,12 +580,25 @@ fn apply_batch(
                     turns,
                     inline,
                     expect,
+                    staged,
                     done,
                 } => {
                     let ack = tx
-                        .commit_turns(&actor, turns, inline, expect, answers)
+                        .commit_turns(&actor, turns, inline, expect, staged, answers)
                         .map_err(|e| e.to_string())?;
                     answers.push(Answer::Turns(done, ack));
+                }
+                Op::Stage {
+                    id,
+                    index,
+                    bytes,
+                    done,
+                } => {
+                    tx.large
+                        .stage(id, index, &bytes)
+                        .map_err(|e| e.to_string())?;
+                    tx.state_bytes += bytes.len() as u64;
+                    answers.push(Answer::Unit(done));
                 }
                 Op::PutModule {
                     tenant,
@@ -574,8 +643,10 @@ fn apply_batch(
                 }
             }
         }
+        written = tx.state_bytes;
     }
-    txn.commit().map_err(Failure::of)
+    txn.commit().map_err(Failure::of)?;
+    Ok(written)
 }
 
 /// An answer to a request or an ask: the reply, or the error and (for a refusal) its
@@ -586,6 +657,8 @@ type Answered = (ReplyTo, Result<Vec<u8>, String>, Option<RefusalCode>);
 #[derive(Default)]
 struct TurnOutput {
     new_state: Option<Vec<u8>>,
+    /// The new state is the batch's staged one (then `new_state` is `None`).
+    new_ref: Option<large::StateRef>,
     replies: Vec<Answered>,
     /// Messages to other mailboxes wait until the actor's meta is written, so that a
     /// message an actor sends to itself lands after its own bookkeeping.
@@ -613,6 +686,9 @@ struct Tx<'t> {
     tenant_actors: Table<'t, &'static str, u64>,
     tenant_ids: Table<'t, &'static str, &'static str>,
     meta_table: Table<'t, &'static str, &'static [u8]>,
+    large: LargeTables<'t>,
+    /// State bytes written in this transaction.
+    state_bytes: u64,
     now: UnixMs,
     config: &'t WriterConfig,
     notices: &'t mut Vec<Notice>,
@@ -648,6 +724,8 @@ impl<'t> Tx<'t> {
             tenant_actors: txn.open_table(TENANT_ACTORS)?,
             tenant_ids: txn.open_table(TENANT_IDS)?,
             meta_table: txn.open_table(META)?,
+            large: LargeTables::open(txn)?,
+            state_bytes: 0,
             now,
             config,
             notices,
@@ -972,9 +1050,30 @@ impl<'t> Tx<'t> {
         turns: Vec<CommittedTurn>,
         inline: Vec<InlineTurn>,
         expect: Option<Expect>,
+        staged: Option<Staged>,
+        answers: &mut Vec<Answer>,
+    ) -> Result<TurnsAck, Error> {
+        let ack = self.commit_turns_inner(actor, turns, inline, expect, staged, answers);
+        // Slices of a snapshot that was not applied are dropped with the batch.
+        if let Some(staged) = staged
+            && self.large.is_staged(staged.state.id)?
+        {
+            self.large.unstage(staged.state.id)?;
+        }
+        ack
+    }
+
+    fn commit_turns_inner(
+        &mut self,
+        actor: &ActorId,
+        turns: Vec<CommittedTurn>,
+        inline: Vec<InlineTurn>,
+        expect: Option<Expect>,
+        staged: Option<Staged>,
         answers: &mut Vec<Answer>,
     ) -> Result<TurnsAck, Error> {
         let key = actor.storage_key();
+        let carries = |c: Carrier| staged.filter(|s| s.carrier == c).map(|s| s.state);
         let existing = self.meta(&key)?;
         let existed = existing.is_some();
         let mut meta = match existing {
@@ -1004,7 +1103,7 @@ impl<'t> Tx<'t> {
             }
         };
         let mut out = TurnOutput::default();
-        for turn in turns {
+        for (i, turn) in turns.into_iter().enumerate() {
             // Exactly once: a turn whose message is no longer the head was committed before.
             if turn.seq != meta.head_seq {
                 tracing::warn!(%actor, seq = turn.seq, head = meta.head_seq, "stale turn ignored");
@@ -1015,6 +1114,10 @@ impl<'t> Tx<'t> {
                 None => continue,
             };
             self.apply_turn(actor, &key, &mut meta, turn.seq, env, turn.result, &mut out)?;
+            if let Some(r) = carries(Carrier::Turn(i)) {
+                out.new_state = None;
+                out.new_ref = Some(r);
+            }
         }
 
         // Inline turns apply only to the actor exactly as the runner saw it, with no
@@ -1043,7 +1146,7 @@ impl<'t> Tx<'t> {
                 && self.fresh_keys(actor, &inline)?;
             if applies {
                 let tenant = actor.tenant.0.as_str();
-                for it in inline {
+                for (j, it) in inline.into_iter().enumerate() {
                     let Some(result) = it.result else { continue };
                     if let (Some(due), MessageKind::Timer { name }) =
                         (it.timer, &it.req.envelope.kind)
@@ -1066,6 +1169,10 @@ impl<'t> Tx<'t> {
                         result,
                         &mut out,
                     )?;
+                    if let Some(r) = carries(Carrier::Inline(j)) {
+                        out.new_state = None;
+                        out.new_ref = Some(r);
+                    }
                     answers.push(Answer::Enqueue(it.done, EnqueueAck::Accepted { seq }));
                 }
             } else {
@@ -1076,7 +1183,12 @@ impl<'t> Tx<'t> {
         }
 
         if let Some(state) = out.new_state.take() {
+            self.state_bytes += state.len() as u64;
             self.states.insert(key.as_str(), state.as_slice())?;
+            self.large.clear_ref(&key)?;
+        } else if let Some(r) = out.new_ref.take() {
+            self.states.remove(key.as_str())?;
+            self.large.set_ref(&key, r)?;
         }
         self.actors
             .insert(key.as_str(), records::encode(&meta).as_slice())?;
@@ -1125,6 +1237,7 @@ impl<'t> Tx<'t> {
                 // earlier ones carry an empty vector (never a valid MessagePack value).
                 if !state.is_empty() {
                     out.new_state = Some(state);
+                    out.new_ref = None;
                 }
                 for effect in effects {
                     match effect {
@@ -1708,6 +1821,7 @@ impl<'t> Tx<'t> {
             self.http_pending.remove((key, call.as_str()))?;
         }
         self.states.remove(key)?;
+        self.large.clear_ref(key)?;
         self.actors.remove(key)?;
         Ok(())
     }
@@ -1748,6 +1862,7 @@ impl<'t> Tx<'t> {
             self.dead.remove((key.as_str(), seq))?;
         }
         self.states.remove(key.as_str())?;
+        self.large.clear_ref(&key)?;
         self.actors.remove(key.as_str())?;
         let tenant = actor.tenant.0.as_str();
         let count = self
