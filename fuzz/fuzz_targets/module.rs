@@ -48,6 +48,9 @@ impl ModuleDirectory for Directory {
     fn check_outbound(&self, _tenant: &TenantId, _url: &str) -> Result<(), String> {
         Err("no outbound HTTP while fuzzing".into())
     }
+    fn admit_log(&self, _tenant: &TenantId, _bytes: usize) -> bool {
+        true
+    }
 }
 
 /// A world to build components for: its type information and the core module shape of
@@ -261,7 +264,7 @@ fn check(f: &Fixture, bytes: &[u8], expect: Expect, u: &mut Unstructured<'_>) {
                 now_ms: 1_000,
                 state: state.as_deref(),
                 envelope: &envelope,
-                timers: 0,
+                timers: Default::default(),
                 limits: f.limits.clone(),
             };
             let exec = f.executor.run_turn(&module, &mut warm, input).await;

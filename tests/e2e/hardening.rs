@@ -586,3 +586,98 @@ fn a_full_disk_answers_507_reports_not_ready_and_recovers_without_a_restart() {
     assert!(server.is_running());
     server.kill();
 }
+
+/// Send `raw` on a new connection; the whole answer, until the server closes.
+fn raw_exchange(server: &Server, raw: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let addr = server.base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The server may answer and close before it has read everything (a head too large).
+    let _ = conn.write_all(raw);
+    let mut out = Vec::new();
+    let _ = conn.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Defect 13: requests the HTTP parser refuses before any handler runs were answered with
+/// an empty 400 or 431.
+#[test]
+fn requests_the_http_parser_refuses_get_problem_json() {
+    let server = Server::start(&[]);
+    let key = format!("Bearer {}", server.key);
+    let headers: String = (0..100).map(|i| format!("X-H{i}: y\r\n")).collect();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "a raw 0xFF in the path",
+            b"GET /v1/\xff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "a space in the path",
+            b"GET /v1/a b HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "a 100 KB path",
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100_000)).into_bytes(),
+            400,
+        ),
+        (
+            "101 headers",
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{headers}\r\n").into_bytes(),
+            431,
+        ),
+        (
+            "Content-Length with Transfer-Encoding",
+            format!(
+                "POST /v1/actors/counter/a HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\n\
+                 Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc"
+            )
+            .into_bytes(),
+            400,
+        ),
+        (
+            "two Content-Lengths",
+            format!(
+                "POST /v1/actors/counter/a HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\n\
+                 Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc"
+            )
+            .into_bytes(),
+            400,
+        ),
+    ];
+    for (what, raw, status) in cases {
+        let answer = raw_exchange(&server, &raw);
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{what}: no answer: {answer:?}"));
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{what}: {head}"
+        );
+        let problem: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{what}: body {body:?} is not JSON: {e}"));
+        assert_eq!(problem["status"], status, "{what}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().len() > 20, "{what}");
+    }
+    // A pipelined good request before a broken one is answered as usual, then the problem.
+    let answer = raw_exchange(
+        &server,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/a b HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.contains("HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json"),
+        "{answer}"
+    );
+    // And the server still serves.
+    let health = server.request("GET", "/healthz", &[], None);
+    assert_eq!(health.status, 200);
+}

@@ -5,6 +5,7 @@
 mod admin;
 pub(crate) mod codec; // re-exported for the fuzzers by `crate::fuzzing`
 mod handlers;
+mod malformed;
 mod openapi;
 mod problem;
 mod routes;
@@ -13,7 +14,7 @@ mod schemas;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 
 use crate::engine::Engine;
 
@@ -70,16 +71,76 @@ pub async fn serve(
         config,
         body_reads,
     };
-    let server = HttpServer::new(move || {
+    // actix-web's `HttpServer`, assembled by hand so that every connection is wrapped
+    // in [`malformed::ProblemIo`] (HTTP/1.1 only: the TLS config offers no h2).
+    let app = move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
             .configure(routes::register)
             .default_service(web::to(handlers::no_route))
-    })
-    .workers(workers)
-    .shutdown_timeout(5);
-    match tls {
-        Some(tls) => server.listen_rustls_0_23(listener, tls)?.run().await,
-        None => server.listen(listener)?.run().await,
+    };
+    // The app as a service of `actix_http::Request`s whose errors are responses.
+    fn factory(
+        app: App<
+            impl actix_service::ServiceFactory<
+                actix_web::dev::ServiceRequest,
+                Config = (),
+                Response = actix_web::dev::ServiceResponse,
+                Error = actix_web::Error,
+                InitError = (),
+            > + 'static,
+        >,
+    ) -> impl actix_service::ServiceFactory<
+        actix_http::Request,
+        Config = actix_web::dev::AppConfig,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::HttpResponse,
+        InitError = (),
+    > {
+        IntoServiceFactory::<_, actix_http::Request>::into_factory(app)
+            .map_err(|e: actix_web::Error| e.error_response())
     }
+    let builder = actix_server::Server::build()
+        .workers(workers)
+        .shutdown_timeout(5);
+    use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service};
+    let server = match tls {
+        Some(tls) => {
+            let acceptor = actix_tls::accept::rustls_0_23::Acceptor::new(tls);
+            builder.listen("dwell-https", listener, move || {
+                let app = app.clone();
+                acceptor
+                    .clone()
+                    .map_err(|e| tracing::debug!(error = ?e, "TLS handshake failed"))
+                    .and_then(fn_service(
+                        |io: actix_tls::accept::rustls_0_23::TlsStream<tokio::net::TcpStream>| async move {
+                            let peer = io.get_ref().0.peer_addr().ok();
+                            Ok((malformed::ProblemIo::new(io), peer))
+                        },
+                    ))
+                    .and_then(
+                        actix_http::HttpService::build()
+                            .h1(actix_service::map_config(factory(app()), |_: ()| {
+                                actix_web::dev::AppConfig::default()
+                            }))
+                            .map_err(|_| ()),
+                    )
+            })?
+        }
+        None => builder.listen("dwell-http", listener, move || {
+            let app = app.clone();
+            fn_service(|io: tokio::net::TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, ()>((malformed::ProblemIo::new(io), peer))
+            })
+            .and_then(
+                actix_http::HttpService::build()
+                    .h1(actix_service::map_config(factory(app()), |_: ()| {
+                        actix_web::dev::AppConfig::default()
+                    }))
+                    .map_err(|_| ()),
+            )
+        })?,
+    };
+    server.run().await
 }
