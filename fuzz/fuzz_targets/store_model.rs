@@ -646,6 +646,10 @@ impl Clock for TestClock {
     fn now_ms(&self) -> UnixMs {
         self.0.load(Ordering::SeqCst)
     }
+    // The store never sleeps on its clock.
+    fn sleep_until(&self, _: UnixMs) -> dwell::domain::Sleep {
+        Box::pin(std::future::pending())
+    }
 }
 
 struct Quiet;

@@ -33,21 +33,22 @@ pub fn msgpack_to_json(msgpack: &[u8]) -> serde_json::Value {
 /// Milliseconds since the Unix epoch.
 pub type UnixMs = u64;
 
-/// The time source. Production uses [`SystemClock`]; tests of timer and retry logic can
-/// drive their own.
+/// A future that resolves when a [`Clock`] reaches a time.
+pub type Sleep = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+/// The time source. Production uses the system clock; engine tests drive a manual one,
+/// so timers, backoff and expiry are tested by advancing time instead of sleeping
+/// (both are in `engine::clock`).
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> UnixMs;
+    /// Resolves once `now_ms() >= at` (at once if it already is).
+    fn sleep_until(&self, at: UnixMs) -> Sleep;
 }
 
-/// Wall-clock time.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> UnixMs {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-    }
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn system_now_ms() -> UnixMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

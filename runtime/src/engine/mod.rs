@@ -6,6 +6,7 @@
 //! actors with new mail and settles request waiters ([`waiters`]). Compiled modules live in
 //! the [`registry`].
 
+mod clock;
 mod lanes;
 mod outbound;
 mod outbox;
@@ -14,6 +15,8 @@ mod runner;
 mod scheduler;
 mod secrets;
 mod tenants;
+#[cfg(test)]
+mod tests;
 mod timers;
 mod waiters;
 pub mod warm;
@@ -24,7 +27,7 @@ use std::time::Duration;
 
 use crate::domain::{
     ActorId, Clock, Envelope, Limits, MessageKind, QuotaOverrides, Quotas, RequestId, RetryPolicy,
-    SystemClock, TenantId, hash_key, new_key, validate_name,
+    TenantId, hash_key, new_key, validate_name,
 };
 use crate::executor::{Executor, ModuleError};
 use crate::store::{
@@ -32,6 +35,7 @@ use crate::store::{
     PostCommit, RequestRecord, Store,
 };
 
+pub use clock::{ManualClock, SystemClock};
 pub use outbound::{OutboundConfig, check_allowed, new_secret, sign};
 pub use registry::Registry;
 pub use tenants::{AuthError, Caller, TenantInfo};
@@ -270,7 +274,11 @@ impl Engine {
     /// Open the store, load the modules, and pick up actors that still have mail.
     /// Must be called within a tokio runtime; turns run on it.
     pub fn start(config: EngineConfig) -> Result<Engine, Error> {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Engine::start_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// [`Engine::start`] on another clock (tests drive a [`ManualClock`]).
+    pub fn start_with_clock(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
         let dispatch = Arc::new(Dispatch {
             engine: OnceLock::new(),
         });

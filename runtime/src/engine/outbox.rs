@@ -74,14 +74,20 @@ pub(super) async fn run(inner: Arc<Inner>) {
         }
         // Forget the shares of tenants with nothing in flight.
         shares.retain(|_, s| s.available_permits() < share);
-        let wait = match inner.store.next_outbox_due() {
-            Ok(Some(due)) if due > now => Duration::from_millis(due - now),
+        match inner.store.next_outbox_due() {
+            Ok(Some(due)) if due > now => {
+                tokio::select! {
+                    _ = inner.clock.sleep_until(due) => {}
+                    _ = inner.outbox_wake.notified() => {}
+                }
+            }
             // Due but in flight or waiting for a share: a finished delivery wakes us.
-            _ => Duration::from_secs(1),
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = inner.outbox_wake.notified() => {}
+            _ => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = inner.outbox_wake.notified() => {}
+                }
+            }
         }
     }
 }

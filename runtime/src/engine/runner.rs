@@ -389,7 +389,8 @@ async fn run_batch(
                                 let turns = std::mem::take(&mut done);
                                 inner.store.commit_turns(actor.clone(), turns).await?;
                             }
-                            tokio::time::sleep(wait).await;
+                            let until = inner.clock.now_ms() + wait.as_millis() as u64;
+                            inner.clock.sleep_until(until).await;
                         }
                     }
                 }

@@ -137,10 +137,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
             .unwrap_or(u64::MAX)
             .min(now + LOOKAHEAD_MS / 2)
             .min(last_sweep + STRAGGLER_MS / 2);
-        let wait = next.saturating_sub(inner.clock.now_ms());
-        if wait > 0 {
+        if next > inner.clock.now_ms() {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                _ = inner.clock.sleep_until(next) => {}
                 _ = inner.timer_wake.notified() => {}
             }
         }
@@ -211,7 +210,8 @@ pub(super) async fn purge(inner: Arc<Inner>) {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot purge idempotency keys"),
         }
-        tokio::time::sleep(inner.config.purge_interval).await;
+        let next = now + inner.config.purge_interval.as_millis() as u64;
+        inner.clock.sleep_until(next).await;
     }
 }
 

@@ -17,6 +17,9 @@ impl Clock for FixedClock {
     fn now_ms(&self) -> UnixMs {
         1_000_000
     }
+    fn sleep_until(&self, _: UnixMs) -> crate::domain::Sleep {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// Remembers every notice, to check what the post-commit path was told.
