@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guests.sh
+cargo test -p dwell-types -p dwell-executor "$@"
 cargo test -p dwell "$@" -- --skip noisy
 cargo test -p dwell --test e2e "$@" -- noisy --test-threads 1 --nocapture

@@ -11,9 +11,9 @@
 //! - [`store`] — everything durable in one redb file. One writer thread commits many
 //!   enqueues and turn outcomes per transaction (group commit) and only then releases
 //!   replies and wakes actors (the output gate).
-//! - [`executor`] — wasmtime: compiles and validates components, runs one turn with time,
+//! - [`executor`] (crate `dwell-executor`) — wasmtime: compiles and validates components, runs one turn with time,
 //!   memory and output limits; host imports only record effects.
-//! - [`domain`] — plain types and decisions: ids, messages, effects, limits, retry policy.
+//! - [`domain`] (crate `dwell-types`) — plain types and decisions: ids, messages, effects, limits, retry policy.
 //! - [`tls`] — certificates: the server's TLS config and the roots clients trust.
 //! - [`client`] — the small HTTP client behind the `dwell` CLI commands, and [`output`]
 //!   — how they print replies (tables, or the JSON with `-o json`).
@@ -24,9 +24,9 @@
 
 pub mod client;
 pub mod config;
-pub mod domain;
+pub use dwell_types as domain;
 pub mod engine;
-pub mod executor;
+pub use dwell_executor as executor;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

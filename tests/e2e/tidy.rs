@@ -22,7 +22,15 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 fn every_rust_file_has_module_docs_and_no_debug_leftovers() {
     let root = crate::harness::workspace_root();
     let mut files = Vec::new();
-    for dir in ["runtime", "guest-sdk", "examples", "tests", "chaos"] {
+    for dir in [
+        "dwell-types",
+        "dwell-executor",
+        "runtime",
+        "guest-sdk",
+        "examples",
+        "tests",
+        "chaos",
+    ] {
         rust_files(&root.join(dir), &mut files);
     }
     assert!(files.len() > 20, "found the sources");

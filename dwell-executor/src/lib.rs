@@ -25,7 +25,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::domain::{ActorId, Effect, Envelope, Limits, UnixMs};
+use dwell_types::{ActorId, Effect, Envelope, Limits, UnixMs};
 
 pub use host::ModuleDirectory;
 
@@ -96,7 +96,7 @@ pub enum TurnExec {
     },
     /// The guest returned an error: it refuses this message, with a class when it gave
     /// one (`refuse-as`). Not retried.
-    Refused(String, Option<crate::domain::RefusalCode>),
+    Refused(String, Option<dwell_types::RefusalCode>),
     /// A trap, time-budget or memory-limit breach, or an invalid output. Retried.
     Trapped(String),
 }
@@ -124,7 +124,7 @@ pub struct TurnInput<'a> {
     pub envelope: &'a Envelope,
     /// The names of the actor's pending timers before this turn (for the per-actor
     /// timer limit).
-    pub timers: Arc<crate::domain::TimerNames>,
+    pub timers: Arc<dwell_types::TimerNames>,
     /// The limits of the actor's tenant.
     pub limits: Arc<Limits>,
 }
@@ -315,7 +315,7 @@ impl Executor {
     #[doc(hidden)]
     pub async fn instantiate(&self, module: &CompiledModule) -> Result<(), InstantiateError> {
         let mut store = self.new_store();
-        let actor = ActorId::new(crate::domain::TenantId(String::new()), "", "");
+        let actor = ActorId::new(dwell_types::TenantId(String::new()), "", "");
         store
             .data_mut()
             .turn
@@ -443,7 +443,7 @@ fn describe_trap(e: &wasmtime::Error, store: &Store<HostState>) -> String {
 }
 
 fn to_wit_message(env: &Envelope) -> wit::Message {
-    use crate::domain::{MessageKind, ReplyTo};
+    use dwell_types::{MessageKind, ReplyTo};
     match &env.kind {
         MessageKind::Request { request } => wit::Message::Request(wit::RequestMsg {
             reply_to: ReplyTo::Request(*request).to_handle(),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::domain::{
+use dwell_types::{
     ActorId, Effect, HttpCallSpec, Limits, RefusalCode, ReplyTo, TenantId, TimerNames, UnixMs,
     validate_name,
 };

@@ -8,7 +8,8 @@ mod policy;
 mod tenancy;
 
 pub use ids::{ActorId, Digest, RequestId, TenantId, validate_name};
-pub(crate) use message::serde_bytes_vec;
+#[doc(hidden)]
+pub use message::serde_bytes_vec;
 pub use message::{
     ActorStatus, Effect, Envelope, HttpCallSpec, HttpReply, MessageKind, RefusalCode, ReplyTo,
     RequestStatus, TimerNames, TurnResult,

@@ -202,7 +202,7 @@ pub enum ActorStatus {
 }
 
 /// Vec<u8> as MessagePack `bin` rather than an array of integers.
-pub(crate) mod serde_bytes_vec {
+pub mod serde_bytes_vec {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -240,7 +240,7 @@ pub(crate) mod serde_bytes_vec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::TenantId;
+    use crate::TenantId;
 
     #[test]
     fn reply_handles_round_trip_within_a_tenant() {
