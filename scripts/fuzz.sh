@@ -29,6 +29,10 @@ fi
 # errors; this keeps builds and runs fast and works the same with stable.
 fuzz=("${cargo[@]}" fuzz)
 opts=(--fuzz-dir fuzz --sanitizer none)
+# FUZZ_QUICK=1 (CI): a development build (fuzz/Cargo.toml: opt-level 1, many codegen
+# units) — several times quicker to build from scratch, slower per run, enough for a
+# short run of each target. Long runs use the optimised default.
+[ "${FUZZ_QUICK:-}" = 1 ] && opts+=(--dev)
 
 # The example components are the module target's best seeds (copied, not committed).
 seeds=fuzz/target/seeds/module
