@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the release server and the guests, then run the benchmark:
+# Build the release server, the benchmark and the guests, then run the benchmark:
 #   scripts/bench.sh                     quick run (about a minute)
 #   scripts/bench.sh --full              the issue's sizes (many minutes)
 #   scripts/bench.sh --only events,sync  some scenarios; `--help` lists every option
@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guests.sh
-cargo build --release -p dwell --bins
+cargo build --release -p dwell -p dwell-bench --bins
 exec target/release/dwell-bench "$@"

@@ -30,6 +30,7 @@ fn every_rust_file_has_module_docs_and_no_debug_leftovers() {
         "examples",
         "tests",
         "chaos",
+        "dwell-bench",
     ] {
         rust_files(&root.join(dir), &mut files);
     }
