@@ -110,8 +110,18 @@ pub enum Error {
     ActorCompleted(String),
     #[error(transparent)]
     InvalidModule(#[from] ModuleError),
+    /// The disk holding the data is full: nothing was written.
+    #[error("the disk holding the data is full")]
+    StorageFull,
+    /// The data file is being reopened after an I/O error: nothing was written.
+    #[error("storage is unavailable for now")]
+    StorageUnavailable,
+    /// The writer's queue or the ingress budget is full: nothing was accepted.
+    #[error("the node is at capacity")]
+    Overloaded,
+    /// Storage failed otherwise (I/O, a record that does not decode, shut down).
     #[error(transparent)]
-    Store(#[from] store::Error),
+    Storage(store::Error),
     #[error("engine setup: {0}")]
     Setup(String),
     #[error("this Idempotency-Key was already used for a different request")]
@@ -124,6 +134,19 @@ pub enum Error {
     TenantExists(String),
     #[error("no tenant named {0:?}")]
     UnknownTenant(String),
+}
+
+/// Storage errors keep their kind: a full disk, a file being reopened and a full queue
+/// are what a caller can act on; everything else is internal.
+impl From<store::Error> for Error {
+    fn from(e: store::Error) -> Self {
+        match e {
+            store::Error::Full => Error::StorageFull,
+            store::Error::Unavailable => Error::StorageUnavailable,
+            store::Error::Overloaded => Error::Overloaded,
+            e => Error::Storage(e),
+        }
+    }
 }
 
 pub(crate) struct Inner {

@@ -196,8 +196,16 @@ fn a_failing_turn_is_retried_after_its_backoff_on_the_clock_then_dead_lettered()
     );
     r.advance(Duration::from_secs(19));
     r.settle();
-    assert_eq!(r.dead_letters(&a), 0, "one second before the third attempt");
-    r.advance(Duration::from_secs(1));
+    assert_eq!(r.dead_letters(&a), 0, "29 s of backoff is not enough");
+    // The third attempt is due 30 s after the first (later if the first ran late on a
+    // loaded machine): move on until it has run.
+    for _ in 0..20 {
+        r.advance(Duration::from_secs(1));
+        if r.dead_letters(&a) == 1 {
+            break;
+        }
+        r.settle();
+    }
     r.until("dead-lettered after the third attempt", || {
         r.dead_letters(&a) == 1
     });
@@ -243,16 +251,25 @@ fn a_failed_delivery_is_tried_again_only_when_the_clock_reaches_its_backoff() {
         json!({"op": "http", "call_id": "c1", "url": url, "attempts": 2}),
     );
     r.until("first attempt", || hits.load(Ordering::SeqCst) == 1);
+    // Its retry is scheduled on the clock: 60 s with ±25% jitter.
+    let due = std::cell::Cell::new(0);
+    r.until("retry scheduled", || {
+        let calls = r.engine.http_calls_of(&a).unwrap();
+        let scheduled = calls.first().filter(|c| c.attempts == 1);
+        due.set(scheduled.map_or(0, |c| c.due_ms));
+        scheduled.is_some()
+    });
+    let wait = due.get() - START_MS;
+    assert!((45_000..=75_000).contains(&wait), "backoff {wait} ms");
 
-    // The backoff is 60 s with ±25% jitter: not before 45 s, surely by 75 s.
-    r.advance(Duration::from_secs(44));
+    r.advance(Duration::from_millis(wait - 1));
     r.settle();
     assert_eq!(
         hits.load(Ordering::SeqCst),
         1,
         "no attempt before the backoff"
     );
-    r.advance(Duration::from_secs(32));
+    r.advance(Duration::from_millis(1));
     r.until("second attempt", || hits.load(Ordering::SeqCst) == 2);
     // Two attempts were allowed: the actor hears the failure.
     r.until("result delivered", || {
@@ -286,4 +303,24 @@ fn an_idempotency_key_is_remembered_for_its_retention_on_the_clock() {
     assert!(!repeat, "past the retention the key is new");
     assert_ne!(fresh, first);
     r.until("both calls applied", || r.state(&a)["total"] == 2);
+}
+
+#[test]
+fn storage_errors_keep_their_kind() {
+    assert!(matches!(
+        Error::from(store::Error::Full),
+        Error::StorageFull
+    ));
+    assert!(matches!(
+        Error::from(store::Error::Unavailable),
+        Error::StorageUnavailable
+    ));
+    assert!(matches!(
+        Error::from(store::Error::Overloaded),
+        Error::Overloaded
+    ));
+    assert!(matches!(
+        Error::from(store::Error::Corrupt("x".into())),
+        Error::Storage(store::Error::Corrupt(_))
+    ));
 }

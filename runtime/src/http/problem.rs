@@ -192,13 +192,13 @@ impl From<engine::Error> for ApiError {
                 e.to_string(),
             ),
             E::UnknownTenant(_) => ApiError::not_found(e.to_string()),
-            E::Store(crate::store::Error::Full) => ApiError::new(
+            E::StorageFull => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "storage-full",
                 "Storage full",
                 "the disk holding the data is full; nothing was accepted; retry once there is room",
             ),
-            E::Store(crate::store::Error::Unavailable) => {
+            E::StorageUnavailable => {
                 let mut e = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage-unavailable",
@@ -208,7 +208,7 @@ impl From<engine::Error> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
-            E::Store(crate::store::Error::Overloaded) => {
+            E::Overloaded => {
                 let mut e = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "overloaded",
@@ -218,7 +218,7 @@ impl From<engine::Error> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
-            E::Store(_) | E::Setup(_) => {
+            E::Storage(_) | E::Setup(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
