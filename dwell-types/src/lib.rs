@@ -5,6 +5,7 @@
 mod ids;
 mod message;
 mod policy;
+pub mod records;
 mod tenancy;
 
 pub use ids::{ActorId, Digest, RequestId, TenantId, validate_name};

@@ -56,3 +56,32 @@ fn every_rust_file_has_module_docs_and_no_debug_leftovers() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The layering the storage contract depends on: the HTTP layer never reaches into
+/// storage, and only the store knows redb.
+#[test]
+fn http_imports_nothing_from_storage_and_only_the_store_knows_redb() {
+    let root = crate::harness::workspace_root();
+    let mut problems = Vec::new();
+    let mut check = |dir: &str, banned: &[&str]| {
+        let mut files = Vec::new();
+        rust_files(&root.join(dir), &mut files);
+        assert!(!files.is_empty(), "{dir} has sources");
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            // Code only: doc comments may name the data file.
+            for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                for bad in banned {
+                    if line.contains(bad) {
+                        problems.push(format!("{}: {}", f.display(), line.trim()));
+                    }
+                }
+            }
+        }
+    };
+    check("runtime/src/http", &["crate::store", "redb"]);
+    check("runtime/src/engine", &["redb"]);
+    check("dwell-types", &["redb", "crate::store"]);
+    check("dwell-executor", &["redb"]);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -7,11 +7,11 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
+use crate::domain::records::{CallbackStatus, Delivery, ModuleVersion, RequestRecord};
 use crate::domain::{
     ActorId, ActorStatus, RefusalCode, RequestId, RequestStatus, TenantId, validate_name,
 };
 use crate::engine::{AuthError, Caller};
-use crate::store::{CallbackStatus, Delivery, ModuleVersion, RequestRecord};
 
 use super::AppState;
 use super::codec::{self, read_body};
