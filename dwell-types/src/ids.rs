@@ -78,6 +78,22 @@ impl ActorId {
     }
 }
 
+/// `#[serde(with = "crate::ids::as_storage_key")]`: an [`ActorId`] kept as its storage
+/// key string, so records hold a typed actor and their encoding stays what it was.
+pub mod as_storage_key {
+    use super::ActorId;
+
+    pub fn serialize<S: serde::Serializer>(a: &ActorId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&a.storage_key())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ActorId, D::Error> {
+        let key = <String as serde::Deserialize>::deserialize(d)?;
+        ActorId::from_storage_key(&key)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an actor key: {key:?}")))
+    }
+}
+
 impl fmt::Display for ActorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.module, self.key)

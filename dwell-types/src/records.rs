@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ActorStatus, Envelope, HttpCallSpec, QuotaOverrides, RequestStatus, UnixMs};
+use crate::{ActorId, ActorStatus, Envelope, HttpCallSpec, QuotaOverrides, RequestStatus, UnixMs};
 
 /// An actor's bookkeeping (its state snapshot lives in its own table so that an enqueue
 /// does not rewrite it).
@@ -29,8 +29,9 @@ pub struct ActorMeta {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestRecord {
-    /// Storage key of the target actor (`tenant/module/key`).
-    pub actor: String,
+    /// The target actor (kept as its storage key `tenant/module/key`).
+    #[serde(with = "crate::ids::as_storage_key")]
+    pub actor: ActorId,
     pub status: RequestStatus,
     pub created_ms: UnixMs,
     pub settled_ms: Option<UnixMs>,
@@ -50,7 +51,11 @@ pub enum CallbackStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Delivery {
     /// A guest's outbound HTTP call; the result goes back to `actor`.
-    Http { actor: String, spec: HttpCallSpec },
+    Http {
+        #[serde(with = "crate::ids::as_storage_key")]
+        actor: ActorId,
+        spec: HttpCallSpec,
+    },
     /// A request's result, POSTed to its callback URL.
     Callback { request: u128, url: String },
 }
@@ -69,7 +74,8 @@ pub struct OutboxEntry {
 /// An idempotency key's memory: what the first use of the key produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
-    pub actor: String,
+    #[serde(with = "crate::ids::as_storage_key")]
+    pub actor: ActorId,
     pub request: Option<u128>,
     pub seq: u64,
     pub expires_ms: UnixMs,

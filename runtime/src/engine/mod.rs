@@ -654,11 +654,7 @@ impl Engine {
         id: RequestId,
     ) -> Result<Option<RequestRecord>, Error> {
         let rec = self.inner.store.request(id)?;
-        Ok(
-            rec.filter(|r| {
-                ActorId::from_storage_key(&r.actor).is_some_and(|a| &a.tenant == tenant)
-            }),
-        )
+        Ok(rec.filter(|r| &r.actor.tenant == tenant))
     }
 
     pub fn inspect(&self, actor: &ActorId) -> Result<Option<ActorView>, Error> {

@@ -98,16 +98,13 @@ fn tenant_of(inner: &Inner, entry: &OutboxEntry) -> Option<TenantId> {
         Delivery::Http { actor, .. } => actor.clone(),
         Delivery::Callback { request, .. } => inner.store.request(RequestId(*request)).ok()??.actor,
     };
-    ActorId::from_storage_key(&actor).map(|a| a.tenant)
+    Some(actor.tenant)
 }
 
 async fn deliver(inner: &Arc<Inner>, id: u128, entry: OutboxEntry) {
     let update = match &entry.delivery {
         // A deleted tenant's calls stop (its actors are being purged).
-        Delivery::Http { actor, .. }
-            if crate::domain::ActorId::from_storage_key(actor)
-                .is_none_or(|a| inner.tenants.get(&a.tenant).is_none()) =>
-        {
+        Delivery::Http { actor, .. } if inner.tenants.get(&actor.tenant).is_none() => {
             Some(OutboxUpdate::Finish {
                 result: None,
                 callback: None,
@@ -126,7 +123,7 @@ async fn http_call(
     inner: &Arc<Inner>,
     id: u128,
     entry: &OutboxEntry,
-    actor: &str,
+    actor: &ActorId,
     spec: &crate::domain::HttpCallSpec,
 ) -> Option<OutboxUpdate> {
     let cfg = &inner.config.outbound;
@@ -150,7 +147,7 @@ async fn http_call(
         }),
         callback: None,
     };
-    let tenant = crate::domain::ActorId::from_storage_key(actor).map(|a| a.tenant);
+    let tenant = Some(actor.tenant.clone());
     let tenant_allow = tenant
         .as_ref()
         .and_then(|t| inner.tenants.get(t))
@@ -188,7 +185,7 @@ async fn http_call(
     })
     .await
     .unwrap_or_else(|e| Attempt::Failed(e.to_string()));
-    tracing::debug!(actor, call = %spec.call_id, attempt = attempt_no, ?result, "outbound attempt");
+    tracing::debug!(%actor, call = %spec.call_id, attempt = attempt_no, ?result, "outbound attempt");
     if result.retryable() && attempt_no < max {
         let (wait, error) = match &result {
             Attempt::Response(r, retry_after) => (
@@ -230,7 +227,7 @@ async fn callback(
             return None;
         }
     };
-    let actor = crate::domain::ActorId::from_storage_key(&rec.actor);
+    let actor = Some(rec.actor.clone());
     // A deleted tenant's callbacks stop: nothing is sent, nothing signed with a secret
     // that is not the tenant's.
     let Some(tenant) = actor.as_ref().and_then(|a| inner.tenants.get(&a.tenant)) else {

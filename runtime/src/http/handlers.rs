@@ -489,7 +489,7 @@ pub(super) async fn send_event(
 }
 
 fn request_json(id: RequestId, rec: &RequestRecord) -> serde_json::Value {
-    let actor = ActorId::from_storage_key(&rec.actor);
+    let actor = Some(&rec.actor);
     let mut v = json!({
         "request_id": id.to_string(),
         "actor": actor.map(|a| json!({"module": a.module, "key": a.key})),

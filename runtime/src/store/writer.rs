@@ -740,7 +740,6 @@ impl<'t> Tx<'t> {
     }
 
     fn enqueue_request(&mut self, req: EnqueueRequest) -> Result<EnqueueAck, Error> {
-        let actor_key = req.actor.storage_key();
         let tenant = req.actor.tenant.0.as_str();
         if let Some(idem) = &req.idempotency {
             let found: Option<IdempotencyRecord> =
@@ -750,7 +749,7 @@ impl<'t> Tx<'t> {
                 };
             if let Some(rec) = found {
                 if rec.expires_ms > self.now {
-                    if rec.actor != actor_key
+                    if rec.actor != req.actor
                         || rec.fingerprint.is_some_and(|f| f != idem.fingerprint)
                     {
                         return Ok(EnqueueAck::KeyConflict);
@@ -767,10 +766,10 @@ impl<'t> Tx<'t> {
         }
         let ack = self.enqueue(&req.actor, &req.envelope)?;
         if let (EnqueueAck::Accepted { seq }, Some(idem)) = (&ack, &req.idempotency) {
-            self.put_idempotency(tenant, idem, &actor_key, req.request.as_ref(), *seq)?;
+            self.put_idempotency(tenant, idem, &req.actor, req.request.as_ref(), *seq)?;
         }
         if let (EnqueueAck::Accepted { .. }, Some(new)) = (&ack, req.request) {
-            self.put_request(&actor_key, new)?;
+            self.put_request(&req.actor, new)?;
         }
         Ok(ack)
     }
@@ -779,12 +778,12 @@ impl<'t> Tx<'t> {
         &mut self,
         tenant: &str,
         idem: &Idempotency,
-        actor_key: &str,
+        actor: &ActorId,
         request: Option<&NewRequest>,
         seq: u64,
     ) -> Result<(), Error> {
         let rec = IdempotencyRecord {
-            actor: actor_key.to_owned(),
+            actor: actor.clone(),
             request: request.map(|r| r.id.0),
             seq,
             expires_ms: idem.expires_ms,
@@ -800,9 +799,9 @@ impl<'t> Tx<'t> {
     }
 
     /// A new pending request record.
-    fn put_request(&mut self, actor_key: &str, new: NewRequest) -> Result<(), Error> {
+    fn put_request(&mut self, actor: &ActorId, new: NewRequest) -> Result<(), Error> {
         let rec = RequestRecord {
-            actor: actor_key.to_owned(),
+            actor: actor.clone(),
             status: RequestStatus::Pending,
             created_ms: self.now,
             settled_ms: None,
@@ -964,8 +963,7 @@ impl<'t> Tx<'t> {
         }) else {
             return Ok(());
         };
-        let owner = ActorId::from_storage_key(&rec.actor).map(|a| a.tenant);
-        if !rec.status.is_pending() || owner.as_ref() != Some(tenant) {
+        if !rec.status.is_pending() || &rec.actor.tenant != tenant {
             return Ok(());
         }
         rec.status = status.clone();
@@ -1155,10 +1153,10 @@ impl<'t> Tx<'t> {
                     }
                     let seq = meta.head_seq;
                     if let Some(idem) = &it.req.idempotency {
-                        self.put_idempotency(tenant, idem, &key, it.req.request.as_ref(), seq)?;
+                        self.put_idempotency(tenant, idem, actor, it.req.request.as_ref(), seq)?;
                     }
                     if let Some(new) = it.req.request {
-                        self.put_request(&key, new)?;
+                        self.put_request(actor, new)?;
                     }
                     self.apply_turn(
                         actor,
@@ -1285,7 +1283,7 @@ impl<'t> Tx<'t> {
                         Effect::HttpCall(spec) => {
                             let call_id = spec.call_id.clone();
                             let id = self.outbox_add(Delivery::Http {
-                                actor: key.to_owned(),
+                                actor: actor.clone(),
                                 spec,
                             })?;
                             self.http_pending.insert((key, call_id.as_str()), id)?;
@@ -1507,18 +1505,17 @@ impl<'t> Tx<'t> {
                 self.outbox.remove(id)?;
                 match &entry.delivery {
                     Delivery::Http { actor, spec } => {
+                        let key = actor.storage_key();
                         let current = self
                             .http_pending
-                            .get((actor.as_str(), spec.call_id.as_str()))?
+                            .get((key.as_str(), spec.call_id.as_str()))?
                             .map(|v| v.value());
                         if current == Some(id) {
                             self.http_pending
-                                .remove((actor.as_str(), spec.call_id.as_str()))?;
+                                .remove((key.as_str(), spec.call_id.as_str()))?;
                         }
-                        if let (Some(env), Some(target)) =
-                            (result, ActorId::from_storage_key(actor))
-                        {
-                            self.enqueue_or_log(&target, &env)?;
+                        if let Some(env) = result {
+                            self.enqueue_or_log(actor, &env)?;
                         }
                     }
                     Delivery::Callback { request, .. } => {
@@ -1731,7 +1728,7 @@ impl<'t> Tx<'t> {
             return Ok(true);
         }
         // The outbox, then the requests: keyed by id, so scanned from a cursor.
-        let owned = |actor: &str| actor.starts_with(&prefix);
+        let owned = |actor: &ActorId| actor.tenant.0 == id;
         while job.phase < 2 && budget > 0 {
             let mut scanned = Vec::new();
             if job.phase == 0 {
