@@ -1325,7 +1325,7 @@ impl Harness {
             match (got, model.requests.get(id)) {
                 (None, None) => {}
                 (Some(rec), Some((i, status))) => {
-                    assert_eq!(rec.actor, storage_key(*i));
+                    assert_eq!(rec.actor, actor_id(*i));
                     assert_eq!(&rec.status, status, "request {id}");
                 }
                 (got, want) => panic!("request {id}: store {got:?}, model {want:?}"),
