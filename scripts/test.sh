@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guests.sh
-cargo test -p dwell-types -p dwell-executor "$@"
-cargo test -p dwell "$@" -- --skip noisy
+# One command for every crate: built apart, their shared dependencies would be compiled
+# twice with different features.
+cargo test -p dwell-types -p dwell-executor -p dwell "$@" -- --skip noisy
 cargo test -p dwell --test e2e "$@" -- noisy --test-threads 1 --nocapture
