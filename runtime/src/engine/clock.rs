@@ -70,7 +70,6 @@ mod tests {
     async fn a_manual_clock_wakes_sleepers_only_when_moved_past_their_time() {
         let clock = ManualClock::new(1_000);
         let mut sleep = clock.sleep_until(1_500);
-        let poll = futures_util_poll;
         assert!(!poll(&mut sleep), "not yet");
         clock.advance(Duration::from_millis(499));
         assert!(!poll(&mut sleep), "one millisecond early");
@@ -80,7 +79,7 @@ mod tests {
     }
 
     /// Poll once; whether it finished.
-    fn futures_util_poll(s: &mut Sleep) -> bool {
+    fn poll(s: &mut Sleep) -> bool {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
         s.as_mut().poll(&mut cx).is_ready()

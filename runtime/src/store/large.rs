@@ -113,10 +113,6 @@ impl<'t> LargeTables<'t> {
         Ok(())
     }
 
-    pub fn is_staged(&self, id: u64) -> Result<bool, Error> {
-        Ok(self.staged.get(id)?.is_some())
-    }
-
     /// Point `key` at staged slices (its state in `states`, if any, is removed by the
     /// caller); its previous slices, if any, are dropped.
     pub fn set_ref(&mut self, key: &str, r: StateRef) -> Result<(), Error> {

@@ -289,7 +289,6 @@ impl Store {
         inline: &mut [InlineTurn],
     ) -> Result<Option<large::Staged>, Error> {
         use crate::domain::TurnResult;
-        let big = |r: &Option<&mut TurnResult>| matches!(r, Some(TurnResult::Done { state, .. }) if state.len() > large::LARGE);
         let carrier = inline
             .iter_mut()
             .enumerate()
@@ -303,15 +302,12 @@ impl Store {
                     .map(|(i, t)| (large::Carrier::Turn(i), Some(&mut t.result))),
             )
             .find(|(_, r)| matches!(r, Some(TurnResult::Done { state, .. }) if !state.is_empty()));
-        let Some((carrier, result)) = carrier else {
+        let Some((carrier, Some(TurnResult::Done { state, .. }))) = carrier else {
             return Ok(None);
         };
-        if !big(&result) {
+        if state.len() <= large::LARGE {
             return Ok(None);
         }
-        let Some(TurnResult::Done { state, .. }) = result else {
-            return Ok(None);
-        };
         let bytes = std::mem::take(state);
         let id = rand::random::<u64>();
         let mut slices = 0u32;

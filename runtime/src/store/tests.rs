@@ -166,6 +166,16 @@ impl Fixture {
         })
     }
 
+    /// Commit one mailbox turn, the outcome of message `seq`.
+    fn commit_turn(&self, seq: u64, result: TurnResult) {
+        self.rt
+            .block_on(
+                self.store
+                    .commit_turns(self.actor.clone(), vec![CommittedTurn { seq, result }]),
+            )
+            .unwrap();
+    }
+
     fn mailbox(&self) -> Vec<u64> {
         match self.store.pending(&self.actor, 100).unwrap() {
             Some(b) => b.messages.iter().map(|(seq, _)| *seq).collect(),
@@ -419,14 +429,7 @@ fn a_timer_set_after_complete_in_the_same_turn_is_dropped() {
             },
         ],
     };
-    f.rt.block_on(f.store.commit_turns(
-        f.actor.clone(),
-        vec![CommittedTurn {
-            seq: 0,
-            result: done,
-        }],
-    ))
-    .unwrap();
+    f.commit_turn(0, done);
     let meta = f.store.actor_meta(&f.actor).unwrap().unwrap();
     assert_eq!(meta.status, crate::domain::ActorStatus::Completed);
     assert_eq!(meta.timers, 0);
@@ -535,23 +538,9 @@ fn a_large_state_of_a_turn_that_falls_back_is_dropped_with_it() {
 
     // A stale mailbox turn (its message was taken before) carrying a large state.
     let small = answered(RequestId(1), b"r", b"first").unwrap();
-    f.rt.block_on(f.store.commit_turns(
-        f.actor.clone(),
-        vec![CommittedTurn {
-            seq: 0,
-            result: small,
-        }],
-    ))
-    .unwrap();
+    f.commit_turn(0, small);
     let stale = answered(RequestId(1), b"r", &big).unwrap();
-    f.rt.block_on(f.store.commit_turns(
-        f.actor.clone(),
-        vec![CommittedTurn {
-            seq: 0,
-            result: stale,
-        }],
-    ))
-    .unwrap();
+    f.commit_turn(0, stale);
     assert_eq!(f.state().as_deref(), Some(&b"first"[..]));
     assert_eq!(large_tables(&f.store), (0, 0, 0));
 }
