@@ -79,6 +79,10 @@ pub async fn serve(
             .configure(routes::register)
             .default_service(web::to(handlers::no_route))
     };
+    // As actix-web's `HttpServer` has it (actix-http's own default is 0): after an early
+    // answer (e.g. a refused upload) the connection lingers so that the client can finish
+    // writing and read the answer instead of failing with a broken pipe.
+    const DISCONNECT: Duration = Duration::from_secs(1);
     // The app as a service of `actix_http::Request`s whose errors are responses.
     fn factory(
         app: App<
@@ -120,6 +124,7 @@ pub async fn serve(
                     ))
                     .and_then(
                         actix_http::HttpService::build()
+                            .client_disconnect_timeout(DISCONNECT)
                             .h1(actix_service::map_config(factory(app()), |_: ()| {
                                 actix_web::dev::AppConfig::default()
                             }))
@@ -135,6 +140,7 @@ pub async fn serve(
             })
             .and_then(
                 actix_http::HttpService::build()
+                    .client_disconnect_timeout(DISCONNECT)
                     .h1(actix_service::map_config(factory(app()), |_: ()| {
                         actix_web::dev::AppConfig::default()
                     }))
