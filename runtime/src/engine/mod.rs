@@ -1040,7 +1040,10 @@ pub struct FirstStart {
 /// first start.
 fn load_or_create_secret(dir: &std::path::Path) -> Result<String, Error> {
     let path = dir.join("webhook-secret");
-    if let Ok(s) = std::fs::read_to_string(&path) {
+    // An empty file is what a kill mid-write left before writes were atomic.
+    if let Ok(s) = std::fs::read_to_string(&path)
+        && !s.trim().is_empty()
+    {
         return Ok(s.trim().to_owned());
     }
     let secret = outbound::new_secret();
@@ -1052,14 +1055,24 @@ fn load_or_create_secret(dir: &std::path::Path) -> Result<String, Error> {
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    // Written whole or not at all: a kill between create and write must not leave an
+    // empty key file that the next start refuses (or, worse, uses).
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
 }
 
 /// Purge a deleted tenant's data in batches, each its own short write, so the writer

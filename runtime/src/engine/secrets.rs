@@ -13,6 +13,15 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 const SEALED: &str = "sealed:v1:";
 const KEY_FILE: &str = "secrets.key";
 
+/// A new random key written to `path`; its base64.
+fn new_key_file(path: &Path) -> Result<String, String> {
+    let key: [u8; 32] = rand::random();
+    let encoded = b64().encode(key);
+    super::write_private(path, encoded.as_bytes())
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(encoded)
+}
+
 /// Seals and opens secrets with the node's secrets key.
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
@@ -31,14 +40,11 @@ impl Sealer {
             None => {
                 let path = data_dir.join(KEY_FILE);
                 match std::fs::read_to_string(&path) {
-                    Ok(k) => k.trim().to_owned(),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        let key: [u8; 32] = rand::random();
-                        let encoded = b64().encode(key);
-                        super::write_private(&path, encoded.as_bytes())
-                            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-                        encoded
-                    }
+                    Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
+                    // Empty: a kill mid-write before writes were atomic; nothing can
+                    // have been sealed with it.
+                    Ok(_) => new_key_file(&path)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => new_key_file(&path)?,
                     Err(e) => return Err(format!("reading {}: {e}", path.display())),
                 }
             }
@@ -129,5 +135,26 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_key_file_left_empty_by_a_kill_is_replaced_and_writes_are_whole() {
+        // What a SIGKILL between create and write left before writes were atomic: the
+        // next start refused to run ("must be the base64 of 32 bytes").
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        std::fs::write(&path, "").unwrap();
+        let sealer = Sealer::load(None, dir.path()).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(b64().decode(written.trim()).unwrap().len(), 32);
+        let sealed = sealer.seal("acme", "s");
+        let again = Sealer::load(None, dir.path()).unwrap();
+        assert_eq!(again.open("acme", &sealed).unwrap(), "s");
+        // Written through a temporary file renamed into place: none is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![KEY_FILE.to_owned()]);
     }
 }

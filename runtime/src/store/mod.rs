@@ -135,6 +135,28 @@ impl DbCell {
     }
 }
 
+/// Create `file` whole or not at all: redb refuses to open a file killed between its
+/// first resize and its header write ("magic number mismatch"), so the database is made
+/// under another name and renamed into place once it is on disk.
+fn create_database_file(dir: &Path, file: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let new = dir.join("dwell.redb.new");
+    match std::fs::remove_file(&new) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&new)?;
+    drop(open_database(&new)?);
+    std::fs::File::open(&new)?.sync_all()?;
+    std::fs::rename(&new, file)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
 fn open_database(path: &Path) -> Result<Database, Error> {
     let db = Database::builder()
         .set_cache_size(128 << 20)
@@ -162,19 +184,19 @@ impl Store {
         // Owner only: the directory 0700 and the data file 0600, whatever the umask, and
         // tightened on every start for directories made before.
         {
-            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
             let file = dir.join("dwell.redb");
-            // An empty file is a new database to redb.
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&file)?;
+            if std::fs::metadata(&file)
+                .map(|m| m.len() == 0)
+                .unwrap_or(true)
+            {
+                create_database_file(dir, &file)?;
+            }
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
         }
         let path = dir.join("dwell.redb");

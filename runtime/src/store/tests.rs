@@ -579,6 +579,39 @@ fn slices_staged_before_a_crash_are_dropped_at_start() {
     assert_eq!(large_tables(&store), (0, 0, 0));
 }
 
+/// A kill while redb made a new file left it resized but without its header, and redb
+/// refuses such a file for good ("magic number mismatch"): the server never started
+/// again (found by the crash loop on CI). The file is now made under another name and
+/// renamed into place; what a kill leaves of that is ignored.
+#[test]
+fn a_kill_while_the_data_file_is_created_does_not_stop_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // What redb leaves when killed between its resize and its header write.
+    std::fs::write(dir.path().join("dwell.redb.new"), vec![0u8; 1 << 20]).unwrap();
+    let open = || {
+        Store::open(
+            dir.path(),
+            Arc::new(Recorder::default()),
+            Arc::new(FixedClock),
+            WriterConfig { max_actors: 10 },
+        )
+    };
+    let store = open().expect("a start after a kill during creation");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tenant = TenantId::default_tenant();
+    rt.block_on(store.put_module(tenant.clone(), "m".into(), b"w".to_vec(), "d".into()))
+        .unwrap();
+    let closed = store.closed();
+    drop(store);
+    assert!(closed.wait(std::time::Duration::from_secs(10)));
+    assert!(!dir.path().join("dwell.redb.new").exists());
+    let store = open().unwrap();
+    assert_eq!(store.modules(&tenant).unwrap().len(), 1);
+}
+
 /// Defect: one tenant's large states held the single writer for as long as each took
 /// to write, and every other tenant's commits waited behind them. Small commits next
 /// to a stream of 8 MiB states must stay within 5x of their idle p99.
