@@ -16,7 +16,6 @@
 //! commit) are dropped at the next start.
 
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
-use serde::{Deserialize, Serialize};
 
 use super::Error;
 use super::records;
@@ -37,27 +36,7 @@ pub const STATE_SLICES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::ne
 /// slices id → number of slices staged so far: not referenced by any actor yet.
 pub const STAGED: TableDefinition<u64, u32> = TableDefinition::new("staged_slices");
 
-/// Where a large state's slices are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateRef {
-    pub id: u64,
-    pub len: u64,
-    pub slices: u32,
-}
-
-/// A state staged for a batch of turns, and which of its turns carries it.
-#[derive(Debug, Clone, Copy)]
-pub struct Staged {
-    pub state: StateRef,
-    pub carrier: Carrier,
-}
-
-/// The turn of a batch whose (emptied) snapshot was staged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Carrier {
-    Turn(usize),
-    Inline(usize),
-}
+pub use dwell_storage::{Carrier, StateRef, Staged};
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(STATE_REFS)?;

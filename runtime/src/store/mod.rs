@@ -8,6 +8,7 @@
 
 mod large;
 mod records;
+mod redb_tables;
 mod tables;
 mod writer;
 
