@@ -2,8 +2,8 @@
 
 use dwell_types::UnixMs;
 use dwell_types::records::{
-    ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry,
-    RequestRecord, TenantRecord,
+    ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord,
+    TenantRecord,
 };
 use dwell_types::{Envelope, records::PurgeJob};
 
@@ -106,8 +106,7 @@ pub trait Tables {
     /// Forget the expiry entry `(expires, tenant, key)` returned by [`Tables::expiring`].
     fn forget_expiry(&mut self, expires: UnixMs, tenant: &str, key: &str) -> R<()>;
     /// Up to `max` of a tenant's keys, in order.
-    fn idempotency_keys(&self, tenant: &str, max: usize)
-    -> R<Vec<(String, IdempotencyRecord)>>;
+    fn idempotency_keys(&self, tenant: &str, max: usize) -> R<Vec<(String, IdempotencyRecord)>>;
 
     // --- tenants (by name), their identities, actor counts and API keys ---
     fn tenant(&self, name: &str) -> R<Option<TenantRecord>>;

@@ -36,7 +36,7 @@ pub const STATE_SLICES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::ne
 /// slices id → number of slices staged so far: not referenced by any actor yet.
 pub const STAGED: TableDefinition<u64, u32> = TableDefinition::new("staged_slices");
 
-pub use dwell_storage::{Carrier, StateRef, Staged};
+pub use dwell_storage::{Carrier, Staged, StateRef};
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(STATE_REFS)?;

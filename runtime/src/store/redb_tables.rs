@@ -8,8 +8,8 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::large::LargeTables;
 use super::records::{
-    self, ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry,
-    PurgeJob, RequestRecord, TenantRecord,
+    self, ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, PurgeJob,
+    RequestRecord, TenantRecord,
 };
 use super::tables::*;
 use crate::domain::{Envelope, UnixMs};
@@ -112,10 +112,7 @@ impl<'t> RedbTables<'t> {
     }
 
     /// The sequence numbers under `key` in a `(actor, seq)` table.
-    fn seqs(
-        table: &Table<'t, (&'static str, u64), &'static [u8]>,
-        key: &str,
-    ) -> R<Vec<u64>> {
+    fn seqs(table: &Table<'t, (&'static str, u64), &'static [u8]>, key: &str) -> R<Vec<u64>> {
         let mut seqs = Vec::new();
         for entry in table.range((key, 0)..=(key, u64::MAX)).st()? {
             seqs.push(entry.st()?.0.value().1);
@@ -517,11 +514,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn tenant_name(&self, id: &str) -> R<Option<String>> {
-        Ok(self
-            .tenant_ids
-            .get(id)
-            .st()?
-            .map(|v| v.value().to_owned()))
+        Ok(self.tenant_ids.get(id).st()?.map(|v| v.value().to_owned()))
     }
 
     fn put_tenant_name(&mut self, id: &str, name: &str) -> R<()> {
@@ -561,9 +554,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn put_api_key(&mut self, id: &str, rec: &KeyRecord) -> R<()> {
-        self.keys
-            .insert(id, records::encode(rec).as_slice())
-            .st()?;
+        self.keys.insert(id, records::encode(rec).as_slice()).st()?;
         Ok(())
     }
 
@@ -582,11 +573,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn meta(&self, key: &str) -> R<Option<Vec<u8>>> {
-        Ok(self
-            .meta_table
-            .get(key)
-            .st()?
-            .map(|v| v.value().to_vec()))
+        Ok(self.meta_table.get(key).st()?.map(|v| v.value().to_vec()))
     }
 
     fn put_meta(&mut self, key: &str, value: &[u8]) -> R<()> {
