@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/build-guests.sh
 # One command for every crate: built apart, their shared dependencies would be compiled
 # twice with different features.
-cargo test -p dwell-types -p dwell-executor -p dwell "$@" -- --skip noisy
+cargo test -p dwell-types -p dwell-storage -p dwell-core -p dwell-executor -p dwell "$@" -- --skip noisy
 cargo test -p dwell --test e2e "$@" -- noisy --test-threads 1 --nocapture

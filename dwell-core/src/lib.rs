@@ -11,8 +11,18 @@
 //! It returns what the commit must announce ([`Notice`]) and never touches a channel,
 //! a thread or a file: the backend's writer does that around it.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod ops;
 mod tx;
 
 pub use ops::*;
 pub use tx::{InlineAck, Tx};
+
+/// The conformance scenarios on the reference backend itself (the model-based test
+/// needs a backend other than the reference; each backend's crate runs it).
+#[cfg(test)]
+mod tests {
+    use crate::conformance::Memory;
+    crate::conformance_tests!(scenarios: Memory::default());
+}

@@ -43,7 +43,7 @@ struct TurnOutput {
 /// One write transaction's decisions. The backend opens its tables, applies any number
 /// of operations through this, commits, and only then announces [`Tx::notices`].
 pub struct Tx<'a, T: Tables> {
-    pub tables: T,
+    pub tables: &'a mut T,
     now: UnixMs,
     config: &'a WriterConfig,
     notices: &'a mut Vec<Notice>,
@@ -55,7 +55,7 @@ type R<T> = Result<T, Error>;
 
 impl<'a, T: Tables> Tx<'a, T> {
     pub fn new(
-        tables: T,
+        tables: &'a mut T,
         now: UnixMs,
         config: &'a WriterConfig,
         notices: &'a mut Vec<Notice>,

@@ -27,6 +27,8 @@ pub trait Tables {
     fn actor_keys(&self, prefix: &str, max: usize) -> R<Vec<String>>;
 
     // --- states ---
+    /// The actor's state, inline or assembled from its slices.
+    fn state(&self, key: &str) -> R<Option<Vec<u8>>>;
     /// The actor's state is `state` (any slices it had are dropped).
     fn put_state(&mut self, key: &str, state: &[u8]) -> R<()>;
     /// The actor's state is the staged slices `r` (an inline state, and slices it had

@@ -84,6 +84,22 @@ impl<'t> LargeTables<'t> {
         })
     }
 
+    /// The state `key` has in slices, assembled.
+    pub fn assemble(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let Some(r) = self.refs.get(key)? else {
+            return Ok(None);
+        };
+        let r: StateRef = records::decode(r.value())?;
+        let mut state = Vec::with_capacity(r.len as usize);
+        for i in 0..r.slices {
+            let Some(s) = self.slices.get((r.id, i))? else {
+                return Err(Error::Corrupt(format!("state slice {}/{i} missing", r.id)));
+            };
+            state.extend_from_slice(s.value());
+        }
+        Ok(Some(state))
+    }
+
     /// Stage slice `index` of slices `id`.
     pub fn stage(&mut self, id: u64, index: u32, bytes: &[u8]) -> Result<(), Error> {
         self.slices.insert((id, index), bytes)?;

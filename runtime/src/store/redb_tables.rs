@@ -161,6 +161,13 @@ impl Tables for RedbTables<'_> {
         Self::keys_with_prefix(&self.actors, prefix, max)
     }
 
+    fn state(&self, key: &str) -> R<Option<Vec<u8>>> {
+        if let Some(v) = self.states.get(key).st()? {
+            return Ok(Some(v.value().to_vec()));
+        }
+        Ok(self.large.assemble(key)?)
+    }
+
     fn put_state(&mut self, key: &str, state: &[u8]) -> R<()> {
         self.states.insert(key, state).st()?;
         Ok(self.large.clear_ref(key)?)

@@ -717,3 +717,42 @@ fn small_commits_are_not_held_up_by_large_states() {
         "small commits' p99 went from {idle:?} to {loaded:?} next to large states"
     );
 }
+
+/// The storage conformance suite (`dwell_core::conformance`) on redb: every scenario,
+/// and random operation sequences compared with the in-memory reference.
+mod conformance {
+    use dwell_core::conformance::Backend;
+    use dwell_storage::Error;
+
+    use crate::store::open_database;
+    use crate::store::redb_tables::{RedbTables, storage_error};
+
+    struct Redb {
+        _dir: tempfile::TempDir,
+        db: redb::Database,
+    }
+
+    fn redb() -> Redb {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("dwell.redb")).unwrap();
+        Redb { _dir: dir, db }
+    }
+
+    impl Backend for Redb {
+        type Tables<'t> = RedbTables<'t>;
+        fn write<R>(
+            &mut self,
+            f: impl for<'t> FnOnce(&mut RedbTables<'t>) -> Result<R, Error>,
+        ) -> Result<R, Error> {
+            let txn = self.db.begin_write().map_err(storage_error)?;
+            let out = {
+                let mut tables = RedbTables::open(&txn)?;
+                f(&mut tables)?
+            };
+            txn.commit().map_err(storage_error)?;
+            Ok(out)
+        }
+    }
+
+    dwell_core::conformance_tests!(redb());
+}

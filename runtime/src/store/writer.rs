@@ -399,7 +399,8 @@ fn apply_batch(
     let txn = db.begin_write().map_err(Failure::of)?;
     let written;
     {
-        let mut tx = Tx::new(RedbTables::open(&txn)?, now, config, notices);
+        let mut tables = RedbTables::open(&txn)?;
+        let mut tx = Tx::new(&mut tables, now, config, notices);
         for op in ops {
             match op {
                 Op::Enqueue { req, done } => {
@@ -440,7 +441,7 @@ fn apply_batch(
                     bytes,
                     done,
                 } => {
-                    dwell_storage::Tables::stage_slice(&mut tx.tables, id, index, &bytes)?;
+                    dwell_storage::Tables::stage_slice(tx.tables, id, index, &bytes)?;
                     tx.state_bytes += bytes.len() as u64;
                     answers.push(Answer::Unit(done));
                 }

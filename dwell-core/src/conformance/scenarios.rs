@@ -1,0 +1,747 @@
+//! The scenarios of the conformance suite, one function each.
+
+use super::*;
+
+fn rig<B: Backend>(make: impl Fn() -> B) -> Rig<B> {
+    Rig::new(make())
+}
+
+fn accepted(ack: EnqueueAck) -> u64 {
+    match ack {
+        EnqueueAck::Accepted { seq } => seq,
+        other => panic!("expected Accepted, got {other:?}"),
+    }
+}
+
+pub fn an_enqueue_creates_the_actor_pinned_to_its_module<B: Backend>(make: impl Fn() -> B) {
+    let mut r = rig(make);
+    let a = actor(TENANT, "a");
+    assert_eq!(accepted(r.enqueue(&a, event(b"1"))), 0);
+    assert_eq!(accepted(r.enqueue(&a, event(b"2"))), 1);
+    let meta = r.meta(&a).expect("created");
+    assert_eq!((meta.digest.as_str(), meta.version), ("d1", 1));
+    assert_eq!(meta.head_seq, 0);
+    assert_eq!(r.mail(&a).len(), 2);
+    assert!(
+        r.notices
+            .iter()
+            .any(|n| matches!(n, Notice::Mail(x) if *x == a))
+    );
+    let missing = ActorId::new(TenantId(TENANT.into()), "nope", "a");
+    assert_eq!(r.enqueue(&missing, event(b"")), EnqueueAck::UnknownModule);
+    assert!(r.meta(&missing).is_none());
+}
+
+pub fn the_actor_quota_counts_creations_and_deletions<B: Backend>(make: impl Fn() -> B) {
+    let mut r = rig(make);
+    r.config.max_actors = 2;
+    r.enqueue(&actor(TENANT, "a"), event(b""));
+    r.enqueue(&actor(TENANT, "b"), event(b""));
+    assert_eq!(
+        r.enqueue(&actor(TENANT, "c"), event(b"")),
+        EnqueueAck::ActorQuota(2)
+    );
+    // Per tenant: another tenant is not affected.
+    accepted(r.enqueue(&actor(OTHER, "c"), event(b"")));
+    let deleted = r.tx(|tx| {
+        tx.admin(AdminOp::DeleteActor {
+            actor: actor(TENANT, "a"),
+        })
+    });
+    assert!(deleted);
+    accepted(r.enqueue(&actor(TENANT, "c"), event(b"")));
+}
+
+pub fn a_turn_applies_exactly_once_even_when_committed_again<B: Backend>(make: impl Fn() -> B) {
+    let mut r = rig(make);
+    let a = actor(TENANT, "a");
+    r.enqueue(&a, event(b"1"));
+    r.enqueue(&a, event(b"2"));
+    let ack = r.commit(&a, 0, done(b"s1", vec![]));
+    assert_eq!(
+        ack.meta.as_ref().map(|m| (m.head_seq, m.turns)),
+        Some((1, 1))
+    );
+    // The same turn again (a runner that crashed after the commit, or raced): ignored.
+    let again = r.commit(&a, 0, done(b"WRONG", vec![]));
+    assert_eq!(again.meta.map(|m| (m.head_seq, m.turns)), Some((1, 1)));
+    assert_eq!(r.state(&a).as_deref(), Some(&b"s1"[..]));
+    // A turn ahead of the head is stale too.
+    r.commit(&a, 5, done(b"WRONG", vec![]));
+    assert_eq!(r.meta(&a).map(|m| m.head_seq), Some(1));
+    r.commit(&a, 1, done(b"s2", vec![]));
+    let meta = r.meta(&a).unwrap();
+    assert_eq!((meta.head_seq, meta.turns), (2, 2));
+    assert_eq!(r.state(&a).as_deref(), Some(&b"s2"[..]));
+    assert!(r.mail(&a).is_empty());
+    // A turn for an actor that does not exist is refused, not invented.
+    let ghost = actor(TENANT, "ghost");
+    let refused = r.try_tx(|tx| {
+        tx.commit_turns(
+            &ghost,
+            vec![CommittedTurn {
+                seq: 0,
+                result: done(b"x", vec![]),
+            }],
+            Vec::new(),
+            None,
+            None,
+        )
+    });
+    assert!(matches!(refused, Err(Error::Corrupt(_))), "{refused:?}");
+    assert!(r.meta(&ghost).is_none());
+}
+
+pub fn a_request_is_settled_by_the_first_answer_only<B: Backend>(make: impl Fn() -> B) {
+    let mut r = rig(make);
+    let a = actor(TENANT, "a");
+    accepted(r.call(&a, 7, None));
+    assert_eq!(r.request_status(7), Some(RequestStatus::Pending));
+    r.commit(
+        &a,
+        0,
+        done(b"s", vec![reply(7, b"first"), reply(7, b"second")]),
+    );
+    assert_eq!(
+        r.request_status(7),
+        Some(RequestStatus::Completed {
+            reply: b"first".to_vec()
+        })
+    );
+    assert!(
+        r.notices
+            .iter()
+            .any(|n| matches!(n, Notice::Settled(RequestId(7), _)))
+    );
+    // Another tenant's actor cannot settle it.
+    let b = actor(OTHER, "b");
+    accepted(r.call(&a, 8, None));
+    r.enqueue(&b, event(b""));
+    r.commit(&b, 0, done(b"s", vec![reply(8, b"forged")]));
+    assert_eq!(r.request_status(8), Some(RequestStatus::Pending));
+}
+
+pub fn a_dead_letter_fails_its_request_and_can_be_retried<B: Backend>(make: impl Fn() -> B) {
+    let mut r = rig(make);
+    let a = actor(TENANT, "a");
+    accepted(r.call(&a, 9, None));
+    r.commit(
+        &a,
+        0,
+        TurnResult::DeadLetter {
+            error: "trapped".into(),
+            attempts: 3,
+        },
+    );
+    let meta = r.meta(&a).unwrap();
+    assert_eq!((meta.head_seq, meta.dead_letters, meta.turns), (1, 1, 0));
+    assert!(matches!(
+        r.request_status(9),
+        Some(RequestStatus::Failed { error, .. }) if error == "trapped"
+    ));
+    let retried = r.tx(|tx| {
+        tx.admin(AdminOp::RetryDeadLetter {
+            actor: a.clone(),
+            seq: 0,
+            new_request: RequestId(10),
+        })
+    });
+    assert!(retried);
+    let mail = r.mail(&a);
+    assert_eq!(mail.len(), 1);
+    assert_eq!(
+        mail[0].1.kind,
+        MessageKind::Request {
+            request: RequestId(10)
+        }
+    );
+    assert_eq!(r.request_status(10), Some(RequestStatus::Pending));
+    // Retried once: the dead letter is gone.
+    let twice = r.tx(|tx| {
+        tx.admin(AdminOp::RetryDeadLetter {
+            actor: a.clone(),
+            seq: 0,
+            new_request: RequestId(11),
+        })
+    });
+    assert!(!twice);
+}
+
+fn inline(actor: &ActorId, id: u128, result: Option<TurnResult>) -> Inline {
+    let mut r = req(actor, request(id));
+    r.request = Some(NewRequest {
+        id: RequestId(id),
+        callback_url: None,
+    });
+    Inline {
+        req: r,
+        timer: None,
+        result,
+    }
+}
+
+fn expect_of(meta: &dwell_types::records::ActorMeta) -> Expect {
+    Expect {
+        head_seq: meta.head_seq,
+        created_ms: Some(meta.created_ms),
+        digest: meta.digest.clone(),
+    }
+}
+
+pub fn an_inline_turn_applies_only_to_the_actor_as_the_runner_saw_it<B: Backend>(
+    make: impl Fn() -> B,
+) {
+    let mut r = rig(make);
+    // A new actor: the runner saw none.
+    let a = actor(TENANT, "a");
+    let fresh = Expect {
+        head_seq: 0,
+        created_ms: None,
+        digest: "d1".into(),
+    };
+    let (ack, acks) = r.commit_inline(
+        &a,
+        vec![
+            inline(&a, 1, Some(done(b"", vec![reply(1, b"one")]))),
+            inline(&a, 2, Some(done(b"s2", vec![reply(2, b"two")]))),
+        ],
+        Some(fresh),
+    );
+    assert!(ack.inline_applied);
+    assert_eq!(
+        acks,
+        vec![
+            (0, EnqueueAck::Accepted { seq: 0 }),
+            (1, EnqueueAck::Accepted { seq: 1 })
+        ]
+    );
+    // Never in the mailbox; state, head and replies as run.
+    assert!(r.mail(&a).is_empty());
+    let meta = r.meta(&a).unwrap();
+    assert_eq!((meta.head_seq, meta.turns), (2, 2));
+    assert_eq!(r.state(&a).as_deref(), Some(&b"s2"[..]));
+    assert_eq!(
+        r.request_status(2),
+        Some(RequestStatus::Completed {
+            reply: b"two".to_vec()
+        })
+    );
+    // And an existing one, as seen.
+    let (ack, _) = r.commit_inline(
+        &a,
+        vec![inline(&a, 3, Some(done(b"s3", vec![])))],
+        Some(expect_of(&meta)),
+    );
+    assert!(ack.inline_applied);
+    assert_eq!(r.meta(&a).unwrap().head_seq, 3);
+}
+
+/// Each branch: the message is enqueued (acknowledged), its outcome discarded.
+pub fn every_inline_fall_back_enqueues_and_discards_the_outcome<B: Backend>(make: impl Fn() -> B) {
+    let mut r = rig(make);
+    let a = actor(TENANT, "a");
+    r.enqueue(&a, event(b"first"));
+    r.commit(&a, 0, done(b"s0", vec![]));
+    let seen = expect_of(&r.meta(&a).unwrap());
+    let mut id = 100;
+    let check = |r: &mut Rig<B>, why: &str, inl: Vec<Inline>, expect: Option<Expect>| {
+        let before = r.meta(&a).unwrap();
+        let mail_before = r.mail(&a).len();
+        let n = inl.len();
+        let (ack, acks) = r.commit_inline(&a, inl, expect);
+        assert!(!ack.inline_applied, "{why}: applied");
+        assert_eq!(acks.len(), n, "{why}: every inline turn answered");
+        let after = r.meta(&a).unwrap();
+        assert_eq!(after.turns, before.turns, "{why}: outcome discarded");
+        assert_eq!(
+            r.state(&a).as_deref(),
+            Some(&b"s0"[..]),
+            "{why}: state kept"
+        );
+        let enqueued = acks
+            .iter()
+            .filter(|(_, k)| matches!(k, EnqueueAck::Accepted { .. }))
+            .count();
+        assert_eq!(r.mail(&a).len(), mail_before + enqueued, "{why}: enqueued");
+    };
+    let mut next = || {
+        id += 1;
+        id
+    };
+    // 1. The runner saw another head.
+    let mut stale = seen.clone();
+    stale.head_seq += 1;
+    let i = inline(&a, next(), Some(done(b"X", vec![])));
+    check(&mut r, "stale head", vec![i], Some(stale));
+    // 2. Another digest (a deploy intervened).
+    let mut other = seen.clone();
+    other.digest = "d0".into();
+    let i = inline(&a, next(), Some(done(b"X", vec![])));
+    check(&mut r, "other digest", vec![i], Some(other));
+    // 3. No expectation at all.
+    let i = inline(&a, next(), Some(done(b"X", vec![])));
+    check(&mut r, "no expectation", vec![i], None);
+    // Mail is now ahead of any inline turn.
+    assert!(!r.mail(&a).is_empty());
+    let head = r.meta(&a).unwrap();
+    let i = inline(&a, next(), Some(done(b"X", vec![])));
+    check(&mut r, "mail ahead", vec![i], Some(expect_of(&head)));
+    // Drain the mailbox (turns that keep the state), then the key-based branches.
+    for (seq, _) in r.mail(&a) {
+        r.commit(&a, seq, done(b"", vec![]));
+    }
+    assert!(r.mail(&a).is_empty());
+    r.call(&actor(TENANT, "a"), 500, Some(("used", 1)));
+    let (seq, _) = r.mail(&a)[0].clone();
+    r.commit(&a, seq, done(b"", vec![]));
+    let seen = expect_of(&r.meta(&a).unwrap());
+    // 4. An Idempotency-Key already used (and unexpired).
+    let mut i = inline(&a, next(), Some(done(b"X", vec![])));
+    i.req.idempotency = Some(Idempotency {
+        key: "used".into(),
+        expires_ms: r.now + 10_000,
+        fingerprint: [1; 32],
+    });
+    let before = r.mail(&a).len();
+    let (ack, acks) = r.commit_inline(&a, vec![i], Some(seen.clone()));
+    assert!(!ack.inline_applied);
+    assert!(matches!(acks[0].1, EnqueueAck::Duplicate { .. }));
+    assert_eq!(r.mail(&a).len(), before, "a repeat enqueues nothing");
+    // 5. The same key twice in one batch.
+    let keyed = |id: u128| {
+        let mut i = inline(&a, id, Some(done(b"X", vec![])));
+        i.req.idempotency = Some(Idempotency {
+            key: "twice".into(),
+            expires_ms: 1_000_000,
+            fingerprint: [2; 32],
+        });
+        i
+    };
+    let (ack, acks) = r.commit_inline(&a, vec![keyed(next()), keyed(next())], Some(seen.clone()));
+    assert!(!ack.inline_applied);
+    assert!(matches!(acks[0].1, EnqueueAck::Accepted { .. }));
+    assert!(matches!(acks[1].1, EnqueueAck::Duplicate { .. }));
+    for (seq, _) in r.mail(&a) {
+        r.commit(&a, seq, done(b"", vec![]));
+    }
+    let seen = expect_of(&r.meta(&a).unwrap());
+    // 6. A timer that is no longer pending: nothing is enqueued for it.
+    let mut t = Inline {
+        req: req(
+            &a,
+            Envelope {
+                kind: MessageKind::Timer {
+                    name: "gone".into(),
+                },
+                body: Vec::new(),
+                enqueued_ms: 0,
+            },
+        ),
+        timer: Some(5_000),
+        result: Some(done(b"X", vec![])),
+    };
+    let (ack, acks) = r.commit_inline(&a, vec![t.clone()], Some(seen.clone()));
+    assert!(!ack.inline_applied);
+    assert_eq!(acks.len(), 1);
+    assert!(r.mail(&a).is_empty(), "a timer not pending is not fired");
+    // 7. Not run (the runner could not): enqueued, after those that ran.
+    t.timer = None;
+    t.result = None;
+    let ran = inline(&a, next(), Some(done(b"s9", vec![])));
+    let (ack, acks) = r.commit_inline(&a, vec![ran, t], Some(seen));
+    assert!(!ack.inline_applied);
+    assert_eq!(acks.len(), 2);
+    assert_eq!(
+        r.state(&a).as_deref(),
+        Some(&b"s9"[..]),
+        "the run one applied"
+    );
+    assert_eq!(r.mail(&a).len(), 1, "the other enqueued");
+    // 8. A complete actor: refused, nothing enqueued.
+    let c = actor(TENANT, "c");
+    r.enqueue(&c, event(b""));
+    r.commit(&c, 0, done(b"", vec![Effect::Complete]));
+    let seen = expect_of(&r.meta(&c).unwrap());
+    let (_, acks) = r.commit_inline(
+        &c,
+        vec![inline(&c, next(), Some(done(b"X", vec![])))],
+        Some(seen),
+    );
+    assert_eq!(acks[0].1, EnqueueAck::ActorCompleted);
+    // 9. Over the actor quota: every inline turn hears it.
+    r.config.max_actors = 0;
+    let q = actor(TENANT, "q");
+    let (ack, acks) = r.commit_inline(
+        &q,
+        vec![inline(&q, next(), Some(done(b"X", vec![])))],
+        Some(Expect {
+            head_seq: 0,
+            created_ms: None,
+            digest: "d1".into(),
+        }),
+    );
+    assert!(ack.meta.is_none());
+    assert!(matches!(acks[0].1, EnqueueAck::ActorQuota(_)));
+    assert!(r.meta(&q).is_none());
+}
+
+pub fn timers_fire_once_never_early_and_can_be_replaced_or_cancelled<B: Backend>(
+    make: impl Fn() -> B,
+) {
+    let mut r = rig(make);
+    let a = actor(TENANT, "a");
+    r.enqueue(&a, event(b""));
+    r.commit(
+        &a,
+        0,
+        done(
+            b"s",
+            vec![
+                set_timer("t", 5_000),
+                set_timer("u", 6_000),
+                set_timer("v", 7_000),
+            ],
+        ),
+    );
+    assert_eq!(r.meta(&a).unwrap().timers, 3);
+    assert!(
+        r.notices
+            .iter()
+            .any(|n| matches!(n, Notice::TimerSet { .. }))
+    );
+    // Never early.
+    assert_eq!(r.tx(|tx| tx.fire_timers(4_999, 100)), 0);
+    assert!(r.mail(&a).is_empty());
+    // Replace `u` (later) and cancel `v`.
+    r.enqueue(&a, event(b""));
+    r.commit(
+        &a,
+        1,
+        done(
+            b"s",
+            vec![
+                set_timer("u", 9_000),
+                Effect::CancelTimer { name: "v".into() },
+            ],
+        ),
+    );
+    assert_eq!(r.meta(&a).unwrap().timers, 2);
+    // Once: at its time, then never again.
+    assert_eq!(r.tx(|tx| tx.fire_timers(8_000, 100)), 1);
+    assert_eq!(r.tx(|tx| tx.fire_timers(8_000, 100)), 0);
+    let mail = r.mail(&a);
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].1.kind, MessageKind::Timer { name: "t".into() });
+    assert_eq!(mail[0].1.body, b"t");
+    // A replaced timer's old due time fires nothing; firing a specific stale key is a no-op.
+    let key = a.storage_key();
+    assert!(!r.tx(|tx| tx.fire_one(6_000, &key, "u")));
+    assert_eq!(
+        r.read(|t| t.timer_due(&key, "u")),
+        Some(9_000),
+        "still pending"
+    );
+    assert_eq!(r.read(|t| t.timer_names(&key)), vec!["u".to_owned()]);
+    assert!(r.tx(|tx| tx.fire_one(9_000, &a.storage_key(), "u")));
+    assert_eq!(r.mail(&a).len(), 2);
+    assert_eq!(r.meta(&a).unwrap().timers, 0);
+    // Due while down: a timer long past is fired at the next sweep, once.
+    r.enqueue(&a, event(b""));
+    let head = r.meta(&a).unwrap().head_seq;
+    for (seq, _) in r.mail(&a) {
+        let effects = if seq == head {
+            vec![set_timer("late", 10)]
+        } else {
+            vec![]
+        };
+        r.commit(&a, seq, done(b"", effects));
+    }
+    assert_eq!(r.tx(|tx| tx.fire_timers(1_000_000, 100)), 1);
+    assert_eq!(r.mail(&a).len(), 1);
+}
+
+pub fn completion_cancels_timers_and_refuses_more_mail<B: Backend>(make: impl Fn() -> B) {
+    let mut r = rig(make);
+    let a = actor(TENANT, "a");
+    r.enqueue(&a, event(b""));
+    r.commit(
+        &a,
+        0,
+        done(
+            b"s",
+            vec![
+                set_timer("t", 5_000),
+                Effect::Complete,
+                set_timer("after", 6_000),
+            ],
+        ),
+    );
+    let meta = r.meta(&a).unwrap();
+    assert_eq!((meta.status, meta.timers), (ActorStatus::Completed, 0));
+    assert_eq!(r.tx(|tx| tx.fire_timers(u64::MAX, 100)), 0);
+    assert_eq!(r.enqueue(&a, event(b"")), EnqueueAck::ActorCompleted);
+}
+
+pub fn the_outbox_retries_then_finishes_with_a_result_message<B: Backend>(make: impl Fn() -> B) {
+    let mut r = rig(make);
+    let a = actor(TENANT, "a");
+    r.enqueue(&a, event(b""));
+    r.commit(&a, 0, done(b"s", vec![http_call("c1")]));
+    assert!(r.notices.iter().any(|n| matches!(n, Notice::Outbox)));
+    let entries = r.read(|t| t.outbox_from(0, 10));
+    assert_eq!(entries.len(), 1);
+    let (id, entry) = entries[0].clone();
+    assert_eq!((entry.due_ms, entry.attempts), (r.now, 0));
+    let key = a.storage_key();
+    assert_eq!(r.read(|t| t.http_pending(&key, "c1")), Some(id));
+    r.tx(|tx| {
+        tx.outbox_update(
+            id,
+            OutboxUpdate::Retry {
+                due: 9_000,
+                error: "503".into(),
+            },
+        )
+    });
+    let entry = r.read(|t| t.outbox(id)).unwrap();
+    assert_eq!((entry.due_ms, entry.attempts), (9_000, 1));
+    assert_eq!(entry.last_error.as_deref(), Some("503"));
+    let result = Envelope {
+        kind: MessageKind::Event,
+        body: b"http result".to_vec(),
+        enqueued_ms: 0,
+    };
+    r.tx(|tx| {
+        tx.outbox_update(
+            id,
+            OutboxUpdate::Finish {
+                result: Some(result),
+                callback: None,
+            },
+        )
+    });
+    assert!(r.read(|t| t.outbox(id)).is_none());
+    assert_eq!(r.read(|t| t.http_pending(&key, "c1")), None);
+    let mail = r.mail(&a);
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].1.body, b"http result");
+    // An update for a finished entry changes nothing.
+    r.tx(|tx| {
+        tx.outbox_update(
+            id,
+            OutboxUpdate::Retry {
+                due: 1,
+                error: "late".into(),
+            },
+        )
+    });
+    assert!(r.read(|t| t.outbox(id)).is_none());
+}
+
+pub fn idempotency_keys_repeat_conflict_and_expire<B: Backend>(make: impl Fn() -> B) {
+    let mut r = rig(make);
+    let a = actor(TENANT, "a");
+    let b = actor(TENANT, "b");
+    assert_eq!(accepted(r.call(&a, 1, Some(("k", 1)))), 0);
+    assert_eq!(
+        r.call(&a, 2, Some(("k", 1))),
+        EnqueueAck::Duplicate {
+            request: Some(RequestId(1)),
+            seq: 0
+        }
+    );
+    assert_eq!(r.call(&a, 3, Some(("k", 9))), EnqueueAck::KeyConflict);
+    assert_eq!(r.call(&b, 4, Some(("k", 1))), EnqueueAck::KeyConflict);
+    // Keys are per tenant.
+    accepted(r.call(&actor(OTHER, "a"), 5, Some(("k", 1))));
+    assert_eq!(r.mail(&a).len(), 1);
+    assert_eq!(r.request_status(2), None);
+    // Forgotten once expired (the purge, or a use after expiry).
+    r.now += 10_001;
+    let now = r.now;
+    assert!(r.tx(|tx| tx.purge(now, 100)) >= 1);
+    assert!(r.read(|t| t.idempotency(TENANT, "k")).is_none());
+    assert_eq!(accepted(r.call(&a, 6, Some(("k", 7)))), 1);
+    r.now += 20_000;
+    assert_eq!(
+        accepted(r.call(&a, 7, Some(("k", 7)))),
+        2,
+        "expired, not yet purged"
+    );
+    assert_eq!(r.tx(|tx| tx.purge(0, 100)), 0, "nothing expires before 0");
+}
+
+pub fn deleting_an_actor_fails_its_waiting_requests<B: Backend>(make: impl Fn() -> B) {
+    let mut r = rig(make);
+    let a = actor(TENANT, "a");
+    r.call(&a, 1, None);
+    r.commit(
+        &a,
+        0,
+        done(b"s", vec![reply(1, b"ok"), set_timer("t", 5_000)]),
+    );
+    r.call(&a, 2, None);
+    assert!(r.tx(|tx| tx.admin(AdminOp::DeleteActor { actor: a.clone() })));
+    assert!(r.meta(&a).is_none());
+    assert!(r.state(&a).is_none());
+    assert!(r.mail(&a).is_empty());
+    assert!(matches!(
+        r.request_status(2),
+        Some(RequestStatus::Failed { .. })
+    ));
+    assert!(matches!(
+        r.request_status(1),
+        Some(RequestStatus::Completed { .. })
+    ));
+    assert_eq!(r.tx(|tx| tx.fire_timers(u64::MAX, 100)), 0);
+    assert_eq!(r.read(|t| t.actor_count(TENANT)), 0);
+    assert!(!r.tx(|tx| tx.admin(AdminOp::DeleteActor { actor: a.clone() })));
+}
+
+pub fn deleting_a_tenant_purges_everything_of_it_and_nothing_else<B: Backend>(
+    make: impl Fn() -> B,
+) {
+    let mut r = rig(make);
+    let survivor = actor(OTHER, "s");
+    r.call(&survivor, 1_000, Some(("k", 1)));
+    r.tx(|tx| {
+        tx.admin(AdminOp::PutKey {
+            id: "key-other".into(),
+            record: api_key(OTHER),
+        })
+    });
+    for i in 0..7u128 {
+        let a = actor(TENANT, &format!("a{i}"));
+        r.call(&a, i, Some((&format!("k{i}"), 1)));
+        r.commit(
+            &a,
+            0,
+            done(
+                b"s",
+                vec![set_timer("t", 5_000), http_call("c"), reply(i, b"")],
+            ),
+        );
+        r.enqueue(&a, event(b"waiting"));
+    }
+    r.tx(|tx| {
+        tx.admin(AdminOp::PutKey {
+            id: "key-mine".into(),
+            record: api_key(TENANT),
+        })
+    });
+    let before = r.read(|t| dump(t, &[OTHER]));
+    assert!(r.tx(|tx| tx.admin(AdminOp::DeleteTenant {
+        name: TENANT.into()
+    })));
+    // Keys and modules go at once; the rest in bounded batches until none is left.
+    assert!(r.read(|t| t.api_key("key-mine")).is_none());
+    assert!(r.read(|t| t.module_keys(&format!("{TENANT}/"))).is_empty());
+    let mut batches = 0;
+    while r.tx(|tx| {
+        tx.admin(AdminOp::PurgeTenant {
+            id: TENANT.into(),
+            max: 3,
+        })
+    }) {
+        batches += 1;
+        assert!(batches < 100, "the purge ends");
+    }
+    assert!(batches > 2, "bounded batches ({batches})");
+    assert!(
+        r.read(|t| t.actor_keys(&format!("{TENANT}/"), usize::MAX))
+            .is_empty()
+    );
+    assert!(
+        r.read(|t| t.idempotency_keys(TENANT, usize::MAX))
+            .is_empty()
+    );
+    assert!(
+        r.read(|t| t.requests_from(0, usize::MAX))
+            .iter()
+            .all(|(_, q)| q.actor.tenant.0 == OTHER)
+    );
+    assert!(r.read(|t| t.outbox_from(0, usize::MAX)).is_empty());
+    assert_eq!(r.read(|t| t.due_timers(u64::MAX, usize::MAX)), vec![]);
+    assert_eq!(r.read(|t| t.actor_count(TENANT)), 0);
+    // The other tenant is exactly as it was.
+    let after = r.read(|t| dump(t, &[OTHER]));
+    let theirs = |d: &str| {
+        d.lines()
+            .filter(|l| {
+                !l.contains(&format!("{TENANT}/"))
+                    && !l.starts_with("  ")
+                    && !l.starts_with("api keys")
+                    && !l.starts_with("outbox")
+                    && !l.starts_with("due timers")
+                    && !l.starts_with("request")
+            })
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(theirs(&after), theirs(&before));
+    assert_eq!(r.mail(&survivor).len(), 1);
+    assert!(r.read(|t| t.api_key("key-other")).is_some());
+    // A second purge of a finished job does nothing.
+    assert!(!r.tx(|tx| tx.admin(AdminOp::PurgeTenant {
+        id: TENANT.into(),
+        max: 3
+    })));
+}
+
+pub fn large_states_point_at_staged_slices<B: Backend>(make: impl Fn() -> B) {
+    use dwell_storage::{Carrier, Staged, StateRef};
+    let mut r = rig(make);
+    let a = actor(TENANT, "a");
+    r.enqueue(&a, event(b""));
+    r.tx(|tx| {
+        tx.tables.stage_slice(1, 0, b"hello ")?;
+        tx.tables.stage_slice(1, 1, b"world")
+    });
+    let staged = Staged {
+        state: StateRef {
+            id: 1,
+            len: 11,
+            slices: 2,
+        },
+        carrier: Carrier::Turn(0),
+    };
+    r.tx(|tx| {
+        tx.commit_turns(
+            &a,
+            vec![CommittedTurn {
+                seq: 0,
+                result: done(b"", vec![]),
+            }],
+            Vec::new(),
+            None,
+            Some(staged),
+        )
+    });
+    assert_eq!(r.state(&a).as_deref(), Some(&b"hello world"[..]));
+    // A small state replaces it; a stale turn's staged slices are dropped with it.
+    r.enqueue(&a, event(b""));
+    r.commit(&a, 1, done(b"small", vec![]));
+    assert_eq!(r.state(&a).as_deref(), Some(&b"small"[..]));
+    r.tx(|tx| tx.tables.stage_slice(2, 0, b"never"));
+    let stale = Staged {
+        state: StateRef {
+            id: 2,
+            len: 5,
+            slices: 1,
+        },
+        carrier: Carrier::Turn(0),
+    };
+    r.tx(|tx| {
+        tx.commit_turns(
+            &a,
+            vec![CommittedTurn {
+                seq: 0,
+                result: done(b"", vec![]),
+            }],
+            Vec::new(),
+            None,
+            Some(stale),
+        )
+    });
+    assert_eq!(r.state(&a).as_deref(), Some(&b"small"[..]));
+}
