@@ -16,6 +16,7 @@
 //! - An outbox entry is due at its `due_ms` and nowhere else.
 //! - An actor's state is inline or staged in slices, never both.
 
+pub mod faults;
 pub mod memory;
 mod tables;
 

@@ -102,8 +102,9 @@ pub trait Tables {
     /// Store a key's record (replacing one that expired).
     fn put_idempotency(&mut self, tenant: &str, key: &str, rec: &IdempotencyRecord) -> R<()>;
     fn remove_idempotency(&mut self, tenant: &str, key: &str) -> R<()>;
-    /// Up to `max` `(expires, tenant, key)` expiring before `before`, earliest first. An
-    /// entry may be stale (the key was stored again since): compare with the record.
+    /// Up to `max` `(expires, tenant, key)` expiring before `before`, earliest first, one
+    /// per stored key (files from before that rule may hold stale entries too: the core
+    /// compares with the record).
     fn expiring(&self, before: UnixMs, max: usize) -> R<Vec<(UnixMs, String, String)>>;
     /// Forget the expiry entry `(expires, tenant, key)` returned by [`Tables::expiring`].
     fn forget_expiry(&mut self, expires: UnixMs, tenant: &str, key: &str) -> R<()>;

@@ -77,6 +77,8 @@ pub struct EngineConfig {
     pub ingress_bytes: usize,
     /// How many idle instances, and how much of their memory, the warm pool keeps.
     pub warm: warm::WarmLimits,
+    /// Storage faults put in on purpose (engine tests; `None` in the server).
+    pub storage_faults: Option<Arc<dwell_storage::faults::Faults>>,
 }
 
 impl Default for EngineConfig {
@@ -98,6 +100,7 @@ impl Default for EngineConfig {
             warm: warm::WarmLimits::default(),
             ingress_messages: 65_536,
             ingress_bytes: 256 << 20,
+            storage_faults: None,
         }
     }
 }
@@ -305,13 +308,14 @@ impl Engine {
         let dispatch = Arc::new(Dispatch {
             engine: OnceLock::new(),
         });
-        let store = Store::open(
+        let store = Store::open_with_faults(
             &config.data_dir,
             dispatch.clone(),
             clock.clone(),
             store::WriterConfig {
                 max_actors: config.quotas.max_actors,
             },
+            config.storage_faults.clone(),
         )?;
         let webhook_secret = match &config.webhook_secret {
             Some(s) => s.clone(),

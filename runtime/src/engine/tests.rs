@@ -324,3 +324,64 @@ fn storage_errors_keep_their_kind() {
         Error::Storage(store::Error::Corrupt(_))
     ));
 }
+
+/// Storage faults put in on purpose (`dwell_storage::faults`): while writes fail, calls
+/// and events — inline or through the mailbox — are refused with the failure's kind
+/// (a full disk is `StorageFull`, which HTTP answers 507, not "corrupt"), nothing of
+/// them is applied, and once the fault is lifted the node serves again without a
+/// restart and the actor's state is exactly what was acknowledged.
+#[test]
+fn failed_writes_acknowledge_nothing_keep_their_kind_and_recover_when_lifted() {
+    use dwell_storage::faults::Faults;
+    let faults = Arc::new(Faults::default());
+    let armed = faults.clone();
+    let r = rig(move |c| c.storage_faults = Some(armed));
+    r.deploy("counter");
+    let a = r.actor("counter", "a");
+    r.call(&a, json!({"add": 1}), None);
+    r.until("the first call applied", || r.state(&a)["total"] == 1);
+
+    let send = |inline: bool| {
+        r.rt.block_on(r.engine.call(
+            &a,
+            RequestId::random(),
+            msgpack(json!({"add": 100})),
+            None,
+            None,
+            inline,
+        ))
+    };
+    for (fault, kind) in [
+        (dwell_storage::Error::Full, "StorageFull"),
+        (dwell_storage::Error::Unavailable, "StorageUnavailable"),
+    ] {
+        faults.fail_writes(fault);
+        for inline in [true, false] {
+            let err = send(inline).expect_err("a write that fails is not acknowledged");
+            assert_eq!(format!("{err:?}"), kind, "inline {inline}");
+        }
+        let event =
+            r.rt.block_on(r.engine.send_event(&a, msgpack(json!({"add": 100})), None));
+        assert_eq!(format!("{:?}", event.expect_err("event refused")), kind);
+    }
+    assert!(
+        faults.refused() >= 6,
+        "writes were refused: {}",
+        faults.refused()
+    );
+    r.settle();
+    assert_eq!(r.state(&a)["total"], 1, "nothing refused was applied");
+
+    faults.lift();
+    let (first, _) = r.call(&a, json!({"add": 1}), None);
+    send(true).expect("inline calls are accepted again");
+    r.event(&a, json!({"add": 10}));
+    r.until("the node serves again", || r.state(&a)["total"] == 112);
+    r.settle();
+    assert_eq!(
+        r.state(&a)["total"],
+        112,
+        "applied once each, none of the refused"
+    );
+    assert!(r.engine.request(&r.tenant, first).unwrap().is_some());
+}

@@ -9,6 +9,8 @@
 mod large;
 mod records;
 mod redb_tables;
+
+use dwell_storage::faults::Faults;
 mod tables;
 mod writer;
 
@@ -108,6 +110,8 @@ pub(crate) struct DbCell {
     current: std::sync::RwLock<Option<Arc<Database>>>,
     /// The last write failed for lack of space (and none has succeeded since).
     pub(crate) full: std::sync::atomic::AtomicBool,
+    /// Faults put in on purpose (tests only; see [`Store::open_with_faults`]).
+    pub(crate) faults: Option<Arc<Faults>>,
 }
 
 impl DbCell {
@@ -182,6 +186,18 @@ impl Store {
         clock: Arc<dyn crate::domain::Clock>,
         config: WriterConfig,
     ) -> Result<Store, Error> {
+        Self::open_with_faults(dir, hook, clock, config, None)
+    }
+
+    /// [`Store::open`], with every write going through `faults` (tests of what the node
+    /// does when storage fails; see [`dwell_storage::faults`]).
+    pub fn open_with_faults(
+        dir: &Path,
+        hook: Arc<dyn PostCommit>,
+        clock: Arc<dyn crate::domain::Clock>,
+        config: WriterConfig,
+        faults: Option<Arc<Faults>>,
+    ) -> Result<Store, Error> {
         // Owner only: the directory 0700 and the data file 0600, whatever the umask, and
         // tightened on every start for directories made before.
         {
@@ -215,6 +231,7 @@ impl Store {
             current: std::sync::RwLock::new(Some(Arc::new(database))),
             path,
             full: std::sync::atomic::AtomicBool::new(false),
+            faults,
         });
         let closed = Arc::new(writer::Closed::default());
         let writer = writer::spawn(db.clone(), hook, clock, config, closed.clone());

@@ -447,9 +447,20 @@ impl Tables for RedbTables<'_> {
     }
 
     fn put_idempotency(&mut self, tenant: &str, key: &str, rec: &IdempotencyRecord) -> R<()> {
-        self.idem
+        // The expiry index holds one entry per key: a replaced record's goes with it.
+        let old = match self
+            .idem
             .insert((tenant, key), records::encode(rec).as_slice())
-            .st()?;
+            .st()?
+        {
+            Some(v) => Some(decode::<IdempotencyRecord>(v.value())?),
+            None => None,
+        };
+        if let Some(old) = old {
+            self.idem_expiry
+                .remove((old.expires_ms, tenant, key))
+                .st()?;
+        }
         self.idem_expiry
             .insert((rec.expires_ms, tenant, key), ())
             .st()?;

@@ -12,6 +12,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use dwell_core::Tx;
+use dwell_storage::Tables;
+use dwell_storage::faults::{Faults, Faulty};
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
@@ -198,11 +200,7 @@ enum Answer {
 
 impl Answer {
     fn send(self, commit: &Result<(), Failure>) {
-        let fail = |e: &Failure| match e {
-            Failure::Full => Error::Full,
-            Failure::Unavailable => Error::Unavailable,
-            Failure::Other(e) => Error::Corrupt(format!("commit failed: {e}")),
-        };
+        let fail = Failure::error;
         // A caller that stopped waiting is not an error for the batch.
         match (self, commit) {
             (Answer::Enqueue(d, v), Ok(())) => drop(d.send(Ok(v))),
@@ -285,6 +283,7 @@ fn run(
         let outcome = match cell.get() {
             Ok(db) => apply_batch(
                 &db,
+                cell.faults.as_deref(),
                 ops,
                 clock.now_ms(),
                 &config,
@@ -294,7 +293,7 @@ fn run(
             ),
             Err(_) => {
                 // Not open: every op is answered "unavailable" below.
-                drop_ops(ops);
+                fail_ops(ops, &Failure::Unavailable);
                 Err(Failure::Unavailable)
             }
         };
@@ -361,6 +360,15 @@ impl From<dwell_storage::Error> for Failure {
 }
 
 impl Failure {
+    /// What the callers of a failed batch hear.
+    fn error(&self) -> Error {
+        match self {
+            Failure::Full => Error::Full,
+            Failure::Unavailable => Error::Unavailable,
+            Failure::Other(e) => Error::Corrupt(format!("commit failed: {e}")),
+        }
+    }
+
     /// A full disk, a file to reopen (redb refuses everything after an I/O error), or
     /// something else.
     fn of(e: impl Into<redb::Error>) -> Failure {
@@ -368,27 +376,35 @@ impl Failure {
     }
 }
 
-/// Answer every op of a batch that could not be applied: the data file is not open.
-fn drop_ops(ops: Vec<Op>) {
+/// Answer every op of a batch that could not be applied with why (callers of inline
+/// turns included).
+fn fail_ops(ops: impl IntoIterator<Item = Op>, failure: &Failure) {
     for op in ops {
-        match op {
-            Op::Enqueue { done, .. } => drop(done.send(Err(Error::Unavailable))),
-            Op::CommitTurns { done, .. } => drop(done.send(Err(Error::Unavailable))),
-            Op::Stage { done, .. } => drop(done.send(Err(Error::Unavailable))),
-            Op::PutModule { done, .. } => drop(done.send(Err(Error::Unavailable))),
-            Op::Stats { done } => drop(done.send(Err(Error::Unavailable))),
-            Op::Probe { done } => drop(done.send(Err(Error::Unavailable))),
-            Op::FireTimers { done, .. } => drop(done.send(Err(Error::Unavailable))),
-            Op::FireThese { done, .. } => drop(done.send(Err(Error::Unavailable))),
-            Op::Outbox { done, .. } => drop(done.send(Err(Error::Unavailable))),
-            Op::Purge { done, .. } => drop(done.send(Err(Error::Unavailable))),
-            Op::Admin { done, .. } => drop(done.send(Err(Error::Unavailable))),
-        }
+        let _ = match op {
+            Op::Enqueue { done, .. } => done_fail(done, failure).map_err(drop),
+            Op::CommitTurns { inline, done, .. } => {
+                for it in inline {
+                    let _ = done_fail(it.done, failure);
+                }
+                done_fail(done, failure).map_err(drop)
+            }
+            Op::Stage { done, .. } => done_fail(done, failure).map_err(drop),
+            Op::PutModule { done, .. } => done_fail(done, failure).map_err(drop),
+            Op::Stats { done } => done_fail(done, failure).map_err(drop),
+            Op::Probe { done } => done_fail(done, failure).map_err(drop),
+            Op::FireTimers { done, .. } => done_fail(done, failure).map_err(drop),
+            Op::FireThese { done, .. } => done_fail(done, failure).map_err(drop),
+            Op::Outbox { done, .. } => done_fail(done, failure).map_err(drop),
+            Op::Purge { done, .. } => done_fail(done, failure).map_err(drop),
+            Op::Admin { done, .. } => done_fail(done, failure).map_err(drop),
+        };
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_batch(
     db: &Database,
+    faults: Option<&Faults>,
     ops: Vec<Op>,
     now: UnixMs,
     config: &WriterConfig,
@@ -397,95 +413,162 @@ fn apply_batch(
     notices: &mut Vec<Notice>,
 ) -> Result<u64, Failure> {
     let txn = db.begin_write().map_err(Failure::of)?;
-    let written;
-    {
+    let written = {
         let mut tables = RedbTables::open(&txn)?;
-        let mut tx = Tx::new(&mut tables, now, config, notices);
-        for op in ops {
-            match op {
-                Op::Enqueue { req, done } => {
-                    let ack = tx.enqueue_request(req)?;
-                    answers.push(Answer::Enqueue(done, ack));
-                }
-                Op::CommitTurns {
-                    actor,
-                    turns,
-                    inline,
-                    expect,
-                    staged,
-                    done,
-                } => {
-                    let mut dones = Vec::with_capacity(inline.len());
-                    let inline = inline
-                        .into_iter()
-                        .map(|it| {
-                            dones.push(Some(it.done));
-                            Inline {
-                                req: it.req,
-                                timer: it.timer,
-                                result: it.result,
-                            }
-                        })
-                        .collect();
-                    let (ack, acks) = tx.commit_turns(&actor, turns, inline, expect, staged)?;
-                    for (j, ack) in acks {
-                        if let Some(done) = dones.get_mut(j).and_then(Option::take) {
-                            answers.push(Answer::Enqueue(done, ack));
-                        }
-                    }
-                    answers.push(Answer::Turns(done, ack));
-                }
-                Op::Stage {
-                    id,
-                    index,
-                    bytes,
-                    done,
-                } => {
-                    dwell_storage::Tables::stage_slice(tx.tables, id, index, &bytes)?;
-                    tx.state_bytes += bytes.len() as u64;
-                    answers.push(Answer::Unit(done));
-                }
-                Op::PutModule {
-                    tenant,
-                    name,
-                    bytes,
-                    digest,
-                    done,
-                } => {
-                    let v = tx.put_module(&tenant, &name, &bytes, &digest)?;
-                    answers.push(Answer::Module(done, v));
-                }
-                Op::Stats { done } => {
-                    let _ = done.send(Ok(stats.clone()));
-                }
-                Op::Probe { done } => answers.push(Answer::Unit(done)),
-                Op::FireTimers { now, max, done } => {
-                    let n = tx.fire_timers(now, max)?;
-                    answers.push(Answer::Count(done, n));
-                }
-                Op::FireThese { timers, done } => {
-                    let mut n = 0;
-                    for (due, actor, name) in timers {
-                        n += usize::from(tx.fire_one(due, &actor, &name)?);
-                    }
-                    answers.push(Answer::Count(done, n));
-                }
-                Op::Outbox { id, update, done } => {
-                    tx.outbox_update(id, update)?;
-                    answers.push(Answer::Unit(done));
-                }
-                Op::Purge { now, max, done } => {
-                    let n = tx.purge(now, max)?;
-                    answers.push(Answer::Count(done, n));
-                }
-                Op::Admin { op, done } => {
-                    let changed = tx.admin(op)?;
-                    answers.push(Answer::Flag(done, changed));
-                }
+        match faults {
+            Some(faults) => {
+                let mut faulty = Faulty {
+                    inner: &mut tables,
+                    faults,
+                };
+                apply_ops(&mut faulty, ops, now, config, stats, answers, notices)?
             }
+            None => apply_ops(&mut tables, ops, now, config, stats, answers, notices)?,
         }
-        written = tx.state_bytes;
-    }
+    };
     txn.commit().map_err(Failure::of)?;
     Ok(written)
+}
+
+/// The batch's operations through the turn core; the state bytes they wrote. When one
+/// fails, the batch is abandoned: that op's callers and those of every op after it hear
+/// the failure at once; the answers of the ops before it are sent the failure by the
+/// caller (the transaction is never committed).
+fn apply_ops<T: Tables>(
+    tables: &mut T,
+    ops: Vec<Op>,
+    now: UnixMs,
+    config: &WriterConfig,
+    stats: &WriterStats,
+    answers: &mut Vec<Answer>,
+    notices: &mut Vec<Notice>,
+) -> Result<u64, Failure> {
+    let mut tx = Tx::new(tables, now, config, notices);
+    let mut ops = ops.into_iter();
+    while let Some(op) = ops.next() {
+        if let Err(failure) = apply_op(&mut tx, op, stats, answers) {
+            fail_ops(ops, &failure);
+            return Err(failure);
+        }
+    }
+    Ok(tx.state_bytes)
+}
+
+/// One op; on failure its callers have been told.
+fn apply_op<T: Tables>(
+    tx: &mut Tx<'_, T>,
+    op: Op,
+    stats: &WriterStats,
+    answers: &mut Vec<Answer>,
+) -> Result<(), Failure> {
+    /// The value for `answers`, or the failure sent to `done` at once.
+    fn or_tell<V, D>(
+        done: Done<D>,
+        r: Result<V, dwell_storage::Error>,
+    ) -> Result<(V, Done<D>), Failure> {
+        match r {
+            Ok(v) => Ok((v, done)),
+            Err(e) => {
+                let failure = Failure::from(e);
+                let _ = done_fail(done, &failure);
+                Err(failure)
+            }
+        }
+    }
+    match op {
+        Op::Enqueue { req, done } => {
+            let (ack, done) = or_tell(done, tx.enqueue_request(req))?;
+            answers.push(Answer::Enqueue(done, ack));
+        }
+        Op::CommitTurns {
+            actor,
+            turns,
+            inline,
+            expect,
+            staged,
+            done,
+        } => {
+            let mut dones = Vec::with_capacity(inline.len());
+            let inline = inline
+                .into_iter()
+                .map(|it| {
+                    dones.push(Some(it.done));
+                    Inline {
+                        req: it.req,
+                        timer: it.timer,
+                        result: it.result,
+                    }
+                })
+                .collect();
+            let result = tx.commit_turns(&actor, turns, inline, expect, staged);
+            let ((ack, acks), done) = match or_tell(done, result) {
+                Ok(v) => v,
+                Err(failure) => {
+                    for d in dones.into_iter().flatten() {
+                        let _ = done_fail(d, &failure);
+                    }
+                    return Err(failure);
+                }
+            };
+            for (j, ack) in acks {
+                if let Some(d) = dones.get_mut(j).and_then(Option::take) {
+                    answers.push(Answer::Enqueue(d, ack));
+                }
+            }
+            answers.push(Answer::Turns(done, ack));
+        }
+        Op::Stage {
+            id,
+            index,
+            bytes,
+            done,
+        } => {
+            let ((), done) = or_tell(done, tx.tables.stage_slice(id, index, &bytes))?;
+            tx.state_bytes += bytes.len() as u64;
+            answers.push(Answer::Unit(done));
+        }
+        Op::PutModule {
+            tenant,
+            name,
+            bytes,
+            digest,
+            done,
+        } => {
+            let (v, done) = or_tell(done, tx.put_module(&tenant, &name, &bytes, &digest))?;
+            answers.push(Answer::Module(done, v));
+        }
+        Op::Stats { done } => {
+            let _ = done.send(Ok(stats.clone()));
+        }
+        Op::Probe { done } => answers.push(Answer::Unit(done)),
+        Op::FireTimers { now, max, done } => {
+            let (n, done) = or_tell(done, tx.fire_timers(now, max))?;
+            answers.push(Answer::Count(done, n));
+        }
+        Op::FireThese { timers, done } => {
+            let fired = timers.into_iter().try_fold(0, |n, (due, actor, name)| {
+                Ok(n + usize::from(tx.fire_one(due, &actor, &name)?))
+            });
+            let (n, done) = or_tell(done, fired)?;
+            answers.push(Answer::Count(done, n));
+        }
+        Op::Outbox { id, update, done } => {
+            let ((), done) = or_tell(done, tx.outbox_update(id, update))?;
+            answers.push(Answer::Unit(done));
+        }
+        Op::Purge { now, max, done } => {
+            let (n, done) = or_tell(done, tx.purge(now, max))?;
+            answers.push(Answer::Count(done, n));
+        }
+        Op::Admin { op, done } => {
+            let (changed, done) = or_tell(done, tx.admin(op))?;
+            answers.push(Answer::Flag(done, changed));
+        }
+    }
+    Ok(())
+}
+
+/// Tell one caller the batch failed.
+fn done_fail<D>(done: Done<D>, failure: &Failure) -> Result<(), Result<D, Error>> {
+    done.send(Err(failure.error()))
 }
