@@ -83,5 +83,9 @@ fn http_imports_nothing_from_storage_and_only_the_store_knows_redb() {
     check("runtime/src/engine", &["redb"]);
     check("dwell-types", &["redb", "crate::store"]);
     check("dwell-executor", &["redb"]);
+    // The contract and the turn core know no database, runtime or framework.
+    let pure = ["redb", "postgres", "tokio", "actix", "wasmtime"];
+    check("dwell-storage", &pure);
+    check("dwell-core", &pure);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
