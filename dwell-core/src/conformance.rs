@@ -27,7 +27,7 @@ use crate::tx::{InlineAck, Tx};
 mod model;
 mod scenarios;
 
-pub use model::random_operation_sequences_match_the_reference;
+pub use model::{random_operation_sequences_match_the_reference, random_sequences};
 pub use scenarios::*;
 
 /// A backend under test: runs `f` in one write transaction and commits it if `f`

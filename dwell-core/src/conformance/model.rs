@@ -325,10 +325,16 @@ fn dump_all<B: Backend>(r: &mut Rig<B>) -> String {
 
 /// Random sequences of up to 40 steps, 256 of them (`PROPTEST_CASES` overrides).
 pub fn random_operation_sequences_match_the_reference<B: Backend>(make: impl Fn() -> B) {
+    random_sequences(make, 256);
+}
+
+/// [`random_operation_sequences_match_the_reference`] with `cases` sequences unless
+/// `PROPTEST_CASES` says otherwise.
+pub fn random_sequences<B: Backend>(make: impl Fn() -> B, cases: u32) {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(256);
+        .unwrap_or(cases);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,

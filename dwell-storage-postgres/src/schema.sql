@@ -1,0 +1,107 @@
+-- Dwell's logical tables (see dwell-storage's `Tables`). Records are one schema-version
+-- byte followed by MessagePack, as in the redb file; keys are columns, and text keys
+-- sort bytewise (COLLATE "C") so prefix and range scans match redb's order. Every row
+-- carries the partition that owns it; one node owns all partitions today.
+CREATE TABLE IF NOT EXISTS dwell_schema (version int PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS partitions (
+    partition int PRIMARY KEY,
+    epoch bigint NOT NULL,
+    owner text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS actors (
+    partition int NOT NULL DEFAULT 0,
+    key text COLLATE "C" PRIMARY KEY,
+    meta bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS states (
+    partition int NOT NULL DEFAULT 0,
+    key text COLLATE "C" PRIMARY KEY,
+    state bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS staged_slices (
+    id bigint NOT NULL,
+    index int NOT NULL,
+    bytes bytea NOT NULL,
+    PRIMARY KEY (id, index)
+);
+CREATE TABLE IF NOT EXISTS mailbox (
+    partition int NOT NULL DEFAULT 0,
+    key text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    envelope bytea NOT NULL,
+    PRIMARY KEY (key, seq)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    partition int NOT NULL DEFAULT 0,
+    key text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    letter bytea NOT NULL,
+    PRIMARY KEY (key, seq)
+);
+CREATE TABLE IF NOT EXISTS requests (
+    partition int NOT NULL DEFAULT 0,
+    id bytea PRIMARY KEY,
+    record bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS modules (
+    key text COLLATE "C" PRIMARY KEY,
+    record bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS module_bytes (
+    digest text COLLATE "C" PRIMARY KEY,
+    bytes bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS timers (
+    partition int NOT NULL DEFAULT 0,
+    key text COLLATE "C" NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    due bigint NOT NULL,
+    payload bytea NOT NULL,
+    PRIMARY KEY (key, name)
+);
+CREATE INDEX IF NOT EXISTS timers_due ON timers (due, key, name);
+CREATE TABLE IF NOT EXISTS outbox (
+    partition int NOT NULL DEFAULT 0,
+    id bytea PRIMARY KEY,
+    due bigint NOT NULL,
+    entry bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (due, id);
+CREATE TABLE IF NOT EXISTS http_pending (
+    partition int NOT NULL DEFAULT 0,
+    key text COLLATE "C" NOT NULL,
+    call text COLLATE "C" NOT NULL,
+    id bytea NOT NULL,
+    PRIMARY KEY (key, call)
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    partition int NOT NULL DEFAULT 0,
+    tenant text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    expires bigint NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency (expires, tenant, key);
+CREATE TABLE IF NOT EXISTS tenants (
+    name text COLLATE "C" PRIMARY KEY,
+    record bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tenant_names (
+    id text COLLATE "C" PRIMARY KEY,
+    name text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS actor_counts (
+    tenant text COLLATE "C" PRIMARY KEY,
+    count bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id text COLLATE "C" PRIMARY KEY,
+    record bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key text COLLATE "C" PRIMARY KEY,
+    value bytea NOT NULL
+);
+INSERT INTO dwell_schema (version) VALUES (1) ON CONFLICT DO NOTHING;
+INSERT INTO partitions (partition, epoch, owner) VALUES (0, 1, '') ON CONFLICT DO NOTHING;

@@ -1,0 +1,208 @@
+//! The storage conformance suite (`dwell_core::conformance`) on a real PostgreSQL: a
+//! private server started for this test (initdb + pg_ctl in a temporary directory, on
+//! 127.0.0.1 and a free port, as the `postgres` user when run as root), one fresh
+//! database per scenario, stopped at the end whatever happens.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dwell_core::conformance::{self, Backend};
+use dwell_storage::Error;
+use dwell_storage_postgres::{PgTables, Postgres};
+
+/// PostgreSQL's programs: `DWELL_PG_BIN`, else the newest Debian install, else `PATH`.
+fn pg_bin(program: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("DWELL_PG_BIN") {
+        return Path::new(&dir).join(program);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin").join(program))
+        .filter(|p| p.exists())
+        .collect();
+    versions.sort();
+    versions.pop().unwrap_or_else(|| PathBuf::from(program))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Run a PostgreSQL program, as `postgres` when we are root (it refuses root).
+fn run_pg(program: &str, args: &[&str]) {
+    let bin = pg_bin(program);
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&bin);
+        c
+    } else {
+        Command::new(&bin)
+    };
+    let out = cmd
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}{}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private server; stopped when dropped.
+struct Server {
+    _dir: tempfile::TempDir,
+    data: String,
+    port: u16,
+    databases: AtomicUsize,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown the server's directory to postgres");
+        }
+        let data = dir.path().join("data").to_string_lossy().into_owned();
+        let socket = dir.path().to_string_lossy().into_owned();
+        run_pg(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {socket} -c fsync=off -c full_page_writes=off"
+        );
+        run_pg(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                &format!("{socket}/log"),
+                "start",
+            ],
+        );
+        Server {
+            _dir: dir,
+            data,
+            port,
+            databases: AtomicUsize::new(0),
+        }
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            self.port
+        )
+    }
+
+    /// A backend on a new, empty database.
+    fn backend(&self) -> Pg {
+        let n = self.databases.fetch_add(1, Ordering::Relaxed);
+        let name = format!("conformance_{n}");
+        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        Pg(Postgres::connect(&self.url(&name), "test").unwrap())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        run_pg(
+            "pg_ctl",
+            &["-D", &self.data, "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+struct Pg(Postgres);
+
+impl Backend for Pg {
+    type Tables<'t> = PgTables<'t>;
+    fn write<R>(
+        &mut self,
+        f: impl for<'t> FnOnce(&mut PgTables<'t>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        self.0.write(f)
+    }
+}
+
+/// One test for the whole suite: the server is started once and always stopped.
+#[test]
+fn the_conformance_suite_passes_on_postgresql() {
+    let server = Server::start();
+    let make = || server.backend();
+    conformance::an_enqueue_creates_the_actor_pinned_to_its_module(make);
+    conformance::the_actor_quota_counts_creations_and_deletions(make);
+    conformance::a_turn_applies_exactly_once_even_when_committed_again(make);
+    conformance::a_request_is_settled_by_the_first_answer_only(make);
+    conformance::a_dead_letter_fails_its_request_and_can_be_retried(make);
+    conformance::an_inline_turn_applies_only_to_the_actor_as_the_runner_saw_it(make);
+    conformance::every_inline_fall_back_enqueues_and_discards_the_outcome(make);
+    conformance::timers_fire_once_never_early_and_can_be_replaced_or_cancelled(make);
+    conformance::completion_cancels_timers_and_refuses_more_mail(make);
+    conformance::the_outbox_retries_then_finishes_with_a_result_message(make);
+    conformance::idempotency_keys_repeat_conflict_and_expire(make);
+    conformance::deleting_an_actor_fails_its_waiting_requests(make);
+    conformance::deleting_a_tenant_purges_everything_of_it_and_nothing_else(make);
+    conformance::large_states_point_at_staged_slices(make);
+    // Fewer random sequences than on redb: each one creates a database.
+    conformance::random_sequences(make, 64);
+
+    // Fencing: a second node taking the partition fences the first at its next commit.
+    let mut first = server.backend();
+    first
+        .write(|t| dwell_storage::Tables::put_meta(t, "k", b"v"))
+        .unwrap();
+    let url = server.url(&format!(
+        "conformance_{}",
+        server.databases.load(Ordering::Relaxed) - 1
+    ));
+    let mut second = Postgres::connect(&url, "second").unwrap();
+    let fenced = first.write(|t| dwell_storage::Tables::put_meta(t, "k", b"w"));
+    assert_eq!(fenced.err(), Some(Error::Fenced));
+    let value = second
+        .write(|t| dwell_storage::Tables::meta(t, "k"))
+        .unwrap();
+    assert_eq!(
+        value.as_deref(),
+        Some(&b"v"[..]),
+        "the fenced write left nothing"
+    );
+}
