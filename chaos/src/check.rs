@@ -1,6 +1,7 @@
 //! The checker. After the last restart it waits until the server has applied everything
 //! it accepted (the drain), reads every actor's state back from the inspect API and holds
 //! it against the clients' ledger and the callback receiver's deliveries:
+//! Long because each promise it checks is its own pass over the same ledger.
 //!
 //! - every acknowledged message applied exactly once, an unanswered one at most once, a
 //!   refused one never, and nothing applied that was never sent;

@@ -1,5 +1,7 @@
 //! `dwell-chaos`: a crash loop that keeps Dwell's core promise checked (see README
 //! "Reliability"; run it with `scripts/chaos.sh`).
+//! Long because the kill loop, its options and the run's report belong together (load and
+//! checks are in load.rs and check.rs).
 //!
 //! It starts the real `dwell serve` on `127.0.0.1:0` with a fresh data directory, deploys
 //! the `checker` guest (`examples/checker`, which records every message it applies),

@@ -1,4 +1,6 @@
 //! [`Tx`]: the decisions of one write transaction over [`Tables`].
+//! Long because every rule of a write lives here once (the operator's writes are in
+//! tx/admin.rs).
 //!
 //! Its parts are ordered as a message travels: enqueue, turns, replies, timers,
 //! outbox, expiry; the operator's writes and the deletion cascades are in [`admin`].

@@ -1,4 +1,5 @@
 //! The storage contract ([`dwell_storage::Tables`]) on PostgreSQL.
+//! Long because it is the whole contract in SQL: one short method per table operation.
 //!
 //! [`Postgres::connect`] opens a connection and applies the embedded schema
 //! (`schema.sql`, idempotent); [`Postgres::write`] runs one transaction through

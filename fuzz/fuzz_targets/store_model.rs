@@ -1,4 +1,5 @@
 //! The store's mailbox, timer and idempotency rules against a model.
+//! Long because the model is a second, independent implementation of the rules it checks.
 //!
 //! Each input is a sequence of operations on a real [`Store`] (a fresh redb file, on
 //! tmpfs when there is one) and on a plain in-memory model built from `BTreeMap`s: enqueue

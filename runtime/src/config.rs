@@ -3,6 +3,8 @@
 //! (TOML) < `DWELL_*` environment variables < flags; sizes (`1 MiB`) and durations
 //! (`5s`) with units; and the effective configuration as TOML for `--dump-config`, with
 //! secrets redacted.
+//! Long because every option is declared once here, with its flag, key, variable, default
+//! and docs, and the layering is tested here.
 //!
 //! Naming rule: the config key is the flag's name with `_` (`--max-body` → `max_body`),
 //! the environment variable is `DWELL_` + the key in capitals (`DWELL_MAX_BODY`). Older

@@ -1,6 +1,8 @@
 //! The `dwell` command: `serve` runs the server (configured from defaults, a config
 //! file, `DWELL_*` variables and flags; see `dwell::config`); the other commands are
 //! clients of a running server's HTTP API, printing tables or, with `-o json`, the JSON.
+//! Long because every client command is here, each a few lines from arguments to a
+//! request to a table.
 
 use std::io::IsTerminal as _;
 use std::net::TcpListener;

@@ -1,6 +1,8 @@
 //! The example processes end to end: automatic check-in (`examples/checkin`), payment
 //! retrieval (`examples/payment`) and the trip-booking saga (`examples/trip`), each with its
 //! failure branch, against fake external services.
+//! Long because each example's happy and failure branches share the fake services set up
+//! here.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -1,5 +1,6 @@
 //! Regressions of the defects found by attacking Dwell as a hostile tenant and a careless
 //! operator would (the hardening issue): each test shows one of them stays fixed.
+//! Long because it holds one regression test per defect, fifteen of them.
 
 use std::time::Duration;
 

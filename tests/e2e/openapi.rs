@@ -2,6 +2,7 @@
 //! Python `openapi-spec-validator`), it describes exactly the routes the server serves
 //! (every described operation is routed; any other method on a described path answers
 //! `405` with `Allow`), and real responses have the statuses and shapes it describes.
+//! Long because it holds every described operation against the real server.
 
 use std::collections::BTreeSet;
 use std::process::Command;

@@ -1,4 +1,6 @@
 //! Many tenants on one Dwell: isolation, keys, quotas, fair scheduling and secrets.
+//! Long because isolation, quotas, fairness and secrets each need their own multi-tenant
+//! setup.
 
 use std::time::{Duration, Instant};
 

@@ -24,6 +24,9 @@ fn every_rust_file_has_module_docs_and_no_debug_leftovers() {
     let mut files = Vec::new();
     for dir in [
         "dwell-types",
+        "dwell-storage",
+        "dwell-storage-postgres",
+        "dwell-core",
         "dwell-executor",
         "runtime",
         "guest-sdk",
@@ -31,6 +34,7 @@ fn every_rust_file_has_module_docs_and_no_debug_leftovers() {
         "tests",
         "chaos",
         "dwell-bench",
+        "fuzz/fuzz_targets",
     ] {
         rust_files(&root.join(dir), &mut files);
     }
@@ -41,6 +45,19 @@ fn every_rust_file_has_module_docs_and_no_debug_leftovers() {
         if !text.starts_with("//!") {
             problems.push(format!(
                 "{}: no //! module doc on the first line",
+                f.display()
+            ));
+        }
+        // A file over 600 lines says why in its module doc.
+        let lines = text.lines().count();
+        let doc: String = text
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if lines > 600 && !doc.contains("Long because") {
+            problems.push(format!(
+                "{}: {lines} lines, and its module doc does not say why (\"Long because …\")",
                 f.display()
             ));
         }

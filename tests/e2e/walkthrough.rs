@@ -2,6 +2,7 @@
 //! example READMEs are read, their commands run in bash against the real `dwell` binary
 //! and their outputs compared with what the README shows, so the docs a new user reads
 //! first cannot rot.
+//! Long because it reads four READMEs and runs and compares every step of each.
 //!
 //! How a README is read (what its authors write for it):
 //! - ```` ```sh ```` blocks run in order in one `bash` (`set -uo pipefail`), so shell

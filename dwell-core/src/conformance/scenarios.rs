@@ -1,4 +1,5 @@
 //! The scenarios of the conformance suite, one function each.
+//! Long because it is the whole suite; each scenario is one function.
 
 use super::*;
 

@@ -1,5 +1,7 @@
 //! The engine: the narrow handle the HTTP layer talks to, and the glue between the store,
 //! the scheduler and the executor.
+//! Long because it is the engine's whole public surface: every operation the HTTP layer
+//! calls.
 //!
 //! Ingress calls [`Engine::call`] / [`Engine::send_event`]; those return once the message
 //! is durable. The store's post-commit hook ([`Dispatch`]) then wakes the [`scheduler`] for

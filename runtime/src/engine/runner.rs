@@ -4,6 +4,8 @@
 //! one store operation. An in-memory message is committed together with its turn (see
 //! `store::InlineTurn`), so a quick call costs one commit, not two. Replies and other
 //! effects leave only after that commit (the store's post-commit hook releases them).
+//! Long because a batch's life (take, run, hand to the writer, fall back, retry) is one
+//! state machine, kept in one place.
 //!
 //! Between batches the runner remembers its actor's meta and state as committed, and
 //! reads the store again only when durable mail was announced or a commit did not apply

@@ -1,5 +1,6 @@
 //! Route handlers, one per API operation (DESIGN §3), each described for the OpenAPI
 //! document by its `#[utoipa::path]`; routes.rs registers them.
+//! Long because every API operation's handler carries its OpenAPI description next to it.
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
 //! The store: everything durable, in one redb file (`<data>/dwell.redb`).
+//! Long because each read the engine needs is its own small read transaction here.
 //!
 //! Reads happen on the caller's thread in a read transaction. Every write goes through
 //! the single writer task ([`writer`]), which applies many operations — enqueues, turn

@@ -2,6 +2,7 @@
 //! write transaction. Records are encoded here ([`records`]); the secondary tables
 //! (`timer_index`, `outbox_due`, `idempotency_expiry`) are kept in step here, so the
 //! turn core never sees them.
+//! Long because it is the whole contract on redb: one short method per table operation.
 
 use dwell_storage::{Error, StateRef, Tables, TimerKey};
 use redb::{ReadableTable, Table, WriteTransaction};

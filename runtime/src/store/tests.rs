@@ -1,5 +1,7 @@
 //! Store tests on a real redb file: inline turns (a message committed together with its
 //! turn) and their fall-back to the mailbox when the actor is not as the runner saw it.
+//! Long because of the large-state and inline-turn tests on a real file, plus the
+//! conformance suite's redb wiring.
 
 use std::sync::{Arc, Mutex};
 
