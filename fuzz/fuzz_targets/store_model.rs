@@ -316,6 +316,11 @@ impl Model {
         seq: u64,
     ) {
         let tenant = ACTORS[i].0;
+        // One expiry entry per key: a replaced (expired) record's goes with it.
+        if let Some(old) = self.idem.get(&(tenant, key.clone())) {
+            self.idem_expiry
+                .remove(&(old.expires, TENANTS[tenant].to_owned(), key.clone()));
+        }
         self.idem_expiry
             .insert((expires, TENANTS[tenant].to_owned(), key.clone()));
         self.idem.insert(
