@@ -59,6 +59,13 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> R<T> {
     Ok(records::decode(bytes)?)
 }
 
+/// The record a lookup found, decoded.
+fn record<T: serde::de::DeserializeOwned>(
+    found: Option<redb::AccessGuard<'_, &'static [u8]>>,
+) -> R<Option<T>> {
+    found.map(|v| decode(v.value())).transpose()
+}
+
 /// Timer names are `[A-Za-z0-9_.:-]`, all below this byte: the end of an actor's range.
 const NAME_END: &str = "\u{7f}";
 
@@ -140,10 +147,7 @@ impl<'t> RedbTables<'t> {
 
 impl Tables for RedbTables<'_> {
     fn actor(&self, key: &str) -> R<Option<ActorMeta>> {
-        match self.actors.get(key).st()? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
+        record(self.actors.get(key).st()?)
     }
 
     fn put_actor(&mut self, key: &str, meta: &ActorMeta) -> R<()> {
@@ -221,10 +225,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn take_mail(&mut self, key: &str, seq: u64) -> R<Option<Envelope>> {
-        match self.mailbox.remove((key, seq)).st()? {
-            Some(raw) => Ok(Some(decode(raw.value())?)),
-            None => Ok(None),
-        }
+        record(self.mailbox.remove((key, seq)).st()?)
     }
 
     fn mail(&self, key: &str) -> R<Vec<(u64, Envelope)>> {
@@ -251,10 +252,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn take_dead(&mut self, key: &str, seq: u64) -> R<Option<DeadLetter>> {
-        match self.dead.remove((key, seq)).st()? {
-            Some(raw) => Ok(Some(decode(raw.value())?)),
-            None => Ok(None),
-        }
+        record(self.dead.remove((key, seq)).st()?)
     }
 
     fn clear_dead(&mut self, key: &str) -> R<()> {
@@ -265,10 +263,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn request(&self, id: u128) -> R<Option<RequestRecord>> {
-        match self.requests.get(id).st()? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
+        record(self.requests.get(id).st()?)
     }
 
     fn put_request(&mut self, id: u128, rec: &RequestRecord) -> R<()> {
@@ -296,10 +291,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn module(&self, key: &str) -> R<Option<ModuleRecord>> {
-        match self.modules.get(key).st()? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
+        record(self.modules.get(key).st()?)
     }
 
     fn put_module(&mut self, key: &str, rec: &ModuleRecord) -> R<()> {
@@ -374,10 +366,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn outbox(&self, id: u128) -> R<Option<OutboxEntry>> {
-        match self.outbox.get(id).st()? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
+        record(self.outbox.get(id).st()?)
     }
 
     fn put_outbox(&mut self, id: u128, entry: &OutboxEntry) -> R<()> {
@@ -389,10 +378,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn take_outbox(&mut self, id: u128) -> R<Option<OutboxEntry>> {
-        let Some(entry) = (match self.outbox.remove(id).st()? {
-            Some(v) => Some(decode::<OutboxEntry>(v.value())?),
-            None => None,
-        }) else {
+        let Some(entry) = record::<OutboxEntry>(self.outbox.remove(id).st()?)? else {
             return Ok(None);
         };
         self.outbox_due.remove((entry.due_ms, id)).st()?;
@@ -441,22 +427,16 @@ impl Tables for RedbTables<'_> {
     }
 
     fn idempotency(&self, tenant: &str, key: &str) -> R<Option<IdempotencyRecord>> {
-        match self.idem.get((tenant, key)).st()? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
+        record(self.idem.get((tenant, key)).st()?)
     }
 
     fn put_idempotency(&mut self, tenant: &str, key: &str, rec: &IdempotencyRecord) -> R<()> {
         // The expiry index holds one entry per key: a replaced record's goes with it.
-        let old = match self
-            .idem
-            .insert((tenant, key), records::encode(rec).as_slice())
-            .st()?
-        {
-            Some(v) => Some(decode::<IdempotencyRecord>(v.value())?),
-            None => None,
-        };
+        let old: Option<IdempotencyRecord> = record(
+            self.idem
+                .insert((tenant, key), records::encode(rec).as_slice())
+                .st()?,
+        )?;
         if let Some(old) = old {
             self.idem_expiry
                 .remove((old.expires_ms, tenant, key))
@@ -469,10 +449,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn remove_idempotency(&mut self, tenant: &str, key: &str) -> R<()> {
-        let old = match self.idem.remove((tenant, key)).st()? {
-            Some(v) => Some(decode::<IdempotencyRecord>(v.value())?),
-            None => None,
-        };
+        let old: Option<IdempotencyRecord> = record(self.idem.remove((tenant, key)).st()?)?;
         if let Some(old) = old {
             self.idem_expiry
                 .remove((old.expires_ms, tenant, key))
@@ -512,10 +489,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn tenant(&self, name: &str) -> R<Option<TenantRecord>> {
-        match self.tenants.get(name).st()? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
+        record(self.tenants.get(name).st()?)
     }
 
     fn put_tenant(&mut self, name: &str, rec: &TenantRecord) -> R<()> {
@@ -526,10 +500,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn take_tenant(&mut self, name: &str) -> R<Option<TenantRecord>> {
-        match self.tenants.remove(name).st()? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
+        record(self.tenants.remove(name).st()?)
     }
 
     fn tenant_name(&self, id: &str) -> R<Option<String>> {
@@ -566,10 +537,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn api_key(&self, id: &str) -> R<Option<KeyRecord>> {
-        match self.keys.get(id).st()? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
+        record(self.keys.get(id).st()?)
     }
 
     fn put_api_key(&mut self, id: &str, rec: &KeyRecord) -> R<()> {
@@ -606,10 +574,7 @@ impl Tables for RedbTables<'_> {
     }
 
     fn purge_job(&self, key: &str) -> R<Option<PurgeJob>> {
-        match self.meta_table.get(key).st()? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
+        record(self.meta_table.get(key).st()?)
     }
 
     fn put_purge_job(&mut self, key: &str, job: &PurgeJob) -> R<()> {
