@@ -253,6 +253,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // The kill loop.
     let deadline = began + Duration::from_secs(args.seconds);
     let mut start_estimate = Duration::from_millis(300);
+    let mut forced_misses = 0u32;
     let mut base = base;
     let mut printed = 0;
     while kills.total < args.kills && Instant::now() < deadline {
@@ -297,9 +298,17 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             dwell.spawn()?;
             let started = Instant::now();
             // At least one start-up kill per run, then a share of the restarts.
+            // A start can be faster than the estimate (it is measured through the log
+            // pipe), so each forced attempt that still found it listening halves the
+            // window; after a few the kill comes right after the spawn.
             let first = kills.during_startup == 0 && kills.total >= 3;
             if kills.total < args.kills && (first || rng.chance(args.startup_kills)) {
-                let wait = Duration::from_millis(rng.below(start_estimate.as_millis() as u64 + 1));
+                let window = if first {
+                    (start_estimate.as_millis() as u64) >> forced_misses.min(63)
+                } else {
+                    start_estimate.as_millis() as u64
+                };
+                let wait = Duration::from_millis(rng.below(window + 1));
                 let up = dwell.wait_listening(wait);
                 let before_listening = matches!(up, Ok(None));
                 match dwell.kill()? {
@@ -310,6 +319,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     Ended::Killed => {
                         kills.total += 1;
                         kills.under_load += 1;
+                        forced_misses += u32::from(first);
                     }
                     Ended::ExitedBefore(code, signal) => violations.push(violation(
                         Class::ServerExit,
