@@ -328,6 +328,7 @@ macro_rules! conformance_tests {
             deleting_an_actor_fails_its_waiting_requests,
             deleting_a_tenant_purges_everything_of_it_and_nothing_else,
             large_states_point_at_staged_slices,
+            staged_ids_across_the_whole_u64_range_stay_apart,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {

@@ -10,8 +10,11 @@
 //! Every commit first checks that this node still holds its partition's epoch (one node
 //! owns every partition today); a node that lost it gets [`Error::Fenced`].
 //!
-//! Not yet wired into the server (`dwell serve --store postgres://…` is the next step);
-//! the conformance suite runs against it in this crate's tests.
+//! [`PgReads`] is the read side ([`dwell_storage::Reads`]). `dwell serve --store
+//! postgres://…` runs on both; the conformance suite runs in this crate's tests.
+
+mod reads;
+pub use reads::PgReads;
 
 use std::cell::RefCell;
 
@@ -26,7 +29,7 @@ use postgres::{Client, NoTls, Row, Transaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-type R<T> = Result<T, Error>;
+pub(crate) type R<T> = Result<T, Error>;
 
 /// The schema, applied at every start (each statement is idempotent).
 pub const SCHEMA: &str = include_str!("schema.sql");
@@ -40,7 +43,7 @@ fn enc<T: Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
-fn dec<T: DeserializeOwned>(bytes: &[u8]) -> R<T> {
+pub(crate) fn dec<T: DeserializeOwned>(bytes: &[u8]) -> R<T> {
     match bytes.split_first() {
         Some((&RECORD, rest)) => {
             rmp_serde::from_slice(rest).map_err(|e| Error::Corrupt(e.to_string()))
@@ -74,19 +77,25 @@ pub fn pg_error(e: postgres::Error) -> Error {
 
 /// Seqs, due times and counters are `u64` in Dwell and `bigint` here: the values Dwell
 /// writes fit; bounds past `i64::MAX` (e.g. "every timer") are clamped.
-fn big(v: u64) -> i64 {
+pub(crate) fn big(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn unbig(v: i64) -> u64 {
+/// A staged state's id (random over all of `u64`) as a `bigint`, bit for bit: unlike
+/// counters it cannot be clamped (two ids past `i64::MAX` would become one).
+fn slices_id(v: u64) -> i64 {
+    i64::from_ne_bytes(v.to_ne_bytes())
+}
+
+pub(crate) fn unbig(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn id(v: u128) -> Vec<u8> {
+pub(crate) fn id(v: u128) -> Vec<u8> {
     v.to_be_bytes().to_vec()
 }
 
-fn unid(b: &[u8]) -> R<u128> {
+pub(crate) fn unid(b: &[u8]) -> R<u128> {
     let arr: [u8; 16] = b
         .try_into()
         .map_err(|_| Error::Corrupt("an id is not 16 bytes".into()))?;
@@ -94,7 +103,7 @@ fn unid(b: &[u8]) -> R<u128> {
 }
 
 /// `max` as a `LIMIT`.
-fn limit(max: usize) -> i64 {
+pub(crate) fn limit(max: usize) -> i64 {
     i64::try_from(max).unwrap_or(i64::MAX)
 }
 
@@ -124,6 +133,26 @@ impl Postgres {
             partition: 0,
             epoch: row.get(0),
         })
+    }
+
+    /// Connect again after the connection was lost, keeping the partition epoch this
+    /// node claimed: if another node took the partition meanwhile, the next write is
+    /// [`Error::Fenced`].
+    pub fn resume(&self, url: &str) -> R<Postgres> {
+        let client = Client::connect(url, NoTls).map_err(pg_error)?;
+        Ok(Postgres {
+            client,
+            partition: self.partition,
+            epoch: self.epoch,
+        })
+    }
+
+    /// Drop every staged slice: those of batches that never committed (call at start,
+    /// before the first write).
+    pub fn drop_staged(&mut self) -> R<u64> {
+        self.client
+            .execute("DELETE FROM staged_slices", &[])
+            .map_err(pg_error)
     }
 
     /// Run `f` in one transaction and commit it if `f` succeeds and this node still
@@ -239,7 +268,7 @@ impl Tables for PgTables<'_> {
     /// PostgreSQL keeps large values itself (TOAST): the staged slices become the
     /// state's one value, and are dropped.
     fn put_state_ref(&mut self, key: &str, r: StateRef) -> R<()> {
-        let id = big(r.id);
+        let id = slices_id(r.id);
         let slices = self.query(
             "SELECT bytes FROM staged_slices WHERE id = $1 ORDER BY index",
             &[&id],
@@ -263,13 +292,13 @@ impl Tables for PgTables<'_> {
     fn stage_slice(&mut self, id: u64, index: u32, bytes: &[u8]) -> R<()> {
         self.exec(
             "INSERT INTO staged_slices (id, index, bytes) VALUES ($1, $2, $3) ON CONFLICT (id, index) DO UPDATE SET bytes = EXCLUDED.bytes",
-            &[&big(id), &(index as i32), &bytes],
+            &[&slices_id(id), &(index as i32), &bytes],
         )?;
         Ok(())
     }
 
     fn unstage(&mut self, id: u64) -> R<()> {
-        self.exec("DELETE FROM staged_slices WHERE id = $1", &[&big(id)])?;
+        self.exec("DELETE FROM staged_slices WHERE id = $1", &[&slices_id(id)])?;
         Ok(())
     }
 

@@ -182,6 +182,7 @@ fn the_conformance_suite_passes_on_postgresql() {
     conformance::deleting_an_actor_fails_its_waiting_requests(make);
     conformance::deleting_a_tenant_purges_everything_of_it_and_nothing_else(make);
     conformance::large_states_point_at_staged_slices(make);
+    conformance::staged_ids_across_the_whole_u64_range_stay_apart(make);
     // Fewer random sequences than on redb: each one creates a database.
     conformance::random_sequences(make, 64);
 

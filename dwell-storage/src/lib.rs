@@ -1,6 +1,7 @@
 //! The storage contract: what a backend offers the turn core ([`Tables`], the logical
-//! tables inside one write transaction), how it fails ([`Error`]), and how large states
-//! are written ahead in slices ([`StateRef`], [`Staged`]).
+//! tables inside one write transaction), what the engine reads outside a write
+//! ([`Reads`]), how it fails ([`Error`]), and how large states are written ahead in
+//! slices ([`StateRef`], [`Staged`]).
 //!
 //! The contract is logical, not physical: a backend keeps whatever indexes it needs
 //! (redb keeps `timer_index`, `outbox_due`, `idempotency_expiry` tables; PostgreSQL
@@ -18,8 +19,10 @@
 
 pub mod faults;
 pub mod memory;
+mod reads;
 mod tables;
 
+pub use reads::{Pending, Reads, View};
 pub use tables::{Tables, TimerKey};
 
 use serde::{Deserialize, Serialize};

@@ -208,6 +208,7 @@ fn split_list(s: &str) -> Vec<String> {
 pub struct ServeConfig {
     pub listen: String,
     pub data: PathBuf,
+    pub store: Option<String>,
     #[serde(deserialize_with = "list")]
     pub deploy: Vec<String>,
     pub max_body: Size,
@@ -256,6 +257,7 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: "127.0.0.1:8080".into(),
             data: PathBuf::from("./data"),
+            store: None,
             deploy: Vec::new(),
             max_body: Size::mib(1),
             max_module: Size::mib(64),
@@ -295,6 +297,7 @@ impl Default for ServeConfig {
 pub const KEYS: &[&str] = &[
     "listen",
     "data",
+    "store",
     "deploy",
     "max_body",
     "max_module",
@@ -332,6 +335,7 @@ pub const KEYS: &[&str] = &[
 const STRINGS: &[&str] = &[
     "listen",
     "data",
+    "store",
     "webhook_secret",
     "secrets_key",
     "admin_key",
@@ -434,9 +438,27 @@ impl ServeConfig {
             webhook_secret: hide(&self.webhook_secret),
             secrets_key: hide(&self.secrets_key),
             admin_key: hide(&self.admin_key),
+            store: self.store.as_deref().map(redact_password),
             ..self.clone()
         }
     }
+}
+
+/// A PostgreSQL connection string with its password hidden (URL or `key=value` form).
+fn redact_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((auth, host)) = rest.split_once('@')
+        && let Some((user, _)) = auth.split_once(':')
+    {
+        return format!("{scheme}://{user}:<redacted>@{host}");
+    }
+    url.split(' ')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=<redacted>"),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -472,6 +494,12 @@ pub struct ServeFlags {
     #[arg(long, value_name = "DIR", help_heading = "Server")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<PathBuf>,
+    /// Where the durable state lives: PostgreSQL (`postgres://user:pass@host/db`; the
+    /// schema is applied at start) instead of `<data>/dwell.redb` [default: the redb
+    /// file]. The data directory still holds the generated keys and compiled modules.
+    #[arg(long, value_name = "URL", help_heading = "Server")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     /// Deploy a module at start into the default tenant (repeatable).
     #[arg(long, value_name = "NAME=FILE", help_heading = "Server")]
     #[serde(skip_serializing_if = "Vec::is_empty")]

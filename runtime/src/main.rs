@@ -557,6 +557,7 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
     };
     let config = EngineConfig {
         data_dir: cfg.data.clone(),
+        postgres: cfg.store.clone(),
         limits,
         retry: dwell::domain::RetryPolicy {
             max_attempts: cfg.turn_attempts.max(1),

@@ -9,6 +9,42 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The PostgreSQL server the suite runs against (`DWELL_TEST_POSTGRES`, e.g.
+/// `postgres://postgres@127.0.0.1:5432`; set by `scripts/test.sh`), if any.
+pub fn test_postgres() -> Option<String> {
+    std::env::var("DWELL_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// `--store URL` for a server on `data` when the suite runs on PostgreSQL: one database
+/// per data directory (so a restart on the same directory finds its state), created on
+/// first use.
+fn postgres_store(data: &Path) -> Vec<String> {
+    let Some(base) = test_postgres() else {
+        return Vec::new();
+    };
+    // FNV-1a of the path: a stable, valid database name.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data.as_os_str().as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
+    }
+    let db = format!("dwell_{h:016x}");
+    let base = base.trim_end_matches('/');
+    let mut admin = postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls)
+        .expect("connect to the test PostgreSQL");
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+        .expect("look for the database")
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .expect("create the test database");
+    }
+    vec!["--store".into(), format!("{base}/{db}")]
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -181,6 +217,7 @@ impl Server {
         .args(["--listen", "127.0.0.1:0"])
         .arg("--data")
         .arg(&self.data)
+        .args(postgres_store(&self.data))
         .args(&self.args)
         .env("DWELL_LOG", "info,wasmtime=warn,cranelift=warn")
         .env_remove("DWELL_ADMIN_KEY")
@@ -206,6 +243,39 @@ impl Server {
             .unwrap_or_else(|_| panic!("dwell did not start; log:\n{}", self.log()));
         self.base = base;
         self.child = Some(child);
+    }
+
+    /// Every byte the server keeps at rest: the redb file, or on PostgreSQL every column
+    /// of every row of its database (bytea as its bytes, text as UTF-8).
+    pub fn data_at_rest(&self) -> Vec<u8> {
+        let Some(store) = postgres_store(&self.data).pop() else {
+            return std::fs::read(self.data.join("dwell.redb")).expect("the data file");
+        };
+        let mut db = postgres::Client::connect(&store, postgres::NoTls).expect("connect");
+        let tables: Vec<String> = db
+            .query(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+                &[],
+            )
+            .expect("list the tables")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut out = Vec::new();
+        for t in tables {
+            for row in db.query(&format!("SELECT * FROM {t}"), &[]).expect("read") {
+                for i in 0..row.len() {
+                    if let Ok(Some(b)) = row.try_get::<_, Option<Vec<u8>>>(i) {
+                        out.extend(b);
+                    } else if let Ok(Some(s)) = row.try_get::<_, Option<String>>(i) {
+                        out.extend(s.into_bytes());
+                    }
+                    out.push(0);
+                }
+            }
+        }
+        assert!(!out.is_empty(), "the database holds the server's data");
+        out
     }
 
     /// The running server's process id.

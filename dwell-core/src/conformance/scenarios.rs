@@ -746,3 +746,44 @@ pub fn large_states_point_at_staged_slices<B: Backend>(make: impl Fn() -> B) {
     });
     assert_eq!(r.state(&a).as_deref(), Some(&b"small"[..]));
 }
+
+/// Staged states' ids are random over all of `u64`: two ids past `i64::MAX` (where a
+/// backend with signed columns could clamp or overflow) stay two states.
+pub fn staged_ids_across_the_whole_u64_range_stay_apart<B: Backend>(make: impl Fn() -> B) {
+    use dwell_storage::{Carrier, Staged, StateRef};
+    let mut r = rig(make);
+    let ids = [u64::MAX - 1, (1 << 63) | 5, u64::MAX];
+    let actors: Vec<_> = ["x", "y", "z"].iter().map(|k| actor(TENANT, k)).collect();
+    for (i, id) in ids.iter().enumerate() {
+        r.enqueue(&actors[i], event(b""));
+        r.tx(|tx| {
+            tx.tables.stage_slice(*id, 0, b"state ")?;
+            tx.tables.stage_slice(*id, 1, format!("of {i}").as_bytes())
+        });
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let staged = Staged {
+            state: StateRef {
+                id: *id,
+                len: 10,
+                slices: 2,
+            },
+            carrier: Carrier::Turn(0),
+        };
+        r.tx(|tx| {
+            tx.commit_turns(
+                &actors[i],
+                vec![CommittedTurn {
+                    seq: 0,
+                    result: done(b"", vec![]),
+                }],
+                Vec::new(),
+                None,
+                Some(staged),
+            )
+        });
+    }
+    for (i, a) in actors.iter().enumerate() {
+        assert_eq!(r.state(a), Some(format!("state of {i}").into_bytes()));
+    }
+}

@@ -46,6 +46,9 @@ pub use tenants::{AuthError, Caller, TenantInfo};
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub data_dir: PathBuf,
+    /// PostgreSQL to keep the durable state in (`postgres://…`); `None`: the redb file
+    /// in `data_dir`.
+    pub postgres: Option<String>,
     pub limits: Limits,
     pub retry: RetryPolicy,
     /// Actors with a runner at once (a runner is a task holding a batch; instances are
@@ -87,6 +90,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             data_dir: PathBuf::from("./data"),
+            postgres: None,
             limits: Limits::default(),
             retry: RetryPolicy::default(),
             max_active_actors: 8192,
@@ -310,15 +314,44 @@ impl Engine {
         let dispatch = Arc::new(Dispatch {
             engine: OnceLock::new(),
         });
-        let store = Store::open_with_faults(
-            &config.data_dir,
-            dispatch.clone(),
-            clock.clone(),
-            store::WriterConfig {
-                max_actors: config.quotas.max_actors,
-            },
-            config.storage_faults.clone(),
-        )?;
+        let writer_config = store::WriterConfig {
+            max_actors: config.quotas.max_actors,
+        };
+        let store = match &config.postgres {
+            Some(url) => {
+                // The data directory still holds the keys and the compiled modules: the
+                // owner's only, as with the redb file in it.
+                {
+                    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&config.data_dir)
+                        .and_then(|()| {
+                            std::fs::set_permissions(
+                                &config.data_dir,
+                                std::fs::Permissions::from_mode(0o700),
+                            )
+                        })
+                        .map_err(store::Error::Io)?;
+                }
+                Store::open_postgres(
+                    url,
+                    &format!("{}:{}", hostname(), std::process::id()),
+                    dispatch.clone(),
+                    clock.clone(),
+                    writer_config,
+                    config.storage_faults.clone(),
+                )?
+            }
+            None => Store::open_with_faults(
+                &config.data_dir,
+                dispatch.clone(),
+                clock.clone(),
+                writer_config,
+                config.storage_faults.clone(),
+            )?,
+        };
         let webhook_secret = match &config.webhook_secret {
             Some(s) => s.clone(),
             None => load_or_create_secret(&config.data_dir)?,
@@ -1102,4 +1135,11 @@ async fn purge(inner: Arc<Inner>, tenant: String) {
             }
         }
     }
+}
+
+/// This machine's name, for the owner column of the partitions it claims.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "dwell".into())
 }

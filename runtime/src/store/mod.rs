@@ -1,14 +1,19 @@
-//! The store: everything durable, in one redb file (`<data>/dwell.redb`).
-//! Long because each read the engine needs is its own small read transaction here.
+//! The store: everything durable, in one redb file (`<data>/dwell.redb`) by default or
+//! in PostgreSQL (`--store postgres://…`).
+//! Long because it is the engine's whole storage interface, one small method per need.
 //!
-//! Reads happen on the caller's thread in a read transaction. Every write goes through
+//! Reads go through the contract's read side ([`dwell_storage::Reads`]: on redb a read
+//! transaction on the caller's thread; on PostgreSQL a reader thread's connection).
+//! Every write goes through
 //! the single writer task ([`writer`]), which applies many operations — enqueues, turn
 //! outcomes, module uploads — in one write transaction and one fsync (group commit), and
 //! only then answers the callers and tells the [`PostCommit`] hook what became durable.
-//! This is the one place that knows redb.
+//! This is the one place that knows redb and PostgreSQL.
 
 mod large;
+mod postgres;
 mod records;
+mod redb_reads;
 mod redb_tables;
 
 use dwell_storage::faults::Faults;
@@ -21,7 +26,7 @@ mod tests;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{ActorId, Envelope, RequestId, TenantId, TimerNames, UnixMs};
@@ -35,8 +40,6 @@ pub use writer::{
     InlineTurn, NewRequest, Notice, OutboxUpdate, PostCommit, TimerKey, TurnsAck, WriterConfig,
     WriterStats,
 };
-
-use tables::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -56,6 +59,20 @@ pub enum Error {
     Unavailable,
     #[error("cannot open data directory: {0}")]
     Io(#[from] std::io::Error),
+    /// Another backend failure (a conflict, a lost partition, the backend's own error).
+    #[error("{0}")]
+    Backend(dwell_storage::Error),
+}
+
+impl From<dwell_storage::Error> for Error {
+    fn from(e: dwell_storage::Error) -> Self {
+        match e {
+            dwell_storage::Error::Full => Error::Full,
+            dwell_storage::Error::Unavailable => Error::Unavailable,
+            dwell_storage::Error::Corrupt(c) => Error::Corrupt(c),
+            e => Error::Backend(e),
+        }
+    }
 }
 
 macro_rules! from_redb {
@@ -86,19 +103,14 @@ pub struct PendingBatch {
 }
 
 /// What `GET /v1/actors/..` shows.
-#[derive(Debug)]
-pub struct ActorView {
-    pub meta: ActorMeta,
-    /// Unprocessed messages.
-    pub mailbox_depth: u64,
-    pub state: Option<Vec<u8>>,
-    pub dead_letters: Vec<(u64, DeadLetter)>,
-}
+pub use dwell_storage::View as ActorView;
 
 /// Handle to the store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<DbCell>,
+    /// The redb file (`None` on PostgreSQL).
+    db: Option<Arc<DbCell>>,
+    reads: Arc<dyn dwell_storage::Reads>,
     writer: mpsc::Sender<writer::Op>,
     closed: Arc<writer::Closed>,
 }
@@ -235,8 +247,47 @@ impl Store {
             faults,
         });
         let closed = Arc::new(writer::Closed::default());
-        let writer = writer::spawn(db.clone(), hook, clock, config, closed.clone());
-        Ok(Store { db, writer, closed })
+        let writer = writer::spawn(
+            writer::Side::Redb(db.clone()),
+            hook,
+            clock,
+            config,
+            closed.clone(),
+        );
+        let reads = Arc::new(redb_reads::RedbReads { db: db.clone() });
+        Ok(Store {
+            db: Some(db),
+            reads,
+            writer,
+            closed,
+        })
+    }
+
+    /// Connect to PostgreSQL at `url` (the schema is applied, the partition claimed as
+    /// `owner`) and start the writer thread.
+    pub fn open_postgres(
+        url: &str,
+        owner: &str,
+        hook: Arc<dyn PostCommit>,
+        clock: Arc<dyn crate::domain::Clock>,
+        config: WriterConfig,
+        faults: Option<Arc<Faults>>,
+    ) -> Result<Store, Error> {
+        let (pg, reads) = postgres::PgWriter::connect(url, owner, faults)?;
+        let closed = Arc::new(writer::Closed::default());
+        let writer = writer::spawn(
+            writer::Side::Postgres(Box::new(pg)),
+            hook,
+            clock,
+            config,
+            closed.clone(),
+        );
+        Ok(Store {
+            db: None,
+            reads: Arc::new(reads),
+            writer,
+            closed,
+        })
     }
 
     async fn submit<T>(
@@ -404,26 +455,23 @@ impl Store {
 
     /// Deleted tenants whose purge has not finished (their ids).
     pub fn purges(&self) -> Result<Vec<String>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let mut ids = Vec::new();
-        for entry in meta.range(PURGE_PREFIX..)? {
-            let (k, _) = entry?;
-            match k.value().strip_prefix(PURGE_PREFIX) {
-                Some(id) => ids.push(id.to_owned()),
-                None => break,
-            }
-        }
-        Ok(ids)
+        Ok(self
+            .reads
+            .meta_keys(PURGE_PREFIX)?
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(PURGE_PREFIX).map(str::to_owned))
+            .collect())
     }
 
     /// Can the store be read, and does the writer commit? (Readiness.)
     pub async fn probe(&self) -> Result<(), Error> {
         self.meta_value("admin")?;
-        if self.db.full.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Some(db) = &self.db
+            && db.full.load(std::sync::atomic::Ordering::Relaxed)
+        {
             // The last write failed for lack of space: is there room again? (redb may
             // still fit a small commit into free pages of its file; ask the file system.)
-            let dir = self.db.path.parent().unwrap_or(Path::new("."));
+            let dir = db.path.parent().unwrap_or(Path::new("."));
             let scratch = dir.join(".space-probe");
             let room = (|| {
                 use std::io::Write;
@@ -435,9 +483,7 @@ impl Store {
             if room.is_err() {
                 return Err(Error::Full);
             }
-            self.db
-                .full
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            db.full.store(false, std::sync::atomic::Ordering::Relaxed);
         }
         self.submit(|done| writer::Op::Probe { done }).await
     }
@@ -468,24 +514,7 @@ impl Store {
         until: UnixMs,
         max: usize,
     ) -> Result<Vec<(TimerKey, Vec<u8>)>, Error> {
-        use std::ops::Bound;
-        let txn = self.db.get()?.begin_read()?;
-        let t = txn.open_table(TIMERS)?;
-        let start = match after {
-            Some((d, a, n)) => Bound::Excluded((*d, a.as_str(), n.as_str())),
-            None => Bound::Unbounded,
-        };
-        let end = Bound::Excluded((until.saturating_add(1), "", ""));
-        let mut out = Vec::new();
-        for entry in t.range::<(u64, &str, &str)>((start, end))? {
-            let (k, v) = entry?;
-            let (d, a, n) = k.value();
-            out.push(((d, a.to_owned(), n.to_owned()), v.value().to_vec()));
-            if out.len() >= max {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(self.reads.timers_after(after, until, max)?)
     }
 
     /// Record the outcome of an outbox delivery attempt.
@@ -505,244 +534,104 @@ impl Store {
         self.submit(|done| writer::Op::Admin { op, done }).await
     }
 
-    /// Every record of a `name → record` table.
-    fn all<T: serde::de::DeserializeOwned>(
-        &self,
-        table: redb::TableDefinition<&str, &[u8]>,
-    ) -> Result<Vec<(String, T)>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let t = txn.open_table(table)?;
-        let mut out = Vec::new();
-        for entry in t.iter()? {
-            let (k, v) = entry?;
-            out.push((k.value().to_owned(), records::decode(v.value())?));
-        }
-        Ok(out)
-    }
-
     pub fn tenants(&self) -> Result<Vec<(String, TenantRecord)>, Error> {
-        self.all(TENANTS)
+        Ok(self.reads.tenants()?)
     }
 
     pub fn keys(&self) -> Result<Vec<(String, KeyRecord)>, Error> {
-        self.all(KEYS)
+        Ok(self.reads.api_keys()?)
     }
 
     pub fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let t = txn.open_table(META)?;
-        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+        Ok(self.reads.meta(key)?)
     }
 
     pub fn tenant_actor_count(&self, tenant: &str) -> Result<u64, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let t = txn.open_table(TENANT_ACTORS)?;
-        Ok(t.get(tenant)?.map(|v| v.value()).unwrap_or(0))
+        Ok(self.reads.tenant_actor_count(tenant)?)
     }
 
     /// When the earliest pending timer is due.
     pub fn next_timer_due(&self) -> Result<Option<UnixMs>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let t = txn.open_table(TIMERS)?;
-        Ok(t.first()?.map(|(k, _)| k.value().0))
+        Ok(self.reads.next_timer_due()?)
     }
 
     /// An actor's pending timers: `(name, due)`.
     pub fn timers_of(&self, actor: &ActorId) -> Result<Vec<(String, UnixMs)>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let t = txn.open_table(TIMER_INDEX)?;
-        let key = actor.storage_key();
-        let mut out = Vec::new();
-        for entry in t.range((key.as_str(), "")..(key.as_str(), "\u{7f}"))? {
-            let (k, v) = entry?;
-            out.push((k.value().1.to_owned(), v.value()));
-            if out.len() >= 1000 {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(self.reads.timers_of(&actor.storage_key())?)
     }
 
     /// Outbox deliveries due at or before `now` (at most `max`), earliest first.
     pub fn outbox_due(&self, now: UnixMs, max: usize) -> Result<Vec<(u128, OutboxEntry)>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let due = txn.open_table(OUTBOX_DUE)?;
-        let outbox = txn.open_table(OUTBOX)?;
-        let mut out = Vec::new();
-        for entry in due.range(..(now.saturating_add(1), 0))? {
-            let (k, _) = entry?;
-            let id = k.value().1;
-            if let Some(v) = outbox.get(id)? {
-                out.push((id, records::decode(v.value())?));
-            }
-            if out.len() >= max {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(self.reads.outbox_due(now, max)?)
     }
 
     /// When the earliest outbox delivery is due.
     pub fn next_outbox_due(&self) -> Result<Option<UnixMs>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let t = txn.open_table(OUTBOX_DUE)?;
-        Ok(t.first()?.map(|(k, _)| k.value().0))
+        Ok(self.reads.next_outbox_due()?)
     }
 
     /// An actor's outstanding outbound HTTP calls.
     pub fn http_pending_of(&self, actor: &ActorId) -> Result<Vec<OutboxEntry>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let pending = txn.open_table(HTTP_PENDING)?;
-        let outbox = txn.open_table(OUTBOX)?;
-        let key = actor.storage_key();
-        let mut out = Vec::new();
-        for entry in pending.range((key.as_str(), "")..(key.as_str(), "\u{10ffff}"))? {
-            let (_, id) = entry?;
-            if let Some(v) = outbox.get(id.value())? {
-                out.push(records::decode(v.value())?);
-            }
-            if out.len() >= 1000 {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(self.reads.http_pending_of(&actor.storage_key())?)
     }
 
     pub fn actor_meta(&self, actor: &ActorId) -> Result<Option<ActorMeta>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let t = txn.open_table(ACTORS)?;
-        let key = actor.storage_key();
-        Ok(match t.get(key.as_str())? {
-            Some(v) => Some(records::decode(v.value())?),
-            None => None,
-        })
+        Ok(self.reads.actor(&actor.storage_key())?)
     }
 
     /// Load up to `max` pending messages of an actor, with its meta and state.
     pub fn pending(&self, actor: &ActorId, max: usize) -> Result<Option<PendingBatch>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let key = actor.storage_key();
-        let actors = txn.open_table(ACTORS)?;
-        let Some(meta) = actors.get(key.as_str())? else {
-            return Ok(None);
-        };
-        let meta: ActorMeta = records::decode(meta.value())?;
-        let state = large::read_state(&txn, &key)?;
-        let mailbox = txn.open_table(MAILBOX)?;
-        let mut messages = Vec::new();
-        for entry in mailbox.range((key.as_str(), meta.head_seq)..(key.as_str(), u64::MAX))? {
-            let (k, v) = entry?;
-            messages.push((k.value().1, records::decode(v.value())?));
-            if messages.len() >= max {
-                break;
-            }
-        }
-        let mut timers = TimerNames::new();
-        if meta.timers > 0 {
-            let index = txn.open_table(TIMER_INDEX)?;
-            for entry in index.range((key.as_str(), "")..(key.as_str(), "\u{7f}"))? {
-                timers.insert(entry?.0.value().1.to_owned());
-            }
-        }
-        Ok(Some(PendingBatch {
-            meta,
-            state,
-            messages,
-            timers: Arc::new(timers),
-        }))
+        Ok(self
+            .reads
+            .pending(&actor.storage_key(), max)?
+            .map(|p| PendingBatch {
+                meta: p.meta,
+                state: p.state,
+                messages: p.messages,
+                timers: Arc::new(p.timers.into_iter().collect()),
+            }))
     }
 
     pub fn actor_view(&self, actor: &ActorId, dead_max: usize) -> Result<Option<ActorView>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let key = actor.storage_key();
-        let actors = txn.open_table(ACTORS)?;
-        let Some(meta) = actors.get(key.as_str())? else {
-            return Ok(None);
-        };
-        let meta: ActorMeta = records::decode(meta.value())?;
-        let state = large::read_state(&txn, &key)?;
-        let dead = txn.open_table(DEAD)?;
-        let mut dead_letters = Vec::new();
-        for entry in dead.range((key.as_str(), 0)..(key.as_str(), u64::MAX))? {
-            let (k, v) = entry?;
-            dead_letters.push((k.value().1, records::decode(v.value())?));
-            if dead_letters.len() >= dead_max {
-                break;
-            }
-        }
-        let mailbox = txn.open_table(MAILBOX)?;
-        let mut mailbox_depth = 0;
-        for entry in mailbox.range((key.as_str(), 0)..=(key.as_str(), u64::MAX))? {
-            entry?;
-            mailbox_depth += 1;
-        }
-        Ok(Some(ActorView {
-            meta,
-            mailbox_depth,
-            state,
-            dead_letters,
-        }))
+        Ok(self.reads.view(&actor.storage_key(), dead_max)?)
     }
 
     pub fn request(&self, id: RequestId) -> Result<Option<RequestRecord>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let t = txn.open_table(REQUESTS)?;
-        Ok(match t.get(id.0)? {
-            Some(v) => Some(records::decode(v.value())?),
-            None => None,
-        })
+        Ok(self.reads.request(id.0)?)
     }
 
     /// Every module of a tenant, by name.
     pub fn modules(&self, tenant: &TenantId) -> Result<Vec<(String, ModuleRecord)>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let t = txn.open_table(MODULES)?;
         let prefix = format!("{}/", tenant.0);
-        let mut out = Vec::new();
-        for entry in t.range(prefix.as_str()..)? {
-            let (k, v) = entry?;
-            let Some(name) = k.value().strip_prefix(&prefix) else {
-                break;
-            };
-            out.push((name.to_owned(), records::decode(v.value())?));
-        }
-        Ok(out)
+        Ok(self
+            .reads
+            .modules(&prefix)?
+            .into_iter()
+            .filter_map(|(k, r)| Some((k.strip_prefix(&prefix)?.to_owned(), r)))
+            .collect())
     }
 
     /// Every module of every tenant: `(tenant/name, record)`.
     pub fn all_modules(&self) -> Result<Vec<(String, ModuleRecord)>, Error> {
-        self.all(MODULES)
+        Ok(self.reads.modules("")?)
     }
 
     pub fn module_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let t = txn.open_table(BLOBS)?;
-        Ok(t.get(digest)?.map(|v| v.value().to_vec()))
+        Ok(self.reads.module_bytes(digest)?)
     }
 
-    /// Actors with unprocessed mail. The mailbox holds only unprocessed messages, so it
-    /// is its own index: one seek per actor with mail, not a scan of every actor.
+    /// Actors with unprocessed mail.
     pub fn ready_actors(&self) -> Result<Vec<ActorId>, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        let t = txn.open_table(MAILBOX)?;
-        let mut out = Vec::new();
-        let mut next = t.first()?.map(|(k, _)| k.value().0.to_owned());
-        while let Some(key) = next {
-            if let Some(a) = ActorId::from_storage_key(&key) {
-                out.push(a);
-            }
-            next = t
-                .range((key.as_str(), u64::MAX)..)?
-                .find_map(|e| e.ok())
-                .map(|(k, _)| k.value().0.to_owned())
-                .filter(|k| *k != key);
-        }
-        Ok(out)
+        Ok(self
+            .reads
+            .ready_actors()?
+            .iter()
+            .filter_map(|k| ActorId::from_storage_key(k))
+            .collect())
     }
 
     /// Number of actors (all tenants).
     pub fn actor_count(&self) -> Result<u64, Error> {
-        let txn = self.db.get()?.begin_read()?;
-        Ok(txn.open_table(ACTORS)?.len()?)
+        Ok(self.reads.actor_total()?)
     }
 }

@@ -441,7 +441,15 @@ fn a_timer_set_after_complete_in_the_same_turn_is_dropped() {
 
 /// Entries in the tables of large states: (actors pointing at slices, slices, staged).
 fn large_tables(store: &Store) -> (usize, usize, usize) {
-    let txn = store.db.get().unwrap().begin_read().unwrap();
+    use redb::{ReadableDatabase as _, ReadableTableMetadata as _};
+    let txn = store
+        .db
+        .as_ref()
+        .unwrap()
+        .get()
+        .unwrap()
+        .begin_read()
+        .unwrap();
     let n = |len: u64| len as usize;
     (
         n(txn.open_table(large::STATE_REFS).unwrap().len().unwrap()),

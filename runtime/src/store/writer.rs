@@ -1,4 +1,6 @@
 //! The single writer: group commit.
+//! Long because it holds the whole write path: the queue's operations, batching, both
+//! backends' transactions, and the answers held until the commit.
 //!
 //! One OS thread owns the write side of redb. It takes the first waiting operation, then
 //! everything else already queued (up to [`MAX_OPS`]), applies them all in one write
@@ -143,8 +145,93 @@ pub struct WriterStats {
     pub largest_state_write: u64,
 }
 
+/// What the writer writes to.
+pub(super) enum Side {
+    Redb(Arc<super::DbCell>),
+    Postgres(Box<super::postgres::PgWriter>),
+}
+
+impl Side {
+    /// Make the backend usable again after a batch failed with a full disk or an I/O
+    /// error (redb refuses everything until its file is opened again; a PostgreSQL
+    /// connection may be gone).
+    fn recover(&mut self) -> Result<(), Error> {
+        match self {
+            Side::Redb(cell) => cell.reopen(),
+            Side::Postgres(pg) => pg.reconnect(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        ops: Vec<Op>,
+        now: UnixMs,
+        config: &WriterConfig,
+        stats: &WriterStats,
+        answers: &mut Vec<Answer>,
+        notices: &mut Vec<Notice>,
+    ) -> Result<u64, Failure> {
+        match self {
+            Side::Redb(cell) => match cell.get() {
+                Ok(db) => apply_batch(
+                    &db,
+                    cell.faults.as_deref(),
+                    ops,
+                    now,
+                    config,
+                    stats,
+                    answers,
+                    notices,
+                ),
+                Err(_) => {
+                    // Not open: every op is answered "unavailable".
+                    fail_ops(ops, &Failure::Unavailable);
+                    Err(Failure::Unavailable)
+                }
+            },
+            Side::Postgres(pg) => {
+                let faults = pg.faults.clone();
+                // A failure inside is told to the callers by `apply_ops`; it leaves the
+                // closure as the contract's error, so the transaction is not committed.
+                let mut failed = None;
+                let written = pg.conn.write(|tables| {
+                    let r = match faults.as_deref() {
+                        Some(faults) => {
+                            let mut faulty = Faulty {
+                                inner: tables,
+                                faults,
+                            };
+                            apply_ops(&mut faulty, ops, now, config, stats, answers, notices)
+                        }
+                        None => apply_ops(tables, ops, now, config, stats, answers, notices),
+                    };
+                    r.map_err(|f| {
+                        let e = f.storage();
+                        failed = Some(f);
+                        e
+                    })
+                });
+                match (written, failed) {
+                    (Ok(w), _) => Ok(w),
+                    (Err(_), Some(f)) => Err(f),
+                    // Failed before the ops ran (at BEGIN or the epoch check) or at
+                    // COMMIT: every op's callers hear it.
+                    (Err(e), None) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    fn set_full(&self, full: bool) {
+        if let Side::Redb(cell) = self {
+            cell.full.store(full, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 pub(super) fn spawn(
-    db: Arc<super::DbCell>,
+    side: Side,
     hook: Arc<dyn PostCommit>,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
@@ -154,10 +241,11 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("dwell-writer".into())
         .spawn(move || {
-            run(db.clone(), rx, hook, clock, config);
+            let mut side = side;
+            run(&mut side, rx, hook, clock, config);
             // Every sender is gone: drop our handle. When it is the last one, redb closes
             // the file cleanly (no repair at the next start).
-            drop(db);
+            drop(side);
             closed.signal();
         })
         .expect("spawn the writer thread");
@@ -220,7 +308,7 @@ impl Answer {
 }
 
 fn run(
-    cell: Arc<super::DbCell>,
+    side: &mut Side,
     mut rx: mpsc::Receiver<Op>,
     hook: Arc<dyn PostCommit>,
     clock: Arc<dyn Clock>,
@@ -272,31 +360,22 @@ fn run(
         let mut answers = Vec::with_capacity(ops.len());
         let mut notices = Vec::new();
         if reopen {
-            match cell.reopen() {
+            match side.recover() {
                 Ok(()) => reopen = false,
-                Err(e) => tracing::warn!(error = %e, "the data file cannot be reopened yet"),
+                Err(e) => tracing::warn!(error = %e, "the store cannot be reopened yet"),
             }
         }
         let writes = ops
             .iter()
             .any(|op| !matches!(op, Op::Stats { .. } | Op::Probe { .. }));
-        let outcome = match cell.get() {
-            Ok(db) => apply_batch(
-                &db,
-                cell.faults.as_deref(),
-                ops,
-                clock.now_ms(),
-                &config,
-                &stats,
-                &mut answers,
-                &mut notices,
-            ),
-            Err(_) => {
-                // Not open: every op is answered "unavailable" below.
-                fail_ops(ops, &Failure::Unavailable);
-                Err(Failure::Unavailable)
-            }
-        };
+        let outcome = side.apply(
+            ops,
+            clock.now_ms(),
+            &config,
+            &stats,
+            &mut answers,
+            &mut notices,
+        );
         let outcome = outcome.map(|written| {
             stats.largest_state_write = stats.largest_state_write.max(written);
         });
@@ -304,7 +383,7 @@ fn run(
             match e {
                 Failure::Full => tracing::error!("write batch failed: the disk is full"),
                 Failure::Unavailable => {
-                    tracing::warn!("write batch failed: the data file is not open")
+                    tracing::warn!("write batch failed: the store is not open")
                 }
                 Failure::Other(e) => {
                     tracing::error!(error = %e, "write batch failed; its callers get an error")
@@ -314,8 +393,8 @@ fn run(
             reopen |= matches!(e, Failure::Full | Failure::Unavailable);
         }
         match &outcome {
-            Err(Failure::Full) => cell.full.store(true, std::sync::atomic::Ordering::Relaxed),
-            Ok(()) if writes => cell.full.store(false, std::sync::atomic::Ordering::Relaxed),
+            Err(Failure::Full) => side.set_full(true),
+            Ok(()) if writes => side.set_full(false),
             _ => {}
         }
         for a in answers {
@@ -346,7 +425,7 @@ enum Failure {
     Full,
     /// The file must be opened again before anything else is written.
     Unavailable,
-    Other(String),
+    Other(dwell_storage::Error),
 }
 
 impl From<dwell_storage::Error> for Failure {
@@ -354,7 +433,7 @@ impl From<dwell_storage::Error> for Failure {
         match e {
             dwell_storage::Error::Full => Failure::Full,
             dwell_storage::Error::Unavailable => Failure::Unavailable,
-            e => Failure::Other(e.to_string()),
+            e => Failure::Other(e),
         }
     }
 }
@@ -365,7 +444,16 @@ impl Failure {
         match self {
             Failure::Full => Error::Full,
             Failure::Unavailable => Error::Unavailable,
-            Failure::Other(e) => Error::Corrupt(format!("commit failed: {e}")),
+            Failure::Other(e) => Error::from(e.clone()),
+        }
+    }
+
+    /// The failure in the contract's terms.
+    fn storage(&self) -> dwell_storage::Error {
+        match self {
+            Failure::Full => dwell_storage::Error::Full,
+            Failure::Unavailable => dwell_storage::Error::Unavailable,
+            Failure::Other(e) => e.clone(),
         }
     }
 

@@ -1,0 +1,390 @@
+//! The read side of the contract ([`Reads`]) on PostgreSQL: a few reader threads, each
+//! with its own connection. A call hands its query to a free reader and waits for the
+//! answer, so callers on an async runtime never run the blocking client themselves.
+//! Reads of several tables run in one `REPEATABLE READ` transaction: one snapshot.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use dwell_storage::{Error, Pending, Reads, TimerKey, View};
+use dwell_types::UnixMs;
+use dwell_types::records::{
+    ActorMeta, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord, TenantRecord,
+};
+use postgres::{Client, GenericClient, NoTls};
+
+use crate::{R, big, dec, id, limit, pg_error, unbig, unid};
+
+type Job = Box<dyn FnOnce(&mut Option<Client>) + Send>;
+
+/// Reads through a small pool of reader threads (see the module doc).
+pub struct PgReads {
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+impl PgReads {
+    /// `threads` readers on `url`; each connects when it first reads (and again after
+    /// its connection failed).
+    pub fn new(url: &str, threads: usize) -> PgReads {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let url = url.to_owned();
+            std::thread::Builder::new()
+                .name(format!("dwell-pg-read-{i}"))
+                .spawn(move || {
+                    let mut conn: Option<Client> = None;
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+                            conn = Client::connect(&url, NoTls).ok();
+                        }
+                        job(&mut conn);
+                    }
+                })
+                .expect("spawn a reader thread");
+        }
+        PgReads {
+            jobs: Mutex::new(tx),
+        }
+    }
+
+    /// Run `f` on a reader's connection and wait for its answer.
+    fn on<T: Send + 'static>(&self, f: impl FnOnce(&mut Client) -> R<T> + Send + 'static) -> R<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |conn| {
+            let out = match conn.as_mut() {
+                Some(c) => f(c),
+                None => Err(Error::Unavailable),
+            };
+            if matches!(out, Err(Error::Unavailable)) {
+                *conn = None;
+            }
+            let _ = tx.send(out);
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| Error::Unavailable)?
+            .send(job)
+            .map_err(|_| Error::Unavailable)?;
+        rx.recv().map_err(|_| Error::Unavailable)?
+    }
+
+    /// `f` in one read-only snapshot.
+    fn snapshot<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> R<T> + Send + 'static,
+    ) -> R<T> {
+        self.on(move |c| {
+            let mut txn = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(pg_error)?;
+            let out = f(&mut txn)?;
+            txn.commit().map_err(pg_error)?;
+            Ok(out)
+        })
+    }
+}
+
+fn rows(
+    c: &mut impl GenericClient,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> R<Vec<postgres::Row>> {
+    c.query(sql, params).map_err(pg_error)
+}
+
+fn meta_of(c: &mut impl GenericClient, key: &str) -> R<Option<ActorMeta>> {
+    rows(c, "SELECT meta FROM actors WHERE key = $1", &[&key])?
+        .first()
+        .map(|r| dec(r.get::<_, &[u8]>(0)))
+        .transpose()
+}
+
+fn state_of(c: &mut impl GenericClient, key: &str) -> R<Option<Vec<u8>>> {
+    Ok(rows(c, "SELECT state FROM states WHERE key = $1", &[&key])?
+        .first()
+        .map(|r| r.get::<_, Vec<u8>>(0)))
+}
+
+fn one_record<T: serde::de::DeserializeOwned>(rows: Vec<postgres::Row>) -> R<Option<T>> {
+    rows.first().map(|r| dec(r.get::<_, &[u8]>(0))).transpose()
+}
+
+fn first_due(rows: Vec<postgres::Row>) -> Option<UnixMs> {
+    rows.first()
+        .and_then(|r| r.get::<_, Option<i64>>(0))
+        .map(unbig)
+}
+
+impl Reads for PgReads {
+    fn actor(&self, key: &str) -> R<Option<ActorMeta>> {
+        let key = key.to_owned();
+        self.on(move |c| meta_of(c, &key))
+    }
+
+    fn pending(&self, key: &str, max: usize) -> R<Option<Pending>> {
+        let key = key.to_owned();
+        self.snapshot(move |t| {
+            let Some(meta) = meta_of(t, &key)? else {
+                return Ok(None);
+            };
+            let state = state_of(t, &key)?;
+            let messages = rows(
+                t,
+                "SELECT seq, envelope FROM mailbox WHERE key = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+                &[&key, &big(meta.head_seq), &limit(max)],
+            )?
+            .iter()
+            .map(|r| Ok((unbig(r.get(0)), dec(r.get::<_, &[u8]>(1))?)))
+            .collect::<R<Vec<_>>>()?;
+            let timers = if meta.timers > 0 {
+                rows(
+                    t,
+                    "SELECT name FROM timers WHERE key = $1 ORDER BY name",
+                    &[&key],
+                )?
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect()
+            } else {
+                Vec::new()
+            };
+            Ok(Some(Pending {
+                meta,
+                state,
+                messages,
+                timers,
+            }))
+        })
+    }
+
+    fn view(&self, key: &str, dead_max: usize) -> R<Option<View>> {
+        let key = key.to_owned();
+        self.snapshot(move |t| {
+            let Some(meta) = meta_of(t, &key)? else {
+                return Ok(None);
+            };
+            let state = state_of(t, &key)?;
+            let dead_letters = rows(
+                t,
+                "SELECT seq, letter FROM dead_letters WHERE key = $1 ORDER BY seq LIMIT $2",
+                &[&key, &limit(dead_max)],
+            )?
+            .iter()
+            .map(|r| Ok((unbig(r.get(0)), dec(r.get::<_, &[u8]>(1))?)))
+            .collect::<R<Vec<_>>>()?;
+            let depth: i64 = rows(t, "SELECT count(*) FROM mailbox WHERE key = $1", &[&key])?
+                .first()
+                .map_or(0, |r| r.get(0));
+            Ok(Some(View {
+                meta,
+                mailbox_depth: unbig(depth),
+                state,
+                dead_letters,
+            }))
+        })
+    }
+
+    fn request(&self, rid: u128) -> R<Option<RequestRecord>> {
+        self.on(move |c| {
+            one_record(rows(
+                c,
+                "SELECT record FROM requests WHERE id = $1",
+                &[&id(rid)],
+            )?)
+        })
+    }
+
+    fn modules(&self, prefix: &str) -> R<Vec<(String, ModuleRecord)>> {
+        let prefix = prefix.to_owned();
+        self.on(move |c| {
+            rows(
+                c,
+                "SELECT key, record FROM modules WHERE key >= $1 ORDER BY key",
+                &[&prefix],
+            )?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r))
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, r)| Ok((k, dec(r.get::<_, &[u8]>(1))?)))
+            .collect()
+        })
+    }
+
+    fn module_bytes(&self, digest: &str) -> R<Option<Vec<u8>>> {
+        let digest = digest.to_owned();
+        self.on(move |c| {
+            Ok(rows(
+                c,
+                "SELECT bytes FROM module_bytes WHERE digest = $1",
+                &[&digest],
+            )?
+            .first()
+            .map(|r| r.get::<_, Vec<u8>>(0)))
+        })
+    }
+
+    fn tenants(&self) -> R<Vec<(String, TenantRecord)>> {
+        self.on(|c| {
+            rows(c, "SELECT name, record FROM tenants ORDER BY name", &[])?
+                .iter()
+                .map(|r| Ok((r.get::<_, String>(0), dec(r.get::<_, &[u8]>(1))?)))
+                .collect()
+        })
+    }
+
+    fn api_keys(&self) -> R<Vec<(String, KeyRecord)>> {
+        self.on(|c| {
+            rows(c, "SELECT id, record FROM api_keys ORDER BY id", &[])?
+                .iter()
+                .map(|r| Ok((r.get::<_, String>(0), dec(r.get::<_, &[u8]>(1))?)))
+                .collect()
+        })
+    }
+
+    fn meta(&self, key: &str) -> R<Option<Vec<u8>>> {
+        let key = key.to_owned();
+        self.on(move |c| {
+            Ok(rows(c, "SELECT value FROM meta WHERE key = $1", &[&key])?
+                .first()
+                .map(|r| r.get::<_, Vec<u8>>(0)))
+        })
+    }
+
+    fn meta_keys(&self, prefix: &str) -> R<Vec<String>> {
+        let prefix = prefix.to_owned();
+        self.on(move |c| {
+            Ok(rows(
+                c,
+                "SELECT key FROM meta WHERE key >= $1 ORDER BY key",
+                &[&prefix],
+            )?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .take_while(|k| k.starts_with(&prefix))
+            .collect())
+        })
+    }
+
+    fn tenant_actor_count(&self, tenant: &str) -> R<u64> {
+        let tenant = tenant.to_owned();
+        self.on(move |c| {
+            Ok(rows(
+                c,
+                "SELECT count FROM actor_counts WHERE tenant = $1",
+                &[&tenant],
+            )?
+            .first()
+            .map_or(0, |r| unbig(r.get(0))))
+        })
+    }
+
+    fn actor_total(&self) -> R<u64> {
+        self.on(|c| {
+            Ok(rows(c, "SELECT count(*) FROM actors", &[])?
+                .first()
+                .map_or(0, |r| unbig(r.get(0))))
+        })
+    }
+
+    fn ready_actors(&self) -> R<Vec<String>> {
+        self.on(|c| {
+            Ok(
+                rows(c, "SELECT DISTINCT key FROM mailbox ORDER BY key", &[])?
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect(),
+            )
+        })
+    }
+
+    fn next_timer_due(&self) -> R<Option<UnixMs>> {
+        self.on(|c| Ok(first_due(rows(c, "SELECT min(due) FROM timers", &[])?)))
+    }
+
+    fn timers_after(
+        &self,
+        after: Option<&TimerKey>,
+        until: UnixMs,
+        max: usize,
+    ) -> R<Vec<(TimerKey, Vec<u8>)>> {
+        let after = after.cloned();
+        self.on(move |c| {
+            let found = match &after {
+                Some((d, a, n)) => rows(
+                    c,
+                    "SELECT due, key, name, payload FROM timers WHERE (due, key, name) > ($1, $2, $3) AND due <= $4 ORDER BY due, key, name LIMIT $5",
+                    &[&big(*d), a, n, &big(until), &limit(max)],
+                )?,
+                None => rows(
+                    c,
+                    "SELECT due, key, name, payload FROM timers WHERE due <= $1 ORDER BY due, key, name LIMIT $2",
+                    &[&big(until), &limit(max)],
+                )?,
+            };
+            Ok(found
+                .iter()
+                .map(|r| {
+                    (
+                        (unbig(r.get(0)), r.get::<_, String>(1), r.get::<_, String>(2)),
+                        r.get::<_, Vec<u8>>(3),
+                    )
+                })
+                .collect())
+        })
+    }
+
+    fn timers_of(&self, key: &str) -> R<Vec<(String, UnixMs)>> {
+        let key = key.to_owned();
+        self.on(move |c| {
+            Ok(rows(
+                c,
+                "SELECT name, due FROM timers WHERE key = $1 ORDER BY name LIMIT 1000",
+                &[&key],
+            )?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), unbig(r.get(1))))
+            .collect())
+        })
+    }
+
+    fn outbox_due(&self, now: UnixMs, max: usize) -> R<Vec<(u128, OutboxEntry)>> {
+        self.on(move |c| {
+            rows(
+                c,
+                "SELECT id, entry FROM outbox WHERE due <= $1 ORDER BY due, id LIMIT $2",
+                &[&big(now), &limit(max)],
+            )?
+            .iter()
+            .map(|r| Ok((unid(r.get::<_, &[u8]>(0))?, dec(r.get::<_, &[u8]>(1))?)))
+            .collect()
+        })
+    }
+
+    fn next_outbox_due(&self) -> R<Option<UnixMs>> {
+        self.on(|c| Ok(first_due(rows(c, "SELECT min(due) FROM outbox", &[])?)))
+    }
+
+    fn http_pending_of(&self, key: &str) -> R<Vec<OutboxEntry>> {
+        let key = key.to_owned();
+        self.on(move |c| {
+            rows(
+                c,
+                "SELECT o.entry FROM http_pending p JOIN outbox o ON o.id = p.id WHERE p.key = $1 ORDER BY p.call LIMIT 1000",
+                &[&key],
+            )?
+            .iter()
+            .map(|r| dec(r.get::<_, &[u8]>(0)))
+            .collect()
+        })
+    }
+}

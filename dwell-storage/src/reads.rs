@@ -1,0 +1,73 @@
+//! [`Reads`]: what the engine reads outside a write, each call one consistent snapshot
+//! of committed data.
+
+use dwell_types::records::{
+    ActorMeta, DeadLetter, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord, TenantRecord,
+};
+use dwell_types::{Envelope, UnixMs};
+
+use crate::{Error, TimerKey};
+
+type R<T> = Result<T, Error>;
+
+/// Up to `max` pending messages of an actor, with its meta, its state and the names of
+/// its pending timers: what a runner needs for its next batch of turns.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub meta: ActorMeta,
+    pub state: Option<Vec<u8>>,
+    pub messages: Vec<(u64, Envelope)>,
+    pub timers: Vec<String>,
+}
+
+/// One actor as an operator sees it.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub meta: ActorMeta,
+    /// Unprocessed messages.
+    pub mailbox_depth: u64,
+    pub state: Option<Vec<u8>>,
+    pub dead_letters: Vec<(u64, DeadLetter)>,
+}
+
+/// Reads of committed data. Each call sees one snapshot: never a part of a commit, and
+/// everything committed before the call began. Actors are named by their storage key
+/// (`tenant/module/key`). Lists are in key order and bounded where a table can be large.
+pub trait Reads: Send + Sync {
+    fn actor(&self, key: &str) -> R<Option<ActorMeta>>;
+    fn pending(&self, key: &str, max: usize) -> R<Option<Pending>>;
+    fn view(&self, key: &str, dead_max: usize) -> R<Option<View>>;
+    fn request(&self, id: u128) -> R<Option<RequestRecord>>;
+    /// Modules whose key (`tenant-id/name`) starts with `prefix`: `(key, record)`.
+    fn modules(&self, prefix: &str) -> R<Vec<(String, ModuleRecord)>>;
+    fn module_bytes(&self, digest: &str) -> R<Option<Vec<u8>>>;
+    /// Every tenant, by name.
+    fn tenants(&self) -> R<Vec<(String, TenantRecord)>>;
+    /// Every API key, by id.
+    fn api_keys(&self) -> R<Vec<(String, KeyRecord)>>;
+    fn meta(&self, key: &str) -> R<Option<Vec<u8>>>;
+    /// Meta keys starting with `prefix`.
+    fn meta_keys(&self, prefix: &str) -> R<Vec<String>>;
+    /// Actors of one tenant (by id).
+    fn tenant_actor_count(&self, tenant: &str) -> R<u64>;
+    /// Actors of every tenant.
+    fn actor_total(&self) -> R<u64>;
+    /// Storage keys of the actors with unprocessed mail.
+    fn ready_actors(&self) -> R<Vec<String>>;
+    fn next_timer_due(&self) -> R<Option<UnixMs>>;
+    /// Pending timers after `after` (all if `None`) and due at or before `until`, at
+    /// most `max`, in due order, with their payloads.
+    fn timers_after(
+        &self,
+        after: Option<&TimerKey>,
+        until: UnixMs,
+        max: usize,
+    ) -> R<Vec<(TimerKey, Vec<u8>)>>;
+    /// An actor's pending timers: `(name, due)`, at most 1000.
+    fn timers_of(&self, key: &str) -> R<Vec<(String, UnixMs)>>;
+    /// Outbox deliveries due at or before `now` (at most `max`), earliest first.
+    fn outbox_due(&self, now: UnixMs, max: usize) -> R<Vec<(u128, OutboxEntry)>>;
+    fn next_outbox_due(&self) -> R<Option<UnixMs>>;
+    /// An actor's outstanding outbound HTTP calls, at most 1000.
+    fn http_pending_of(&self, key: &str) -> R<Vec<OutboxEntry>>;
+}

@@ -1,0 +1,310 @@
+//! The read side of the contract ([`dwell_storage::Reads`]) on redb: each call is one
+//! read transaction on the caller's thread (redb readers never wait for the writer).
+
+use std::sync::Arc;
+
+use dwell_storage::{Pending, Reads, TimerKey, View};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use super::records::{
+    self, ActorMeta, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord, TenantRecord,
+};
+use super::tables::*;
+use super::{DbCell, Error, large};
+use crate::domain::UnixMs;
+
+type R<T> = Result<T, dwell_storage::Error>;
+
+/// Timer names are `[A-Za-z0-9_.:-]`, all below this byte: the end of an actor's range.
+const NAME_END: &str = "\u{7f}";
+
+pub(super) struct RedbReads {
+    pub(super) db: Arc<DbCell>,
+}
+
+impl RedbReads {
+    /// `f` in one read transaction of the current file.
+    fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T, Error>) -> R<T> {
+        let run = || {
+            let txn = self.db.get()?.begin_read()?;
+            f(&txn)
+        };
+        run().map_err(Into::into)
+    }
+
+    /// Every record of a `name → record` table.
+    fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        table: redb::TableDefinition<&str, &[u8]>,
+    ) -> R<Vec<(String, T)>> {
+        self.read(|txn| {
+            let t = txn.open_table(table)?;
+            let mut out = Vec::new();
+            for entry in t.iter()? {
+                let (k, v) = entry?;
+                out.push((k.value().to_owned(), records::decode(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn meta_of(txn: &ReadTransaction, key: &str) -> Result<Option<ActorMeta>, Error> {
+    let actors = txn.open_table(ACTORS)?;
+    match actors.get(key)? {
+        Some(v) => Ok(Some(records::decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+impl Reads for RedbReads {
+    fn actor(&self, key: &str) -> R<Option<ActorMeta>> {
+        self.read(|txn| meta_of(txn, key))
+    }
+
+    fn pending(&self, key: &str, max: usize) -> R<Option<Pending>> {
+        self.read(|txn| {
+            let Some(meta) = meta_of(txn, key)? else {
+                return Ok(None);
+            };
+            let state = large::read_state(txn, key)?;
+            let mailbox = txn.open_table(MAILBOX)?;
+            let mut messages = Vec::new();
+            for entry in mailbox.range((key, meta.head_seq)..(key, u64::MAX))? {
+                let (k, v) = entry?;
+                messages.push((k.value().1, records::decode(v.value())?));
+                if messages.len() >= max {
+                    break;
+                }
+            }
+            let mut timers = Vec::new();
+            if meta.timers > 0 {
+                let index = txn.open_table(TIMER_INDEX)?;
+                for entry in index.range((key, "")..(key, NAME_END))? {
+                    timers.push(entry?.0.value().1.to_owned());
+                }
+            }
+            Ok(Some(Pending {
+                meta,
+                state,
+                messages,
+                timers,
+            }))
+        })
+    }
+
+    fn view(&self, key: &str, dead_max: usize) -> R<Option<View>> {
+        self.read(|txn| {
+            let Some(meta) = meta_of(txn, key)? else {
+                return Ok(None);
+            };
+            let state = large::read_state(txn, key)?;
+            let dead = txn.open_table(DEAD)?;
+            let mut dead_letters = Vec::new();
+            for entry in dead.range((key, 0)..(key, u64::MAX))? {
+                let (k, v) = entry?;
+                dead_letters.push((k.value().1, records::decode(v.value())?));
+                if dead_letters.len() >= dead_max {
+                    break;
+                }
+            }
+            let mailbox = txn.open_table(MAILBOX)?;
+            let mut mailbox_depth = 0;
+            for entry in mailbox.range((key, 0)..=(key, u64::MAX))? {
+                entry?;
+                mailbox_depth += 1;
+            }
+            Ok(Some(View {
+                meta,
+                mailbox_depth,
+                state,
+                dead_letters,
+            }))
+        })
+    }
+
+    fn request(&self, id: u128) -> R<Option<RequestRecord>> {
+        self.read(|txn| {
+            let t = txn.open_table(REQUESTS)?;
+            match t.get(id)? {
+                Some(v) => Ok(Some(records::decode(v.value())?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn modules(&self, prefix: &str) -> R<Vec<(String, ModuleRecord)>> {
+        self.read(|txn| {
+            let t = txn.open_table(MODULES)?;
+            let mut out = Vec::new();
+            for entry in t.range(prefix..)? {
+                let (k, v) = entry?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                out.push((k.value().to_owned(), records::decode(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    fn module_bytes(&self, digest: &str) -> R<Option<Vec<u8>>> {
+        self.read(|txn| {
+            let t = txn.open_table(BLOBS)?;
+            Ok(t.get(digest)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn tenants(&self) -> R<Vec<(String, TenantRecord)>> {
+        self.all(TENANTS)
+    }
+
+    fn api_keys(&self) -> R<Vec<(String, KeyRecord)>> {
+        self.all(KEYS)
+    }
+
+    fn meta(&self, key: &str) -> R<Option<Vec<u8>>> {
+        self.read(|txn| {
+            let t = txn.open_table(META)?;
+            Ok(t.get(key)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn meta_keys(&self, prefix: &str) -> R<Vec<String>> {
+        self.read(|txn| {
+            let meta = txn.open_table(META)?;
+            let mut keys = Vec::new();
+            for entry in meta.range(prefix..)? {
+                let (k, _) = entry?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                keys.push(k.value().to_owned());
+            }
+            Ok(keys)
+        })
+    }
+
+    fn tenant_actor_count(&self, tenant: &str) -> R<u64> {
+        self.read(|txn| {
+            let t = txn.open_table(TENANT_ACTORS)?;
+            Ok(t.get(tenant)?.map(|v| v.value()).unwrap_or(0))
+        })
+    }
+
+    fn actor_total(&self) -> R<u64> {
+        self.read(|txn| Ok(txn.open_table(ACTORS)?.len()?))
+    }
+
+    /// The mailbox holds only unprocessed messages, so it is its own index: one seek
+    /// per actor with mail, not a scan of every actor.
+    fn ready_actors(&self) -> R<Vec<String>> {
+        self.read(|txn| {
+            let t = txn.open_table(MAILBOX)?;
+            let mut out = Vec::new();
+            let mut next = t.first()?.map(|(k, _)| k.value().0.to_owned());
+            while let Some(key) = next {
+                next = t
+                    .range((key.as_str(), u64::MAX)..)?
+                    .find_map(|e| e.ok())
+                    .map(|(k, _)| k.value().0.to_owned())
+                    .filter(|k| *k != key);
+                out.push(key);
+            }
+            Ok(out)
+        })
+    }
+
+    fn next_timer_due(&self) -> R<Option<UnixMs>> {
+        self.read(|txn| {
+            let t = txn.open_table(TIMERS)?;
+            Ok(t.first()?.map(|(k, _)| k.value().0))
+        })
+    }
+
+    fn timers_after(
+        &self,
+        after: Option<&TimerKey>,
+        until: UnixMs,
+        max: usize,
+    ) -> R<Vec<(TimerKey, Vec<u8>)>> {
+        use std::ops::Bound;
+        self.read(|txn| {
+            let t = txn.open_table(TIMERS)?;
+            let start = match after {
+                Some((d, a, n)) => Bound::Excluded((*d, a.as_str(), n.as_str())),
+                None => Bound::Unbounded,
+            };
+            let end = Bound::Excluded((until.saturating_add(1), "", ""));
+            let mut out = Vec::new();
+            for entry in t.range::<(u64, &str, &str)>((start, end))? {
+                let (k, v) = entry?;
+                let (d, a, n) = k.value();
+                out.push(((d, a.to_owned(), n.to_owned()), v.value().to_vec()));
+                if out.len() >= max {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn timers_of(&self, key: &str) -> R<Vec<(String, UnixMs)>> {
+        self.read(|txn| {
+            let t = txn.open_table(TIMER_INDEX)?;
+            let mut out = Vec::new();
+            for entry in t.range((key, "")..(key, NAME_END))? {
+                let (k, v) = entry?;
+                out.push((k.value().1.to_owned(), v.value()));
+                if out.len() >= 1000 {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn outbox_due(&self, now: UnixMs, max: usize) -> R<Vec<(u128, OutboxEntry)>> {
+        self.read(|txn| {
+            let due = txn.open_table(OUTBOX_DUE)?;
+            let outbox = txn.open_table(OUTBOX)?;
+            let mut out = Vec::new();
+            for entry in due.range(..(now.saturating_add(1), 0))? {
+                let (k, _) = entry?;
+                let id = k.value().1;
+                if let Some(v) = outbox.get(id)? {
+                    out.push((id, records::decode(v.value())?));
+                }
+                if out.len() >= max {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn next_outbox_due(&self) -> R<Option<UnixMs>> {
+        self.read(|txn| {
+            let t = txn.open_table(OUTBOX_DUE)?;
+            Ok(t.first()?.map(|(k, _)| k.value().0))
+        })
+    }
+
+    fn http_pending_of(&self, key: &str) -> R<Vec<OutboxEntry>> {
+        self.read(|txn| {
+            let pending = txn.open_table(HTTP_PENDING)?;
+            let outbox = txn.open_table(OUTBOX)?;
+            let mut out = Vec::new();
+            for entry in pending.range((key, "")..(key, "\u{10ffff}"))? {
+                let (_, id) = entry?;
+                if let Some(v) = outbox.get(id.value())? {
+                    out.push(records::decode(v.value())?);
+                }
+                if out.len() >= 1000 {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+}
