@@ -113,6 +113,29 @@ pub struct Postgres {
     /// The partition this node writes and the epoch it holds it at.
     partition: i32,
     epoch: i64,
+    statements: Statements,
+    /// Statements executed by writes so far (BEGIN and COMMIT included).
+    executed: u64,
+}
+
+/// Statements prepared once per connection (PostgreSQL keeps them for the session;
+/// a statement that is not prepared again costs one round trip less).
+#[derive(Default)]
+pub(crate) struct Statements(std::collections::HashMap<String, postgres::Statement>);
+
+impl Statements {
+    pub(crate) fn get(
+        &mut self,
+        c: &mut impl postgres::GenericClient,
+        sql: &str,
+    ) -> R<postgres::Statement> {
+        if let Some(s) = self.0.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = c.prepare(sql).map_err(pg_error)?;
+        self.0.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
 }
 
 impl Postgres {
@@ -132,6 +155,8 @@ impl Postgres {
             client,
             partition: 0,
             epoch: row.get(0),
+            statements: Statements::default(),
+            executed: 0,
         })
     }
 
@@ -144,36 +169,61 @@ impl Postgres {
             client,
             partition: self.partition,
             epoch: self.epoch,
+            statements: Statements::default(),
+            executed: self.executed,
         })
     }
 
-    /// Drop every staged slice: those of batches that never committed (call at start,
-    /// before the first write).
+    /// Drop the slices no state points at: those staged by batches that never
+    /// committed (call at start, before the first write).
     pub fn drop_staged(&mut self) -> R<u64> {
         self.client
-            .execute("DELETE FROM staged_slices", &[])
+            .execute(
+                "DELETE FROM state_slices s WHERE NOT EXISTS (SELECT 1 FROM state_refs r WHERE r.id = s.id)",
+                &[],
+            )
             .map_err(pg_error)
+    }
+
+    /// Statements executed by writes so far (BEGIN and COMMIT included): a measure
+    /// of round trips per turn for the benchmark.
+    pub fn executed(&self) -> u64 {
+        self.executed
     }
 
     /// Run `f` in one transaction and commit it if `f` succeeds and this node still
     /// holds its partition (else [`Error::Fenced`] and nothing is written).
     pub fn write<T>(&mut self, f: impl FnOnce(&mut PgTables<'_>) -> R<T>) -> R<T> {
-        let mut txn = self.client.transaction().map_err(pg_error)?;
-        let epoch: i64 = txn
-            .query_one(
-                "SELECT epoch FROM partitions WHERE partition = $1 FOR SHARE",
-                &[&self.partition],
-            )
+        let Postgres {
+            client,
+            partition,
+            epoch,
+            statements,
+            executed,
+        } = self;
+        let mut txn = client.transaction().map_err(pg_error)?;
+        let check = statements.get(
+            &mut txn,
+            "SELECT epoch FROM partitions WHERE partition = $1 FOR SHARE",
+        )?;
+        let held: i64 = txn
+            .query_one(&check, &[partition])
             .map_err(pg_error)?
             .get(0);
-        if epoch != self.epoch {
+        *executed += 2;
+        if held != *epoch {
             return Err(Error::Fenced);
         }
         let mut tables = PgTables {
             txn: RefCell::new(txn),
+            statements: RefCell::new(statements),
+            executed: std::cell::Cell::new(0),
         };
-        let out = f(&mut tables)?;
+        let out = f(&mut tables);
+        *executed += tables.executed.get();
+        let out = out?;
         tables.txn.into_inner().commit().map_err(pg_error)?;
+        *executed += 1;
         Ok(out)
     }
 }
@@ -181,22 +231,43 @@ impl Postgres {
 /// The logical tables inside one PostgreSQL transaction.
 pub struct PgTables<'a> {
     txn: RefCell<Transaction<'a>>,
+    statements: RefCell<&'a mut Statements>,
+    executed: std::cell::Cell<u64>,
+}
+
+/// Running SQL with prepared statements: the writer's transaction, a reader's snapshot.
+pub(crate) trait Sql {
+    fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> R<Vec<Row>>;
+}
+
+impl Sql for PgTables<'_> {
+    fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> R<Vec<Row>> {
+        let mut txn = self.txn.borrow_mut();
+        let stmt = self.statements.borrow_mut().get(&mut *txn, sql)?;
+        self.executed.set(self.executed.get() + 1);
+        txn.query(&stmt, params).map_err(pg_error)
+    }
 }
 
 impl PgTables<'_> {
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> R<Vec<Row>> {
-        self.txn.borrow_mut().query(sql, params).map_err(pg_error)
+        self.rows(sql, params)
     }
 
     fn opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> R<Option<Row>> {
-        self.txn
-            .borrow_mut()
-            .query_opt(sql, params)
-            .map_err(pg_error)
+        let mut rows = self.rows(sql, params)?;
+        match rows.len() {
+            0 => Ok(None),
+            1 => Ok(rows.pop()),
+            n => Err(Error::Backend(format!("{n} rows where one was expected"))),
+        }
     }
 
     fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> R<u64> {
-        self.txn.borrow_mut().execute(sql, params).map_err(pg_error)
+        let mut txn = self.txn.borrow_mut();
+        let stmt = self.statements.borrow_mut().get(&mut *txn, sql)?;
+        self.executed.set(self.executed.get() + 1);
+        txn.execute(&stmt, params).map_err(pg_error)
     }
 
     /// One record column of one row, decoded.
@@ -229,6 +300,50 @@ impl PgTables<'_> {
     }
 }
 
+impl PgTables<'_> {
+    /// Forget the slices the actor's state points at, if it does.
+    fn drop_ref(&self, key: &str) -> R<()> {
+        if let Some(row) = self.opt(
+            "DELETE FROM state_refs WHERE key = $1 RETURNING id",
+            &[&key],
+        )? {
+            let id: i64 = row.get(0);
+            self.exec("DELETE FROM state_slices WHERE id = $1", &[&id])?;
+        }
+        Ok(())
+    }
+}
+
+/// An actor's state: its one value, or its slices put together.
+pub(crate) fn read_state(c: &impl Sql, key: &str) -> R<Option<Vec<u8>>> {
+    if let Some(row) = c
+        .rows("SELECT state FROM states WHERE key = $1", &[&key])?
+        .first()
+    {
+        return Ok(Some(row.get(0)));
+    }
+    let refs = c.rows(
+        "SELECT id, len, slices FROM state_refs WHERE key = $1",
+        &[&key],
+    )?;
+    let Some(r) = refs.first() else {
+        return Ok(None);
+    };
+    let (id, len, slices): (i64, i64, i32) = (r.get(0), r.get(1), r.get(2));
+    let rows = c.rows(
+        "SELECT bytes FROM state_slices WHERE id = $1 ORDER BY index",
+        &[&id],
+    )?;
+    if rows.len() != slices as usize {
+        return Err(Error::Corrupt(format!("state of {key}: slices missing")));
+    }
+    let mut state = Vec::with_capacity(unbig(len) as usize);
+    for row in &rows {
+        state.extend_from_slice(row.get::<_, &[u8]>(0));
+    }
+    Ok(Some(state))
+}
+
 impl Tables for PgTables<'_> {
     fn actor(&self, key: &str) -> R<Option<ActorMeta>> {
         self.record("SELECT meta FROM actors WHERE key = $1", &[&key])
@@ -252,12 +367,11 @@ impl Tables for PgTables<'_> {
     }
 
     fn state(&self, key: &str) -> R<Option<Vec<u8>>> {
-        Ok(self
-            .opt("SELECT state FROM states WHERE key = $1", &[&key])?
-            .map(|r| r.get::<_, Vec<u8>>(0)))
+        read_state(self, key)
     }
 
     fn put_state(&mut self, key: &str, state: &[u8]) -> R<()> {
+        self.drop_ref(key)?;
         self.exec(
             "INSERT INTO states (key, state) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state",
             &[&key, &state],
@@ -265,40 +379,44 @@ impl Tables for PgTables<'_> {
         Ok(())
     }
 
-    /// PostgreSQL keeps large values itself (TOAST): the staged slices become the
-    /// state's one value, and are dropped.
+    /// The actor's state becomes the staged slices (they stay where they are: the
+    /// commit writes one small row, however large the state).
     fn put_state_ref(&mut self, key: &str, r: StateRef) -> R<()> {
         let id = slices_id(r.id);
-        let slices = self.query(
-            "SELECT bytes FROM staged_slices WHERE id = $1 ORDER BY index",
-            &[&id],
-        )?;
-        if slices.len() != r.slices as usize {
+        let count: i64 = self
+            .opt("SELECT count(*) FROM state_slices WHERE id = $1", &[&id])?
+            .map_or(0, |row| row.get(0));
+        if count != i64::from(r.slices) {
             return Err(Error::Corrupt(format!("state slices {} incomplete", r.id)));
         }
-        let mut state = Vec::with_capacity(r.len as usize);
-        for s in &slices {
-            state.extend_from_slice(s.get::<_, &[u8]>(0));
-        }
-        self.exec("DELETE FROM staged_slices WHERE id = $1", &[&id])?;
-        self.put_state(key, &state)
+        self.drop_ref(key)?;
+        self.exec("DELETE FROM states WHERE key = $1", &[&key])?;
+        self.exec(
+            "INSERT INTO state_refs (key, id, len, slices) VALUES ($1, $2, $3, $4)",
+            &[&key, &id, &big(r.len), &(r.slices as i32)],
+        )?;
+        Ok(())
     }
 
     fn remove_state(&mut self, key: &str) -> R<()> {
         self.exec("DELETE FROM states WHERE key = $1", &[&key])?;
-        Ok(())
+        self.drop_ref(key)
     }
 
     fn stage_slice(&mut self, id: u64, index: u32, bytes: &[u8]) -> R<()> {
         self.exec(
-            "INSERT INTO staged_slices (id, index, bytes) VALUES ($1, $2, $3) ON CONFLICT (id, index) DO UPDATE SET bytes = EXCLUDED.bytes",
+            "INSERT INTO state_slices (id, index, bytes) VALUES ($1, $2, $3) ON CONFLICT (id, index) DO UPDATE SET bytes = EXCLUDED.bytes",
             &[&slices_id(id), &(index as i32), &bytes],
         )?;
         Ok(())
     }
 
+    /// A no-op when a state points at the slices (its turn's commit took them).
     fn unstage(&mut self, id: u64) -> R<()> {
-        self.exec("DELETE FROM staged_slices WHERE id = $1", &[&slices_id(id)])?;
+        self.exec(
+            "DELETE FROM state_slices WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM state_refs WHERE id = $1)",
+            &[&slices_id(id)],
+        )?;
         Ok(())
     }
 

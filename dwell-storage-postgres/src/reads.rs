@@ -11,11 +11,49 @@ use dwell_types::UnixMs;
 use dwell_types::records::{
     ActorMeta, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord, TenantRecord,
 };
-use postgres::{Client, GenericClient, NoTls};
+use std::cell::RefCell;
 
-use crate::{R, big, dec, id, limit, pg_error, unbig, unid};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Transaction};
 
-type Job = Box<dyn FnOnce(&mut Option<Client>) + Send>;
+use crate::{R, Sql, Statements, big, dec, id, limit, pg_error, unbig, unid};
+
+/// A reader's connection and the statements it has prepared.
+struct Conn {
+    client: Client,
+    statements: Statements,
+}
+
+type Job = Box<dyn FnOnce(&mut Option<Conn>) + Send>;
+
+/// What a read runs its statements on: the connection, or a snapshot transaction.
+enum Handle<'a> {
+    Client(&'a mut Client),
+    Txn(Transaction<'a>),
+}
+
+/// A read in progress (see [`Sql`]).
+struct Session<'a> {
+    handle: RefCell<Handle<'a>>,
+    statements: RefCell<&'a mut Statements>,
+}
+
+impl Sql for Session<'_> {
+    fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> R<Vec<Row>> {
+        let mut handle = self.handle.borrow_mut();
+        let mut statements = self.statements.borrow_mut();
+        match &mut *handle {
+            Handle::Client(c) => {
+                let stmt = statements.get(*c, sql)?;
+                c.query(&stmt, params).map_err(pg_error)
+            }
+            Handle::Txn(t) => {
+                let stmt = statements.get(t, sql)?;
+                t.query(&stmt, params).map_err(pg_error)
+            }
+        }
+    }
+}
 
 /// Reads through a small pool of reader threads (see the module doc).
 pub struct PgReads {
@@ -34,15 +72,18 @@ impl PgReads {
             std::thread::Builder::new()
                 .name(format!("dwell-pg-read-{i}"))
                 .spawn(move || {
-                    let mut conn: Option<Client> = None;
+                    let mut conn: Option<Conn> = None;
                     loop {
                         let job = match rx.lock() {
                             Ok(rx) => rx.recv(),
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        if conn.as_ref().is_none_or(|c| c.is_closed()) {
-                            conn = Client::connect(&url, NoTls).ok();
+                        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+                            conn = Client::connect(&url, NoTls).ok().map(|client| Conn {
+                                client,
+                                statements: Statements::default(),
+                            });
                         }
                         job(&mut conn);
                     }
@@ -54,12 +95,37 @@ impl PgReads {
         }
     }
 
-    /// Run `f` on a reader's connection and wait for its answer.
-    fn on<T: Send + 'static>(&self, f: impl FnOnce(&mut Client) -> R<T> + Send + 'static) -> R<T> {
+    /// Run `f` on a reader's connection (in a read-only snapshot if `snapshot`) and
+    /// wait for its answer.
+    fn run<T: Send + 'static>(
+        &self,
+        snapshot: bool,
+        f: impl FnOnce(&Session<'_>) -> R<T> + Send + 'static,
+    ) -> R<T> {
         let (tx, rx) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |conn| {
             let out = match conn.as_mut() {
-                Some(c) => f(c),
+                Some(Conn { client, statements }) if snapshot => client
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .map_err(pg_error)
+                    .and_then(|txn| {
+                        let session = Session {
+                            handle: RefCell::new(Handle::Txn(txn)),
+                            statements: RefCell::new(statements),
+                        };
+                        let out = f(&session)?;
+                        if let Handle::Txn(txn) = session.handle.into_inner() {
+                            txn.commit().map_err(pg_error)?;
+                        }
+                        Ok(out)
+                    }),
+                Some(Conn { client, statements }) => f(&Session {
+                    handle: RefCell::new(Handle::Client(client)),
+                    statements: RefCell::new(statements),
+                }),
                 None => Err(Error::Unavailable),
             };
             if matches!(out, Err(Error::Unavailable)) {
@@ -75,51 +141,37 @@ impl PgReads {
         rx.recv().map_err(|_| Error::Unavailable)?
     }
 
+    fn on<T: Send + 'static>(&self, f: impl FnOnce(&Session<'_>) -> R<T> + Send + 'static) -> R<T> {
+        self.run(false, f)
+    }
+
     /// `f` in one read-only snapshot.
     fn snapshot<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut postgres::Transaction<'_>) -> R<T> + Send + 'static,
+        f: impl FnOnce(&Session<'_>) -> R<T> + Send + 'static,
     ) -> R<T> {
-        self.on(move |c| {
-            let mut txn = c
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .map_err(pg_error)?;
-            let out = f(&mut txn)?;
-            txn.commit().map_err(pg_error)?;
-            Ok(out)
-        })
+        self.run(true, f)
     }
 }
 
-fn rows(
-    c: &mut impl GenericClient,
-    sql: &str,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-) -> R<Vec<postgres::Row>> {
-    c.query(sql, params).map_err(pg_error)
+fn rows(c: &impl Sql, sql: &str, params: &[&(dyn ToSql + Sync)]) -> R<Vec<Row>> {
+    c.rows(sql, params)
 }
 
-fn meta_of(c: &mut impl GenericClient, key: &str) -> R<Option<ActorMeta>> {
+fn meta_of(c: &impl Sql, key: &str) -> R<Option<ActorMeta>> {
     rows(c, "SELECT meta FROM actors WHERE key = $1", &[&key])?
         .first()
         .map(|r| dec(r.get::<_, &[u8]>(0)))
         .transpose()
 }
 
-fn state_of(c: &mut impl GenericClient, key: &str) -> R<Option<Vec<u8>>> {
-    Ok(rows(c, "SELECT state FROM states WHERE key = $1", &[&key])?
-        .first()
-        .map(|r| r.get::<_, Vec<u8>>(0)))
-}
+use crate::read_state as state_of;
 
-fn one_record<T: serde::de::DeserializeOwned>(rows: Vec<postgres::Row>) -> R<Option<T>> {
+fn one_record<T: serde::de::DeserializeOwned>(rows: Vec<Row>) -> R<Option<T>> {
     rows.first().map(|r| dec(r.get::<_, &[u8]>(0))).transpose()
 }
 
-fn first_due(rows: Vec<postgres::Row>) -> Option<UnixMs> {
+fn first_due(rows: Vec<Row>) -> Option<UnixMs> {
     rows.first()
         .and_then(|r| r.get::<_, Option<i64>>(0))
         .map(unbig)

@@ -18,12 +18,22 @@ CREATE TABLE IF NOT EXISTS states (
     key text COLLATE "C" PRIMARY KEY,
     state bytea NOT NULL
 );
-CREATE TABLE IF NOT EXISTS staged_slices (
+-- Large states in slices, written ahead of their turn's commit: staged while no
+-- state_refs row names their id, the actor's state once one does.
+CREATE TABLE IF NOT EXISTS state_slices (
     id bigint NOT NULL,
     index int NOT NULL,
     bytes bytea NOT NULL,
     PRIMARY KEY (id, index)
 );
+CREATE TABLE IF NOT EXISTS state_refs (
+    partition int NOT NULL DEFAULT 0,
+    key text COLLATE "C" PRIMARY KEY,
+    id bigint NOT NULL,
+    len bigint NOT NULL,
+    slices int NOT NULL
+);
+CREATE INDEX IF NOT EXISTS state_refs_id ON state_refs (id);
 CREATE TABLE IF NOT EXISTS mailbox (
     partition int NOT NULL DEFAULT 0,
     key text COLLATE "C" NOT NULL,

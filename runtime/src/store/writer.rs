@@ -143,6 +143,8 @@ pub struct WriterStats {
     pub largest_batch: u64,
     /// The most state bytes (snapshots and slices of large ones) one commit wrote.
     pub largest_state_write: u64,
+    /// SQL statements the writer executed, each one round trip (PostgreSQL; 0 on redb).
+    pub statements: u64,
 }
 
 /// What the writer writes to.
@@ -220,6 +222,14 @@ impl Side {
                     (Err(e), None) => Err(e.into()),
                 }
             }
+        }
+    }
+
+    /// SQL statements executed so far (see [`WriterStats::statements`]).
+    fn statements(&self) -> u64 {
+        match self {
+            Side::Redb(_) => 0,
+            Side::Postgres(pg) => pg.conn.executed(),
         }
     }
 
@@ -379,6 +389,7 @@ fn run(
         let outcome = outcome.map(|written| {
             stats.largest_state_write = stats.largest_state_write.max(written);
         });
+        stats.statements = side.statements();
         if let Err(e) = &outcome {
             match e {
                 Failure::Full => tracing::error!("write batch failed: the disk is full"),
