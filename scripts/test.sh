@@ -2,23 +2,24 @@
 # Run every test: unit tests, the storage conformance suite on redb and on PostgreSQL,
 # and the end-to-end tests against the real binary — twice, once on the embedded redb
 # store and once on a private PostgreSQL server (started here, stopped at the end).
-# The noisy-neighbour test compares latencies, so it runs alone after the others.
+# The noisy-neighbour tests compare latencies, so they run alone after the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guests.sh
-# PostgreSQL's programs (from Debian's packages if missing): the backend's conformance
-# test starts its own server, and the second end-to-end run uses scripts/pg.sh's.
+# PostgreSQL's programs (from Debian's packages if missing) and a private server: the
+# backend's conformance test starts its own, the engine's storage-fault test and the
+# second end-to-end run use this one.
 scripts/pg.sh install
-# One command for every crate: built apart, their shared dependencies would be compiled
-# twice with different features.
-cargo test -p dwell-types -p dwell-storage -p dwell-core -p dwell-storage-postgres \
-  -p dwell-executor -p dwell "$@" -- --skip noisy
-cargo test -p dwell --test e2e "$@" -- noisy --test-threads 1 --nocapture
-
-echo "== the end-to-end suite on PostgreSQL"
 pgdir=$(mktemp -d /tmp/dwell-test-pg.XXXXXX)
 stop_pg() { scripts/pg.sh stop "$pgdir" >/dev/null 2>&1 || true; rm -rf "$pgdir"; }
 trap stop_pg EXIT
 url=$(scripts/pg.sh start "$pgdir")
+# One command for every crate: built apart, their shared dependencies would be compiled
+# twice with different features.
+DWELL_TEST_PG_SERVER=$url cargo test -p dwell-types -p dwell-storage -p dwell-core \
+  -p dwell-storage-postgres -p dwell-executor -p dwell "$@" -- --skip noisy
+cargo test -p dwell --test e2e "$@" -- noisy --test-threads 1 --nocapture
+
+echo "== the end-to-end suite on PostgreSQL"
 DWELL_TEST_POSTGRES=$url cargo test -p dwell --test e2e "$@" -- --skip noisy
 DWELL_TEST_POSTGRES=$url cargo test -p dwell --test e2e "$@" -- noisy --test-threads 1 --nocapture

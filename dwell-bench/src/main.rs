@@ -36,6 +36,7 @@ use serde_json::{Value, json};
 mod client;
 mod fsync;
 mod load;
+mod pg;
 mod report;
 mod scenarios;
 mod server;
@@ -83,6 +84,10 @@ struct Args {
     /// HTTP client of the load generator.
     #[arg(long, value_enum, default_value_t = ClientKind::Raw)]
     client: ClientKind,
+    /// Run on PostgreSQL instead of the redb file: the server URL (e.g.
+    /// `postgres://postgres@127.0.0.1:5432`); each run gets fresh databases.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
     /// `--http-workers` of the server (default: the server's default).
     #[arg(long)]
     http_workers: Option<usize>,

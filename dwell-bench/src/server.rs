@@ -54,6 +54,9 @@ impl Server {
         if let Some(w) = args.http_workers {
             cmd.arg("--http-workers").arg(w.to_string());
         }
+        if let Some(store) = crate::pg::store_for(args, data)? {
+            cmd.arg("--store").arg(store);
+        }
         let t0 = Instant::now();
         let mut child = cmd
             .spawn()

@@ -96,8 +96,11 @@ fn http_imports_nothing_from_storage_and_only_the_store_knows_redb() {
             }
         }
     };
-    check("runtime/src/http", &["crate::store", "redb"]);
-    check("runtime/src/engine", &["redb"]);
+    check("runtime/src/http", &["crate::store", "redb", "postgres::"]);
+    check(
+        "runtime/src/engine",
+        &["redb", "postgres::", "dwell_storage_postgres"],
+    );
     check("dwell-types", &["redb", "crate::store"]);
     check("dwell-executor", &["redb"]);
     // The contract and the turn core know no database, runtime or framework.

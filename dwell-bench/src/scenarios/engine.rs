@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use dwell::domain::{ActorId, TenantId};
 use dwell::engine::{Engine, EngineConfig};
 
+use crate::pg::PgCounters;
 use crate::report::Outcome;
 use crate::util::{int, rate_str, unix_ms};
 
@@ -31,8 +32,10 @@ pub(crate) fn scenario_engine(b: &mut Bench, out: &mut Outcome) -> anyhow::Resul
         .enable_all()
         .thread_name("bench-engine")
         .build()?;
+    let store = crate::pg::store_for(&b.args, &dir)?;
     let config = EngineConfig {
         data_dir: dir.clone(),
+        postgres: store.clone(),
         ..EngineConfig::default()
     };
     let (max_active, batch) = (config.max_active_actors, config.batch_per_actor);
@@ -51,7 +54,9 @@ pub(crate) fn scenario_engine(b: &mut Bench, out: &mut Outcome) -> anyhow::Resul
         let ids: Vec<ActorId> = (0..actors)
             .map(|k| ActorId::new(tenant.clone(), "counter", format!("en-{phase}-{k}")))
             .collect();
+        let before = store.as_deref().map(PgCounters::read).transpose()?;
         let r = engine_phase(&rt, &engine, Arc::new(ids), n, conc, b.deadline())?;
+        let after = store.as_deref().map(PgCounters::read).transpose()?;
         let what = format!("engine {phase}");
         if r.accepted != n || !r.errors.is_empty() {
             out.problems.push(format!(
@@ -100,6 +105,26 @@ pub(crate) fn scenario_engine(b: &mut Bench, out: &mut Outcome) -> anyhow::Resul
             ),
             &cond,
         );
+        let mut cost = Value::Null;
+        if let (Some(c0), Some(c1)) = (before, after) {
+            // Per event: its enqueue and its turn (each event is one turn).
+            let turns = r.accepted.max(1) as f64;
+            let (stmts, rows, wal) = (
+                r.statements as f64 / turns,
+                c1.rows.saturating_sub(c0.rows) as f64 / turns,
+                c1.wal.saturating_sub(c0.wal) as f64 / turns,
+            );
+            out.row(
+                "engine",
+                &format!("{phase}: PostgreSQL cost per turn (its enqueue included)"),
+                format!(
+                    "{stmts:.1} statements (round trips), {rows:.1} rows written, {wal:.0} WAL bytes; {:.1} turns per commit",
+                    r.accepted as f64 / r.commits.max(1) as f64
+                ),
+                &cond,
+            );
+            cost = json!({"statements_per_turn": stmts, "rows_per_turn": rows, "wal_bytes_per_turn": wal});
+        }
         phases.insert(
             phase.to_owned(),
             json!({
@@ -112,6 +137,7 @@ pub(crate) fn scenario_engine(b: &mut Bench, out: &mut Outcome) -> anyhow::Resul
                 "drained_seen_seconds": r.drained_s,
                 "sum_of_totals": r.sum,
                 "writer": {"commits": r.commits, "ops": r.ops, "largest_batch_since_start": r.largest_batch},
+                "postgres": cost,
             }),
         );
     }
@@ -132,6 +158,8 @@ struct EnginePhase {
     commits: u64,
     ops: u64,
     largest_batch: u64,
+    /// SQL statements the writer executed (PostgreSQL).
+    statements: u64,
 }
 
 /// Send `n` events round-robin to `ids` from `conc` tasks, then wait until every mailbox
@@ -229,5 +257,6 @@ fn engine_phase(
         commits: stats1.commits - stats0.commits,
         ops: stats1.ops - stats0.ops,
         largest_batch: stats1.largest_batch,
+        statements: stats1.statements - stats0.statements,
     })
 }

@@ -332,10 +332,28 @@ fn storage_errors_keep_their_kind() {
 /// restart and the actor's state is exactly what was acknowledged.
 #[test]
 fn failed_writes_acknowledge_nothing_keep_their_kind_and_recover_when_lifted() {
+    failed_writes_case(None);
+}
+
+/// The same on PostgreSQL (`DWELL_TEST_PG_SERVER`, a server URL `scripts/test.sh` sets:
+/// the test makes its own database there).
+#[test]
+fn failed_writes_acknowledge_nothing_keep_their_kind_and_recover_when_lifted_on_postgresql() {
+    let Ok(server) = std::env::var("DWELL_TEST_PG_SERVER") else {
+        eprintln!("skipped: DWELL_TEST_PG_SERVER is not set (scripts/test.sh sets it)");
+        return;
+    };
+    failed_writes_case(Some(crate::store::test_database(&server)));
+}
+
+fn failed_writes_case(postgres: Option<String>) {
     use dwell_storage::faults::Faults;
     let faults = Arc::new(Faults::default());
     let armed = faults.clone();
-    let r = rig(move |c| c.storage_faults = Some(armed));
+    let r = rig(move |c| {
+        c.storage_faults = Some(armed);
+        c.postgres = postgres;
+    });
     r.deploy("counter");
     let a = r.actor("counter", "a");
     r.call(&a, json!({"add": 1}), None);

@@ -23,6 +23,24 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+/// A fresh database on the PostgreSQL server at `server` (a URL without a database),
+/// for tests: its URL.
+#[cfg(test)]
+pub(crate) fn test_database(server: &str) -> String {
+    let server = server.trim_end_matches('/').to_owned();
+    // The blocking client runs its own runtime: not on a tokio thread of the caller.
+    std::thread::spawn(move || {
+        let db = format!("dwell_test_{:016x}", rand::random::<u64>());
+        let mut c = ::postgres::Client::connect(&format!("{server}/postgres"), ::postgres::NoTls)
+            .expect("connect to the test PostgreSQL");
+        c.batch_execute(&format!("CREATE DATABASE {db}"))
+            .expect("create the test database");
+        format!("{server}/{db}")
+    })
+    .join()
+    .expect("the test database is made")
+}
+
 use std::path::Path;
 use std::sync::Arc;
 
