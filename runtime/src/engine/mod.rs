@@ -146,12 +146,14 @@ pub enum Error {
 }
 
 /// Storage errors keep their kind: a full disk, a file being reopened and a full queue
-/// are what a caller can act on; everything else is internal.
+/// are what a caller can act on (so is a node fenced off its partition by another: it
+/// is unavailable here, and the caller may retry elsewhere); everything else is internal.
 impl From<store::Error> for Error {
     fn from(e: store::Error) -> Self {
         match e {
             store::Error::Full => Error::StorageFull,
             store::Error::Unavailable => Error::StorageUnavailable,
+            store::Error::Backend(dwell_storage::Error::Fenced) => Error::StorageUnavailable,
             store::Error::Overloaded => Error::Overloaded,
             e => Error::Storage(e),
         }

@@ -323,6 +323,10 @@ fn storage_errors_keep_their_kind() {
         Error::from(store::Error::Corrupt("x".into())),
         Error::Storage(store::Error::Corrupt(_))
     ));
+    assert!(matches!(
+        Error::from(store::Error::from(dwell_storage::Error::Fenced)),
+        Error::StorageUnavailable
+    ));
 }
 
 /// Storage faults put in on purpose (`dwell_storage::faults`): while writes fail, calls
