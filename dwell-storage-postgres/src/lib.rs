@@ -53,7 +53,8 @@ pub(crate) fn dec<T: DeserializeOwned>(bytes: &[u8]) -> R<T> {
     }
 }
 
-/// PostgreSQL's failure in the contract's terms.
+/// PostgreSQL's failure in the contract's terms, with the server's own words (its
+/// message, or the chain of causes of a connection failure).
 pub fn pg_error(e: postgres::Error) -> Error {
     use postgres::error::SqlState;
     if let Some(code) = e.code() {
@@ -67,12 +68,27 @@ pub fn pg_error(e: postgres::Error) -> Error {
         if code.code().starts_with("08") || code.code().starts_with("57P") {
             return Error::Unavailable;
         }
-        return Error::Backend(e.to_string());
+        return Error::Backend(describe(&e));
     }
     if e.is_closed() {
         return Error::Unavailable;
     }
-    Error::Backend(e.to_string())
+    Error::Backend(describe(&e))
+}
+
+/// `e` and its causes, or the database's message for a database error.
+fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("PostgreSQL: {}", db.message());
+    }
+    let mut text = format!("PostgreSQL: {e}");
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Seqs, due times and counters are `u64` in Dwell and `bigint` here: the values Dwell

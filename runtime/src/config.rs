@@ -1104,4 +1104,34 @@ mod tests {
         let back = load_from(&with_file(&path), env(&[])).unwrap().config;
         assert_eq!(back, c.redacted());
     }
+
+    #[test]
+    fn a_store_url_is_dumped_without_its_password() {
+        for (url, shown) in [
+            (
+                "postgres://dwell:s3cret@db.internal:5432/dwell",
+                "postgres://dwell:<redacted>@db.internal:5432/dwell",
+            ),
+            (
+                "host=db user=dwell password=s3cret dbname=dwell",
+                "host=db user=dwell password=<redacted> dbname=dwell",
+            ),
+            ("postgres://dwell@db/dwell", "postgres://dwell@db/dwell"),
+        ] {
+            let c = ServeConfig {
+                store: Some(url.into()),
+                ..Default::default()
+            };
+            let text = c.to_toml();
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(text.contains(&format!("store = \"{shown}\"")), "{text}");
+        }
+        let from_env = load_from(
+            &ServeFlags::default(),
+            env(&[("DWELL_STORE", "postgres://a@b/c")]),
+        )
+        .unwrap()
+        .config;
+        assert_eq!(from_env.store.as_deref(), Some("postgres://a@b/c"));
+    }
 }
