@@ -171,13 +171,16 @@ fn sigkill_in_the_middle_of_calls_and_events_loses_and_doubles_nothing() {
     let mut server = Server::start(&[]);
     server.deploy("counter", "counter");
     let stop = std::sync::atomic::AtomicBool::new(false);
+    // Acknowledged so far, over all senders: the kill comes once the server is busy
+    // (a fixed time would leave a slow backend, or a loaded machine, nearly idle).
+    let acked_so_far = std::sync::atomic::AtomicU64::new(0);
     // Each sender has its own 10 actors and at most one message in flight. Per actor:
     // (acknowledged count, acknowledged sum, the message in flight when the server died).
     type Tally = std::collections::HashMap<String, (u64, u64, Option<u64>)>;
     let tallies: Vec<Tally> = std::thread::scope(|s| {
         let senders: Vec<_> = (0..6)
             .map(|t| {
-                let (server, stop) = (&server, &stop);
+                let (server, stop, acked_so_far) = (&server, &stop, &acked_so_far);
                 s.spawn(move || {
                     let mut tally = Tally::new();
                     let mut n = 0u64;
@@ -201,6 +204,7 @@ fn sigkill_in_the_middle_of_calls_and_events_loses_and_doubles_nothing() {
                             Ok(r) if r.status == 200 || r.status == 202 => {
                                 entry.0 += 1;
                                 entry.1 += add;
+                                acked_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
                             Ok(r) => panic!("{path}: {} {}", r.status, r.json()),
                             Err(_) => {
@@ -214,7 +218,13 @@ fn sigkill_in_the_middle_of_calls_and_events_loses_and_doubles_nothing() {
                 })
             })
             .collect();
+        let began = Instant::now();
         std::thread::sleep(Duration::from_millis(700));
+        while acked_so_far.load(std::sync::atomic::Ordering::Relaxed) < 300
+            && began.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         server.kill_now();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         senders.into_iter().map(|h| h.join().unwrap()).collect()
