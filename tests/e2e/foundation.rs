@@ -1,5 +1,6 @@
 //! The foundation stories: calls, sync-then-async replies, durability across SIGKILL,
 //! hostile guests and hostile input.
+//! Long because each story is one test that drives the real server end to end.
 
 use std::time::{Duration, Instant};
 
