@@ -685,12 +685,18 @@ fn a_noisy_tenant_with_large_states_does_not_slow_a_quiet_one() {
         // The ballast, minus room for the rest of the state.
         let bytes = (mib << 20) - (64 << 10);
         for t in 0..4 {
-            let r = req(
-                &server,
+            // Waiting up to a minute: a slow store (PostgreSQL under load) may take
+            // longer than the default wait to write the first large state.
+            let h = as_key(
                 &noisy,
+                &[("content-type", "application/json"), ("prefer", "wait=60")],
+            );
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let r = server.request(
                 "POST",
                 &format!("/v1/actors/hostile/big{t}"),
-                Some(json!({"do": "huge", "bytes": bytes})),
+                &h,
+                Some(json!({"do": "huge", "bytes": bytes}).to_string().as_bytes()),
             );
             assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         }
@@ -729,7 +735,13 @@ fn a_noisy_tenant_with_large_states_does_not_slow_a_quiet_one() {
                                 &format!("/v1/actors/hostile/big{t}"),
                                 Some(json!({"do": "rewrite"})),
                             );
-                            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                            // A rewrite slower than the call's wait (a 24 MB state on
+                            // PostgreSQL under load) is answered 202 and finishes later.
+                            assert!(
+                                r.status == 200 || r.status == 202,
+                                "{}",
+                                String::from_utf8_lossy(&r.body)
+                            );
                             n += 1;
                         }
                         n
