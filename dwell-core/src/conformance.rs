@@ -63,6 +63,9 @@ pub struct Rig<B: Backend> {
     pub now: UnixMs,
     pub config: WriterConfig,
     pub notices: Vec<Notice>,
+    /// Each write transaction of [`Rig::try_tx`] starts with [`Tables::prefetch`] of
+    /// these actors and their messages 0..8 (as the writer does for its batches).
+    pub prefetch: Vec<ActorId>,
 }
 
 pub const TENANT: &str = "t1";
@@ -76,6 +79,7 @@ impl<B: Backend> Rig<B> {
             now: 1_000,
             config: WriterConfig { max_actors: 100 },
             notices: Vec::new(),
+            prefetch: Vec::new(),
         };
         for t in [TENANT, OTHER] {
             rig.tx(|tx| {
@@ -109,8 +113,15 @@ impl<B: Backend> Rig<B> {
         f: impl for<'t> FnOnce(&mut Tx<'_, B::Tables<'t>>) -> Result<R, Error>,
     ) -> Result<R, Error> {
         let (now, config) = (self.now, self.config.clone());
+        let keys: Vec<String> = self.prefetch.iter().map(ActorId::storage_key).collect();
+        let actors: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mail: Vec<(&str, u64)> = actors
+            .iter()
+            .flat_map(|k| (0..8).map(move |s| (*k, s)))
+            .collect();
         let mut notices = Vec::new();
         let out = self.backend.write(|t| {
+            t.prefetch(&actors, &mail)?;
             let mut tx = Tx::new(t, now, &config, &mut notices);
             f(&mut tx)
         });
@@ -305,7 +316,10 @@ pub fn dump<T: Tables>(t: &T, tenants: &[&str]) -> Result<String, Error> {
     Ok(out)
 }
 
-/// One `#[test]` per conformance scenario for the backend `make()` returns.
+/// One `#[test]` per conformance scenario for the backend `make()` returns; or, with
+/// `in_one:`, every scenario called in turn inside the caller's one test (for a backend
+/// whose tests share a server), `make` being a `Fn() -> B` that is `Copy`. The list of
+/// scenarios is written once, here.
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
@@ -313,7 +327,13 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $make; random_operation_sequences_match_the_reference);
     };
     (scenarios: $make:expr) => {
-        $crate::conformance_tests!(@each $make;
+        $crate::conformance_tests!(@list each, $make);
+    };
+    (in_one: $make:expr) => {
+        $crate::conformance_tests!(@list call, $make);
+    };
+    (@list $how:ident, $make:expr) => {
+        $crate::conformance_tests!(@$how $make;
             an_enqueue_creates_the_actor_pinned_to_its_module,
             the_actor_quota_counts_creations_and_deletions,
             a_turn_applies_exactly_once_even_when_committed_again,
@@ -329,7 +349,13 @@ macro_rules! conformance_tests {
             deleting_a_tenant_purges_everything_of_it_and_nothing_else,
             large_states_point_at_staged_slices,
             staged_ids_across_the_whole_u64_range_stay_apart,
+            one_transaction_reads_its_own_writes_and_its_prefetched_rows,
         );
+    };
+    (@call $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            $crate::conformance::$name($make);
+        )*
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
         $(

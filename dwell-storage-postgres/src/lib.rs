@@ -13,8 +13,14 @@
 //! [`PgReads`] is the read side ([`dwell_storage::Reads`]). `dwell serve --store
 //! postgres://…` runs on both; the conformance suite runs in this crate's tests.
 
+mod batch;
 mod reads;
 pub use reads::PgReads;
+
+use batch::{
+    ACTOR_COUNTS, ACTORS, Batch, DEAD, HTTP_PENDING, IDEMPOTENCY, MAILBOX, OUTBOX, REQUESTS,
+    STATES, TIMERS, Table, V, Vals,
+};
 
 use std::cell::RefCell;
 
@@ -234,8 +240,9 @@ impl Postgres {
             txn: RefCell::new(txn),
             statements: RefCell::new(statements),
             executed: std::cell::Cell::new(0),
+            batch: RefCell::new(Batch::default()),
         };
-        let out = f(&mut tables);
+        let out = f(&mut tables).and_then(|out| tables.flush().map(|()| out));
         *executed += tables.executed.get();
         let out = out?;
         tables.txn.into_inner().commit().map_err(pg_error)?;
@@ -249,6 +256,8 @@ pub struct PgTables<'a> {
     txn: RefCell<Transaction<'a>>,
     statements: RefCell<&'a mut Statements>,
     executed: std::cell::Cell<u64>,
+    /// Writes of the hot tables held until [`PgTables::flush`] (see `batch.rs`).
+    batch: RefCell<Batch>,
 }
 
 /// Running SQL with prepared statements: the writer's transaction, a reader's snapshot.
@@ -317,6 +326,135 @@ impl PgTables<'_> {
 }
 
 impl PgTables<'_> {
+    /// Send the held writes as one statement: before COMMIT, and before a statement
+    /// that reads or writes a table they touch by more than one key.
+    fn flush(&self) -> R<()> {
+        let (sql, params) = {
+            let mut batch = self.batch.borrow_mut();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            batch.take_statement()
+        };
+        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+        self.exec(&sql, &params)?;
+        Ok(())
+    }
+
+    /// A statement that is not the flush writes to a held table: send what is held
+    /// first, and forget the rows seen (the statement may change them).
+    fn flush_to_write(&self) -> R<()> {
+        self.flush()?;
+        self.batch.borrow_mut().forget();
+        Ok(())
+    }
+
+    /// What this transaction wrote to a row: `Some(None)` if it removed it, `None` if it
+    /// did not touch it.
+    fn held(&self, t: &Table, key: &[V]) -> Option<Option<Vals>> {
+        self.batch.borrow().get(t, key).map(|v| v.cloned())
+    }
+
+    /// A row's value columns: held or seen before, else the server's (`sql` selects them
+    /// by key), remembered.
+    fn row(
+        &self,
+        t: &Table,
+        key: &[V],
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        decode: impl Fn(&Row) -> Vals,
+    ) -> R<Option<Vals>> {
+        if let Some(known) = self.batch.borrow().known(t, key) {
+            return Ok(known);
+        }
+        let row = self.opt(sql, params)?.map(|r| decode(&r));
+        self.batch.borrow_mut().saw(t, key.to_vec(), row.clone());
+        Ok(row)
+    }
+
+    /// The highest seq of the actor's mailbox on the server, remembered.
+    fn stored_mail_max(&self, key: &str) -> R<Option<i64>> {
+        if let Some(max) = self.batch.borrow().mail_max(key) {
+            return Ok(max);
+        }
+        let max = self
+            .opt("SELECT max(seq) FROM mailbox WHERE key = $1", &[&key])?
+            .and_then(|r| r.get::<_, Option<i64>>(0));
+        self.batch.borrow_mut().saw_mail_max(key.to_owned(), max);
+        Ok(max)
+    }
+
+    /// The highest seq of the actor's mailbox, leaving out `gone` (taken by this
+    /// transaction): the remembered maximum unless it was taken.
+    fn mail_max_without(&self, key: &str, gone: &[i64]) -> R<Option<i64>> {
+        match self.stored_mail_max(key)? {
+            Some(max) if gone.contains(&max) => Ok(self
+                .opt(
+                    "SELECT max(seq) FROM mailbox WHERE key = $1 AND NOT (seq = ANY($2::int8[]))",
+                    &[&key, &gone],
+                )?
+                .and_then(|r| r.get::<_, Option<i64>>(0))),
+            max => Ok(max),
+        }
+    }
+
+    /// A row read, then removed with the batch.
+    fn take(
+        &self,
+        t: &Table,
+        key: Vec<V>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        decode: impl Fn(&Row) -> Vals,
+    ) -> R<Option<Vals>> {
+        let row = self.row(t, &key, sql, params, decode)?;
+        if row.is_some() {
+            self.batch.borrow_mut().remove(t, key);
+        }
+        Ok(row)
+    }
+
+    fn put(&self, t: &Table, key: Vec<V>, vals: Vals) {
+        self.batch.borrow_mut().put(t, key, vals);
+    }
+
+    fn remove(&self, t: &Table, key: Vec<V>) {
+        self.batch.borrow_mut().remove(t, key);
+    }
+
+    /// The held seqs of an actor's mailbox: those put, those removed.
+    fn held_mail(&self, key: &str) -> (Vec<i64>, Vec<i64>) {
+        let batch = self.batch.borrow();
+        let prefix = [V::T(key.to_owned())];
+        let (mut put, mut gone) = (Vec::new(), Vec::new());
+        for (k, v) in batch.with_prefix(&MAILBOX, &prefix) {
+            match v {
+                Some(_) => put.push(k[1].int()),
+                None => gone.push(k[1].int()),
+            }
+        }
+        (put, gone)
+    }
+}
+
+fn t(s: &str) -> V {
+    V::T(s.to_owned())
+}
+
+fn bytes_col(r: &Row) -> Vals {
+    vec![V::B(r.get(0))]
+}
+
+fn int_bytes_cols(r: &Row) -> Vals {
+    vec![V::I(r.get(0)), V::B(r.get(1))]
+}
+
+fn record_of<T: DeserializeOwned>(vals: Option<Vals>, col: usize) -> R<Option<T>> {
+    vals.map(|v| dec(v[col].as_bytes())).transpose()
+}
+
+impl PgTables<'_> {
     /// Forget the slices the actor's state points at, if it does.
     fn drop_ref(&self, key: &str) -> R<()> {
         if let Some(row) = self.opt(
@@ -362,42 +500,51 @@ pub(crate) fn read_state(c: &impl Sql, key: &str) -> R<Option<Vec<u8>>> {
 
 impl Tables for PgTables<'_> {
     fn actor(&self, key: &str) -> R<Option<ActorMeta>> {
-        self.record("SELECT meta FROM actors WHERE key = $1", &[&key])
+        let row = self.row(
+            &ACTORS,
+            &[t(key)],
+            "SELECT meta FROM actors WHERE key = $1",
+            &[&key],
+            bytes_col,
+        )?;
+        record_of(row, 0)
     }
 
     fn put_actor(&mut self, key: &str, meta: &ActorMeta) -> R<()> {
-        self.exec(
-            "INSERT INTO actors (key, meta) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET meta = EXCLUDED.meta",
-            &[&key, &enc(meta)],
-        )?;
+        self.put(&ACTORS, vec![t(key)], vec![V::B(enc(meta))]);
         Ok(())
     }
 
     fn remove_actor(&mut self, key: &str) -> R<()> {
-        self.exec("DELETE FROM actors WHERE key = $1", &[&key])?;
+        self.remove(&ACTORS, vec![t(key)]);
         Ok(())
     }
 
     fn actor_keys(&self, prefix: &str, max: usize) -> R<Vec<String>> {
+        self.flush()?;
         self.keys_with_prefix("actors", "key", prefix, max)
     }
 
     fn state(&self, key: &str) -> R<Option<Vec<u8>>> {
+        if let Some(Some(vals)) = self.held(&STATES, &[t(key)]) {
+            return Ok(vals.into_iter().next().map(V::bytes));
+        }
+        self.flush()?;
         read_state(self, key)
     }
 
+    /// The state row goes with the batch; so does the large state it replaces, if any.
     fn put_state(&mut self, key: &str, state: &[u8]) -> R<()> {
-        self.drop_ref(key)?;
-        self.exec(
-            "INSERT INTO states (key, state) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state",
-            &[&key, &state],
-        )?;
+        let mut batch = self.batch.borrow_mut();
+        batch.drop_ref(key);
+        batch.put(&STATES, vec![t(key)], vec![V::B(state.to_vec())]);
         Ok(())
     }
 
     /// The actor's state becomes the staged slices (they stay where they are: the
     /// commit writes one small row, however large the state).
     fn put_state_ref(&mut self, key: &str, r: StateRef) -> R<()> {
+        self.flush_to_write()?;
         let id = slices_id(r.id);
         let count: i64 = self
             .opt("SELECT count(*) FROM state_slices WHERE id = $1", &[&id])?
@@ -415,6 +562,7 @@ impl Tables for PgTables<'_> {
     }
 
     fn remove_state(&mut self, key: &str) -> R<()> {
+        self.flush_to_write()?;
         self.exec("DELETE FROM states WHERE key = $1", &[&key])?;
         self.drop_ref(key)
     }
@@ -429,6 +577,7 @@ impl Tables for PgTables<'_> {
 
     /// A no-op when a state points at the slices (its turn's commit took them).
     fn unstage(&mut self, id: u64) -> R<()> {
+        self.flush_to_write()?;
         self.exec(
             "DELETE FROM state_slices WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM state_refs WHERE id = $1)",
             &[&slices_id(id)],
@@ -436,35 +585,94 @@ impl Tables for PgTables<'_> {
         Ok(())
     }
 
+    /// The server's rows without those this transaction removed, and those it put.
     fn last_seq(&self, key: &str) -> R<Option<u64>> {
-        Ok(self
-            .opt("SELECT max(seq) FROM mailbox WHERE key = $1", &[&key])?
-            .and_then(|r| r.get::<_, Option<i64>>(0))
-            .map(unbig))
+        let (put, gone) = self.held_mail(key);
+        let stored = self.mail_max_without(key, &gone)?;
+        Ok(put.into_iter().chain(stored).max().map(unbig))
     }
 
     fn has_mail(&self, key: &str) -> R<bool> {
-        Ok(self
-            .opt("SELECT 1 FROM mailbox WHERE key = $1 LIMIT 1", &[&key])?
-            .is_some())
+        let (put, gone) = self.held_mail(key);
+        Ok(!put.is_empty() || self.mail_max_without(key, &gone)?.is_some())
+    }
+
+    /// Two statements for the whole batch: the actors' rows with their mailbox's highest
+    /// seq, and the messages its turns take.
+    fn prefetch(&self, actors: &[&str], mail: &[(&str, u64)]) -> R<()> {
+        let mut keys: Vec<String> = {
+            let batch = self.batch.borrow();
+            actors
+                .iter()
+                .filter(|k| batch.known(&ACTORS, &[t(k)]).is_none())
+                .map(|k| (*k).to_owned())
+                .collect()
+        };
+        keys.sort();
+        keys.dedup();
+        if !keys.is_empty() {
+            let rows = self.query(
+                "SELECT u.k, a.meta, (SELECT max(seq) FROM mailbox m WHERE m.key = u.k COLLATE \"C\") \
+                 FROM unnest($1::text[]) AS u(k) LEFT JOIN actors a ON a.key = u.k COLLATE \"C\"",
+                &[&keys],
+            )?;
+            let mut batch = self.batch.borrow_mut();
+            for r in rows {
+                let key: String = r.get(0);
+                let meta: Option<Vec<u8>> = r.get(1);
+                batch.saw(&ACTORS, vec![t(&key)], meta.map(|m| vec![V::B(m)]));
+                batch.saw_mail_max(key, r.get(2));
+            }
+        }
+        let wanted: Vec<(&str, u64)> = {
+            let batch = self.batch.borrow();
+            mail.iter()
+                .filter(|(k, s)| batch.known(&MAILBOX, &[t(k), V::I(big(*s))]).is_none())
+                .copied()
+                .collect()
+        };
+        if !wanted.is_empty() {
+            let ks: Vec<&str> = wanted.iter().map(|(k, _)| *k).collect();
+            let ss: Vec<i64> = wanted.iter().map(|(_, s)| big(*s)).collect();
+            let rows = self.query(
+                "SELECT m.key, m.seq, m.envelope FROM mailbox m \
+                 JOIN unnest($1::text[], $2::int8[]) AS u(k, s) ON m.key = u.k COLLATE \"C\" AND m.seq = u.s",
+                &[&ks, &ss],
+            )?;
+            let mut batch = self.batch.borrow_mut();
+            for (k, s) in &wanted {
+                batch.saw(&MAILBOX, vec![t(k), V::I(big(*s))], None);
+            }
+            for r in rows {
+                let key: String = r.get(0);
+                batch.saw(
+                    &MAILBOX,
+                    vec![V::T(key), V::I(r.get(1))],
+                    Some(vec![V::B(r.get(2))]),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn put_mail(&mut self, key: &str, seq: u64, env: &Envelope) -> R<()> {
-        self.exec(
-            "INSERT INTO mailbox (key, seq, envelope) VALUES ($1, $2, $3) ON CONFLICT (key, seq) DO UPDATE SET envelope = EXCLUDED.envelope",
-            &[&key, &big(seq), &enc(env)],
-        )?;
+        self.put(&MAILBOX, vec![t(key), V::I(big(seq))], vec![V::B(enc(env))]);
         Ok(())
     }
 
     fn take_mail(&mut self, key: &str, seq: u64) -> R<Option<Envelope>> {
-        self.record(
-            "DELETE FROM mailbox WHERE key = $1 AND seq = $2 RETURNING envelope",
+        let row = self.take(
+            &MAILBOX,
+            vec![t(key), V::I(big(seq))],
+            "SELECT envelope FROM mailbox WHERE key = $1 AND seq = $2",
             &[&key, &big(seq)],
-        )
+            bytes_col,
+        )?;
+        record_of(row, 0)
     }
 
     fn mail(&self, key: &str) -> R<Vec<(u64, Envelope)>> {
+        self.flush()?;
         self.query(
             "SELECT seq, envelope FROM mailbox WHERE key = $1 ORDER BY seq",
             &[&key],
@@ -475,48 +683,56 @@ impl Tables for PgTables<'_> {
     }
 
     fn clear_mail(&mut self, key: &str) -> R<()> {
+        self.flush_to_write()?;
         self.exec("DELETE FROM mailbox WHERE key = $1", &[&key])?;
         Ok(())
     }
 
     fn put_dead(&mut self, key: &str, seq: u64, dl: &DeadLetter) -> R<()> {
-        self.exec(
-            "INSERT INTO dead_letters (key, seq, letter) VALUES ($1, $2, $3) ON CONFLICT (key, seq) DO UPDATE SET letter = EXCLUDED.letter",
-            &[&key, &big(seq), &enc(dl)],
-        )?;
+        self.put(&DEAD, vec![t(key), V::I(big(seq))], vec![V::B(enc(dl))]);
         Ok(())
     }
 
     fn take_dead(&mut self, key: &str, seq: u64) -> R<Option<DeadLetter>> {
-        self.record(
-            "DELETE FROM dead_letters WHERE key = $1 AND seq = $2 RETURNING letter",
+        let row = self.take(
+            &DEAD,
+            vec![t(key), V::I(big(seq))],
+            "SELECT letter FROM dead_letters WHERE key = $1 AND seq = $2",
             &[&key, &big(seq)],
-        )
+            bytes_col,
+        )?;
+        record_of(row, 0)
     }
 
     fn clear_dead(&mut self, key: &str) -> R<()> {
+        self.flush_to_write()?;
         self.exec("DELETE FROM dead_letters WHERE key = $1", &[&key])?;
         Ok(())
     }
 
     fn request(&self, rid: u128) -> R<Option<RequestRecord>> {
-        self.record("SELECT record FROM requests WHERE id = $1", &[&id(rid)])
+        let row = self.row(
+            &REQUESTS,
+            &[V::B(id(rid))],
+            "SELECT record FROM requests WHERE id = $1",
+            &[&id(rid)],
+            bytes_col,
+        )?;
+        record_of(row, 0)
     }
 
     fn put_request(&mut self, rid: u128, rec: &RequestRecord) -> R<()> {
-        self.exec(
-            "INSERT INTO requests (id, record) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-            &[&id(rid), &enc(rec)],
-        )?;
+        self.put(&REQUESTS, vec![V::B(id(rid))], vec![V::B(enc(rec))]);
         Ok(())
     }
 
     fn remove_request(&mut self, rid: u128) -> R<()> {
-        self.exec("DELETE FROM requests WHERE id = $1", &[&id(rid)])?;
+        self.remove(&REQUESTS, vec![V::B(id(rid))]);
         Ok(())
     }
 
     fn requests_from(&self, cursor: u128, max: usize) -> R<Vec<(u128, RequestRecord)>> {
+        self.flush()?;
         self.query(
             "SELECT id, record FROM requests WHERE id >= $1 ORDER BY id LIMIT $2",
             &[&id(cursor), &limit(max)],
@@ -561,12 +777,14 @@ impl Tables for PgTables<'_> {
     }
 
     fn timer_due(&self, key: &str, name: &str) -> R<Option<UnixMs>> {
-        Ok(self
-            .opt(
-                "SELECT due FROM timers WHERE key = $1 AND name = $2",
-                &[&key, &name],
-            )?
-            .map(|r| unbig(r.get(0))))
+        let row = self.row(
+            &TIMERS,
+            &[t(key), t(name)],
+            "SELECT due, payload FROM timers WHERE key = $1 AND name = $2",
+            &[&key, &name],
+            int_bytes_cols,
+        )?;
+        Ok(row.map(|r| unbig(r[0].int())))
     }
 
     fn timer_pending(&self, due: UnixMs, key: &str, name: &str) -> R<bool> {
@@ -574,23 +792,34 @@ impl Tables for PgTables<'_> {
     }
 
     fn put_timer(&mut self, due: UnixMs, key: &str, name: &str, payload: &[u8]) -> R<()> {
-        self.exec(
-            "INSERT INTO timers (key, name, due, payload) VALUES ($1, $2, $3, $4) ON CONFLICT (key, name) DO UPDATE SET due = EXCLUDED.due, payload = EXCLUDED.payload",
-            &[&key, &name, &big(due), &payload],
-        )?;
+        self.put(
+            &TIMERS,
+            vec![t(key), t(name)],
+            vec![V::I(big(due)), V::B(payload.to_vec())],
+        );
         Ok(())
     }
 
+    /// The timer's payload if it is set for `due` (then it goes with the batch).
     fn take_timer(&mut self, due: UnixMs, key: &str, name: &str) -> R<Option<Vec<u8>>> {
-        Ok(self
-            .opt(
-                "DELETE FROM timers WHERE key = $1 AND name = $2 AND due = $3 RETURNING payload",
-                &[&key, &name, &big(due)],
-            )?
-            .map(|r| r.get::<_, Vec<u8>>(0)))
+        let row = self.row(
+            &TIMERS,
+            &[t(key), t(name)],
+            "SELECT due, payload FROM timers WHERE key = $1 AND name = $2",
+            &[&key, &name],
+            int_bytes_cols,
+        )?;
+        match row {
+            Some(mut r) if r[0].int() == big(due) => {
+                self.remove(&TIMERS, vec![t(key), t(name)]);
+                Ok(Some(r.swap_remove(1).bytes()))
+            }
+            _ => Ok(None),
+        }
     }
 
     fn timer_names(&self, key: &str) -> R<Vec<String>> {
+        self.flush()?;
         Ok(self
             .query(
                 "SELECT name FROM timers WHERE key = $1 ORDER BY name",
@@ -602,6 +831,7 @@ impl Tables for PgTables<'_> {
     }
 
     fn due_timers(&self, now: UnixMs, max: usize) -> R<Vec<TimerKey>> {
+        self.flush()?;
         Ok(self
             .query(
                 "SELECT due, key, name FROM timers WHERE due <= $1 ORDER BY due, key, name LIMIT $2",
@@ -613,25 +843,38 @@ impl Tables for PgTables<'_> {
     }
 
     fn outbox(&self, oid: u128) -> R<Option<OutboxEntry>> {
-        self.record("SELECT entry FROM outbox WHERE id = $1", &[&id(oid)])
+        let row = self.row(
+            &OUTBOX,
+            &[V::B(id(oid))],
+            "SELECT due, entry FROM outbox WHERE id = $1",
+            &[&id(oid)],
+            int_bytes_cols,
+        )?;
+        record_of(row, 1)
     }
 
     fn put_outbox(&mut self, oid: u128, entry: &OutboxEntry) -> R<()> {
-        self.exec(
-            "INSERT INTO outbox (id, due, entry) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET due = EXCLUDED.due, entry = EXCLUDED.entry",
-            &[&id(oid), &big(entry.due_ms), &enc(entry)],
-        )?;
+        self.put(
+            &OUTBOX,
+            vec![V::B(id(oid))],
+            vec![V::I(big(entry.due_ms)), V::B(enc(entry))],
+        );
         Ok(())
     }
 
     fn take_outbox(&mut self, oid: u128) -> R<Option<OutboxEntry>> {
-        self.record(
-            "DELETE FROM outbox WHERE id = $1 RETURNING entry",
+        let row = self.take(
+            &OUTBOX,
+            vec![V::B(id(oid))],
+            "SELECT due, entry FROM outbox WHERE id = $1",
             &[&id(oid)],
-        )
+            int_bytes_cols,
+        )?;
+        record_of(row, 1)
     }
 
     fn outbox_from(&self, cursor: u128, max: usize) -> R<Vec<(u128, OutboxEntry)>> {
+        self.flush()?;
         self.query(
             "SELECT id, entry FROM outbox WHERE id >= $1 ORDER BY id LIMIT $2",
             &[&id(cursor), &limit(max)],
@@ -642,60 +885,59 @@ impl Tables for PgTables<'_> {
     }
 
     fn http_pending(&self, key: &str, call: &str) -> R<Option<u128>> {
-        match self.opt(
+        let row = self.row(
+            &HTTP_PENDING,
+            &[t(key), t(call)],
             "SELECT id FROM http_pending WHERE key = $1 AND call = $2",
             &[&key, &call],
-        )? {
-            Some(r) => Ok(Some(unid(r.get(0))?)),
-            None => Ok(None),
-        }
+            bytes_col,
+        )?;
+        row.map(|r| unid(r[0].as_bytes())).transpose()
     }
 
     fn put_http_pending(&mut self, key: &str, call: &str, oid: u128) -> R<()> {
-        self.exec(
-            "INSERT INTO http_pending (key, call, id) VALUES ($1, $2, $3) ON CONFLICT (key, call) DO UPDATE SET id = EXCLUDED.id",
-            &[&key, &call, &id(oid)],
-        )?;
+        self.put(&HTTP_PENDING, vec![t(key), t(call)], vec![V::B(id(oid))]);
         Ok(())
     }
 
     fn remove_http_pending(&mut self, key: &str, call: &str) -> R<()> {
-        self.exec(
-            "DELETE FROM http_pending WHERE key = $1 AND call = $2",
-            &[&key, &call],
-        )?;
+        self.remove(&HTTP_PENDING, vec![t(key), t(call)]);
         Ok(())
     }
 
     fn clear_http_pending(&mut self, key: &str) -> R<()> {
+        self.flush_to_write()?;
         self.exec("DELETE FROM http_pending WHERE key = $1", &[&key])?;
         Ok(())
     }
 
     fn idempotency(&self, tenant: &str, key: &str) -> R<Option<IdempotencyRecord>> {
-        self.record(
-            "SELECT record FROM idempotency WHERE tenant = $1 AND key = $2",
+        let row = self.row(
+            &IDEMPOTENCY,
+            &[t(tenant), t(key)],
+            "SELECT expires, record FROM idempotency WHERE tenant = $1 AND key = $2",
             &[&tenant, &key],
-        )
+            int_bytes_cols,
+        )?;
+        record_of(row, 1)
     }
 
     fn put_idempotency(&mut self, tenant: &str, key: &str, rec: &IdempotencyRecord) -> R<()> {
-        self.exec(
-            "INSERT INTO idempotency (tenant, key, expires, record) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, key) DO UPDATE SET expires = EXCLUDED.expires, record = EXCLUDED.record",
-            &[&tenant, &key, &big(rec.expires_ms), &enc(rec)],
-        )?;
+        self.put(
+            &IDEMPOTENCY,
+            vec![t(tenant), t(key)],
+            vec![V::I(big(rec.expires_ms)), V::B(enc(rec))],
+        );
         Ok(())
     }
 
     fn remove_idempotency(&mut self, tenant: &str, key: &str) -> R<()> {
-        self.exec(
-            "DELETE FROM idempotency WHERE tenant = $1 AND key = $2",
-            &[&tenant, &key],
-        )?;
+        self.remove(&IDEMPOTENCY, vec![t(tenant), t(key)]);
         Ok(())
     }
 
     fn expiring(&self, before: UnixMs, max: usize) -> R<Vec<(UnixMs, String, String)>> {
+        self.flush()?;
         Ok(self
             .query(
                 "SELECT expires, tenant, key FROM idempotency WHERE expires < $1 ORDER BY expires, tenant, key LIMIT $2",
@@ -712,6 +954,7 @@ impl Tables for PgTables<'_> {
     }
 
     fn idempotency_keys(&self, tenant: &str, max: usize) -> R<Vec<(String, IdempotencyRecord)>> {
+        self.flush()?;
         self.query(
             "SELECT key, record FROM idempotency WHERE tenant = $1 ORDER BY key LIMIT $2",
             &[&tenant, &limit(max)],
@@ -760,24 +1003,23 @@ impl Tables for PgTables<'_> {
     }
 
     fn actor_count(&self, tenant: &str) -> R<u64> {
-        Ok(self
-            .opt(
-                "SELECT count FROM actor_counts WHERE tenant = $1",
-                &[&tenant],
-            )?
-            .map_or(0, |r| unbig(r.get(0))))
+        let row = self.row(
+            &ACTOR_COUNTS,
+            &[t(tenant)],
+            "SELECT count FROM actor_counts WHERE tenant = $1",
+            &[&tenant],
+            |r| vec![V::I(r.get(0))],
+        )?;
+        Ok(row.map_or(0, |r| unbig(r[0].int())))
     }
 
     fn put_actor_count(&mut self, tenant: &str, count: u64) -> R<()> {
-        self.exec(
-            "INSERT INTO actor_counts (tenant, count) VALUES ($1, $2) ON CONFLICT (tenant) DO UPDATE SET count = EXCLUDED.count",
-            &[&tenant, &big(count)],
-        )?;
+        self.put(&ACTOR_COUNTS, vec![t(tenant)], vec![V::I(big(count))]);
         Ok(())
     }
 
     fn remove_actor_count(&mut self, tenant: &str) -> R<()> {
-        self.exec("DELETE FROM actor_counts WHERE tenant = $1", &[&tenant])?;
+        self.remove(&ACTOR_COUNTS, vec![t(tenant)]);
         Ok(())
     }
 

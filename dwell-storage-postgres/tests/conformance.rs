@@ -168,21 +168,7 @@ impl Backend for Pg {
 fn the_conformance_suite_passes_on_postgresql() {
     let server = Server::start();
     let make = || server.backend();
-    conformance::an_enqueue_creates_the_actor_pinned_to_its_module(make);
-    conformance::the_actor_quota_counts_creations_and_deletions(make);
-    conformance::a_turn_applies_exactly_once_even_when_committed_again(make);
-    conformance::a_request_is_settled_by_the_first_answer_only(make);
-    conformance::a_dead_letter_fails_its_request_and_can_be_retried(make);
-    conformance::an_inline_turn_applies_only_to_the_actor_as_the_runner_saw_it(make);
-    conformance::every_inline_fall_back_enqueues_and_discards_the_outcome(make);
-    conformance::timers_fire_once_never_early_and_can_be_replaced_or_cancelled(make);
-    conformance::completion_cancels_timers_and_refuses_more_mail(make);
-    conformance::the_outbox_retries_then_finishes_with_a_result_message(make);
-    conformance::idempotency_keys_repeat_conflict_and_expire(make);
-    conformance::deleting_an_actor_fails_its_waiting_requests(make);
-    conformance::deleting_a_tenant_purges_everything_of_it_and_nothing_else(make);
-    conformance::large_states_point_at_staged_slices(make);
-    conformance::staged_ids_across_the_whole_u64_range_stay_apart(make);
+    dwell_core::conformance_tests!(in_one: make);
     // Fewer random sequences than on redb: each one creates a database.
     conformance::random_sequences(make, 64);
 

@@ -58,6 +58,10 @@ pub struct Faulty<'a, T: Tables> {
 }
 
 impl<T: Tables> Tables for Faulty<'_, T> {
+    fn prefetch(&self, actors: &[&str], mail: &[(&str, u64)]) -> R<()> {
+        self.inner.prefetch(actors, mail)
+    }
+
     fn actor(&self, key: &str) -> R<Option<ActorMeta>> {
         self.inner.actor(key)
     }

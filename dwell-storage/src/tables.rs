@@ -19,6 +19,14 @@ type R<T> = Result<T, Error>;
 /// by their identity unless a method says "name". Scans are in key order and bounded by
 /// `max` where the table can be large.
 pub trait Tables {
+    /// A hint at the start of a batch: the actors and mailbox messages (actor, seq) it is
+    /// about to read. A backend that pays a round trip per read loads them at once;
+    /// reads are correct without it, and the default does nothing.
+    fn prefetch(&self, actors: &[&str], mail: &[(&str, u64)]) -> R<()> {
+        let _ = (actors, mail);
+        Ok(())
+    }
+
     // --- actors: storage key → meta ---
     fn actor(&self, key: &str) -> R<Option<ActorMeta>>;
     fn put_actor(&mut self, key: &str, meta: &ActorMeta) -> R<()>;

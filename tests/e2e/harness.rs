@@ -217,7 +217,7 @@ impl Server {
         .args(["--listen", "127.0.0.1:0"])
         .arg("--data")
         .arg(&self.data)
-        .args(postgres_store(&self.data))
+        .args(self.store_args())
         .args(&self.args)
         .env("DWELL_LOG", "info,wasmtime=warn,cranelift=warn")
         .env_remove("DWELL_ADMIN_KEY")
@@ -243,6 +243,19 @@ impl Server {
             .unwrap_or_else(|_| panic!("dwell did not start; log:\n{}", self.log()));
         self.base = base;
         self.child = Some(child);
+    }
+
+    /// `--store` for the suite's backend, unless the test chose a store itself.
+    fn store_args(&self) -> Vec<String> {
+        if self.args.iter().any(|a| a == "--store") {
+            return Vec::new();
+        }
+        postgres_store(&self.data)
+    }
+
+    /// The PostgreSQL URL of this server's database, when the suite runs on PostgreSQL.
+    pub fn postgres_url(&self) -> Option<String> {
+        postgres_store(&self.data).pop()
     }
 
     /// Every byte the server keeps at rest: the redb file, or on PostgreSQL every column

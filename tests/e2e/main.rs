@@ -11,6 +11,7 @@ mod harness;
 mod openapi;
 mod processes;
 mod semantics;
+mod storage;
 mod tenancy;
 mod tidy;
 mod tls;

@@ -787,3 +787,100 @@ pub fn staged_ids_across_the_whole_u64_range_stay_apart<B: Backend>(make: impl F
         assert_eq!(r.state(a), Some(format!("state of {i}").into_bytes()));
     }
 }
+
+/// Inside one write transaction, every read sees the transaction's earlier writes —
+/// whether the backend sends them at once or holds them until COMMIT, and whether the
+/// rows were prefetched or not — and the next transaction sees what it committed.
+pub fn one_transaction_reads_its_own_writes_and_its_prefetched_rows<B: Backend>(
+    make: impl Fn() -> B,
+) {
+    let mut r = rig(make);
+    let (a, b) = (actor(TENANT, "a"), actor(TENANT, "b"));
+    for _ in 0..3 {
+        r.enqueue(&a, event(b"old"));
+    }
+    let (ka, kb) = (a.storage_key(), b.storage_key());
+    let meta = r.meta(&a).expect("a exists");
+    r.read(|t| {
+        t.prefetch(&[&ka, &kb], &[(&ka, 0), (&ka, 1), (&kb, 0)])?;
+        // Prefetched rows answer as the server has them.
+        assert_eq!(t.actor(&ka)?.map(|m| m.created_ms), Some(meta.created_ms));
+        assert!(t.actor(&kb)?.is_none());
+        assert_eq!((t.last_seq(&ka)?, t.has_mail(&ka)?), (Some(2), true));
+        assert_eq!((t.last_seq(&kb)?, t.has_mail(&kb)?), (None, false));
+        Ok(())
+    });
+    r.backend
+        .write(|t| {
+            t.prefetch(&[&ka, &kb], &[(&ka, 0), (&ka, 1), (&kb, 0)])?;
+            // Take the whole mailbox: the highest seq goes too.
+            for seq in 0..3 {
+                assert_eq!(
+                    t.take_mail(&ka, seq)?.map(|e| e.body),
+                    Some(b"old".to_vec())
+                );
+                assert!(t.take_mail(&ka, seq)?.is_none(), "taken twice");
+            }
+            assert_eq!((t.last_seq(&ka)?, t.has_mail(&ka)?), (None, false));
+            // Put, read back, take what was put in this transaction.
+            t.put_mail(&ka, 3, &event(b"new"))?;
+            t.put_mail(&ka, 4, &event(b"newer"))?;
+            assert_eq!((t.last_seq(&ka)?, t.has_mail(&ka)?), (Some(4), true));
+            assert_eq!(t.take_mail(&ka, 3)?.map(|e| e.body), Some(b"new".to_vec()));
+            assert_eq!(
+                t.mail(&ka)?.into_iter().map(|(s, _)| s).collect::<Vec<_>>(),
+                [4]
+            );
+            // A scan between writes does not lose the writes after it.
+            t.put_mail(&kb, 0, &event(b"b"))?;
+            let mut m = meta.clone();
+            m.turns = 41;
+            t.put_actor(&kb, &m)?;
+            m.turns = 42;
+            t.put_actor(&kb, &m)?;
+            assert_eq!(t.actor(&kb)?.map(|m| m.turns), Some(42));
+            t.remove_actor(&ka)?;
+            assert!(t.actor(&ka)?.is_none());
+            // Timers: taken only at their due time (the core takes the old one before
+            // it sets a timer again).
+            t.put_timer(10, &kb, "t", b"p1")?;
+            assert_eq!(t.timer_due(&kb, "t")?, Some(10));
+            assert!(t.take_timer(20, &kb, "t")?.is_none());
+            assert_eq!(t.take_timer(10, &kb, "t")?, Some(b"p1".to_vec()));
+            t.put_timer(20, &kb, "t", b"p2")?;
+            assert_eq!(t.timer_due(&kb, "t")?, Some(20));
+            assert_eq!(t.timer_names(&kb)?, ["t"]);
+            assert_eq!(t.take_timer(20, &kb, "t")?, Some(b"p2".to_vec()));
+            assert!(t.timer_due(&kb, "t")?.is_none());
+            t.put_timer(30, &kb, "u", b"p3")?;
+            // States: a small state, replaced in the same transaction.
+            t.put_state(&kb, b"s1")?;
+            t.put_state(&kb, b"s2")?;
+            assert_eq!(t.state(&kb)?, Some(b"s2".to_vec()));
+            t.clear_mail(&ka)?;
+            assert!(!t.has_mail(&ka)?);
+            t.put_mail(&ka, 5, &event(b"after clear"))?;
+            t.put_actor_count(TENANT, 7)?;
+            assert_eq!(t.actor_count(TENANT)?, 7);
+            Ok(())
+        })
+        .expect("write");
+    r.read(|t| {
+        assert!(t.actor(&ka)?.is_none());
+        assert_eq!(t.actor(&kb)?.map(|m| m.turns), Some(42));
+        let mail = |k: &str| -> Result<Vec<(u64, Vec<u8>)>, Error> {
+            Ok(t.mail(k)?.into_iter().map(|(s, e)| (s, e.body)).collect())
+        };
+        assert_eq!(mail(&ka)?, [(5, b"after clear".to_vec())]);
+        assert_eq!(mail(&kb)?, [(0, b"b".to_vec())]);
+        assert_eq!(t.last_seq(&ka)?, Some(5));
+        assert_eq!(t.timer_names(&kb)?, ["u"]);
+        assert_eq!(
+            t.due_timers(u64::MAX, 10)?,
+            [(30, kb.clone(), "u".to_owned())]
+        );
+        assert_eq!(t.state(&kb)?, Some(b"s2".to_vec()));
+        assert_eq!(t.actor_count(TENANT)?, 7);
+        Ok(())
+    });
+}

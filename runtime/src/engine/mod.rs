@@ -122,7 +122,8 @@ pub enum Error {
     /// The disk holding the data is full: nothing was written.
     #[error("the disk holding the data is full")]
     StorageFull,
-    /// The data file is being reopened after an I/O error: nothing was written.
+    /// The store is being reopened (redb after an I/O error), reconnected (PostgreSQL), or
+    /// this node was fenced off its partition by another: nothing was written.
     #[error("storage is unavailable for now")]
     StorageUnavailable,
     /// The writer's queue or the ingress budget is full: nothing was accepted.

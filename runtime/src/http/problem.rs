@@ -203,7 +203,7 @@ impl From<engine::Error> for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage-unavailable",
                     "Storage unavailable",
-                    "the data file is being reopened after an I/O error; nothing was accepted",
+                    "the store is being reopened or reconnected, or this node no longer owns the data; nothing was accepted; retry",
                 );
                 e.retry_after = Some(1);
                 e

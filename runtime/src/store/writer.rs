@@ -196,31 +196,25 @@ impl Side {
                 let faults = pg.faults.clone();
                 // A failure inside is told to the callers by `apply_ops`; it leaves the
                 // closure as the contract's error, so the transaction is not committed.
-                let mut failed = None;
+                let mut unrun = Some(ops);
                 let written = pg.conn.write(|tables| {
-                    let r = match faults.as_deref() {
-                        Some(faults) => {
-                            let mut faulty = Faulty {
-                                inner: tables,
-                                faults,
-                            };
-                            apply_ops(&mut faulty, ops, now, config, stats, answers, notices)
-                        }
-                        None => apply_ops(tables, ops, now, config, stats, answers, notices),
+                    let batch = Batch {
+                        ops: unrun.take().unwrap_or_default(),
+                        now,
+                        config,
+                        stats,
+                        answers,
+                        notices,
+                        prefetch: true,
                     };
-                    r.map_err(|f| {
-                        let e = f.storage();
-                        failed = Some(f);
-                        e
-                    })
+                    apply_ops(tables, faults.as_deref(), batch)
                 });
-                match (written, failed) {
-                    (Ok(w), _) => Ok(w),
-                    (Err(_), Some(f)) => Err(f),
-                    // Failed before the ops ran (at BEGIN or the epoch check) or at
-                    // COMMIT: every op's callers hear it.
-                    (Err(e), None) => Err(e.into()),
+                if let (Err(e), Some(ops)) = (&written, unrun) {
+                    // Failed before the ops ran (at BEGIN or the partition's epoch
+                    // check): their callers hear it here. (At COMMIT, the answers do.)
+                    fail_ops(ops, e);
                 }
+                written
             }
         }
     }
@@ -298,7 +292,7 @@ enum Answer {
 
 impl Answer {
     fn send(self, commit: &Result<(), Failure>) {
-        let fail = Failure::error;
+        let fail = failure_error;
         // A caller that stopped waiting is not an error for the batch.
         match (self, commit) {
             (Answer::Enqueue(d, v), Ok(())) => drop(d.send(Ok(v))),
@@ -396,7 +390,7 @@ fn run(
                 Failure::Unavailable => {
                     tracing::warn!("write batch failed: the store is not open")
                 }
-                Failure::Other(e) => {
+                e => {
                     tracing::error!(error = %e, "write batch failed; its callers get an error")
                 }
             }
@@ -429,50 +423,19 @@ fn dedupe(notices: Vec<Notice>) -> Vec<Notice> {
         .collect()
 }
 
-/// Why a batch did not commit.
-#[derive(Debug, Clone)]
-enum Failure {
-    /// The disk is full (nothing was written).
-    Full,
-    /// The file must be opened again before anything else is written.
-    Unavailable,
-    Other(dwell_storage::Error),
+/// Why a batch did not commit: the contract's error (`Full` and `Unavailable` make the
+/// writer reopen its side before the next batch).
+type Failure = dwell_storage::Error;
+
+/// What the callers of a failed batch hear.
+fn failure_error(f: &Failure) -> Error {
+    Error::from(f.clone())
 }
 
-impl From<dwell_storage::Error> for Failure {
-    fn from(e: dwell_storage::Error) -> Self {
-        match e {
-            dwell_storage::Error::Full => Failure::Full,
-            dwell_storage::Error::Unavailable => Failure::Unavailable,
-            e => Failure::Other(e),
-        }
-    }
-}
-
-impl Failure {
-    /// What the callers of a failed batch hear.
-    fn error(&self) -> Error {
-        match self {
-            Failure::Full => Error::Full,
-            Failure::Unavailable => Error::Unavailable,
-            Failure::Other(e) => Error::from(e.clone()),
-        }
-    }
-
-    /// The failure in the contract's terms.
-    fn storage(&self) -> dwell_storage::Error {
-        match self {
-            Failure::Full => dwell_storage::Error::Full,
-            Failure::Unavailable => dwell_storage::Error::Unavailable,
-            Failure::Other(e) => e.clone(),
-        }
-    }
-
-    /// A full disk, a file to reopen (redb refuses everything after an I/O error), or
-    /// something else.
-    fn of(e: impl Into<redb::Error>) -> Failure {
-        storage_error(e).into()
-    }
+/// A redb failure: a full disk, a file to reopen (redb refuses everything after an I/O
+/// error), or something else.
+fn redb_failure(e: impl Into<redb::Error>) -> Failure {
+    storage_error(e)
 }
 
 /// Answer every op of a batch that could not be applied with why (callers of inline
@@ -511,37 +474,75 @@ fn apply_batch(
     answers: &mut Vec<Answer>,
     notices: &mut Vec<Notice>,
 ) -> Result<u64, Failure> {
-    let txn = db.begin_write().map_err(Failure::of)?;
+    let txn = db.begin_write().map_err(redb_failure)?;
     let written = {
         let mut tables = RedbTables::open(&txn)?;
-        match faults {
-            Some(faults) => {
-                let mut faulty = Faulty {
-                    inner: &mut tables,
-                    faults,
-                };
-                apply_ops(&mut faulty, ops, now, config, stats, answers, notices)?
-            }
-            None => apply_ops(&mut tables, ops, now, config, stats, answers, notices)?,
-        }
+        // Reads of the file cost no round trip: no prefetch.
+        let batch = Batch {
+            ops,
+            now,
+            config,
+            stats,
+            answers,
+            notices,
+            prefetch: false,
+        };
+        apply_ops(&mut tables, faults, batch)?
     };
-    txn.commit().map_err(Failure::of)?;
+    txn.commit().map_err(redb_failure)?;
     Ok(written)
+}
+
+/// One batch's operations and where their outcomes go.
+struct Batch<'a> {
+    ops: Vec<Op>,
+    now: UnixMs,
+    config: &'a WriterConfig,
+    stats: &'a WriterStats,
+    answers: &'a mut Vec<Answer>,
+    notices: &'a mut Vec<Notice>,
+    /// Start with [`Tables::prefetch`] (for a backend that pays a round trip per read).
+    prefetch: bool,
+}
+
+/// The batch through the turn core, over `tables` or, when faults are injected, over
+/// the fault wrapper around them.
+fn apply_ops<T: Tables>(
+    tables: &mut T,
+    faults: Option<&Faults>,
+    batch: Batch<'_>,
+) -> Result<u64, Failure> {
+    match faults {
+        Some(faults) => {
+            let mut faulty = Faulty {
+                inner: tables,
+                faults,
+            };
+            apply_batch_ops(&mut faulty, batch)
+        }
+        None => apply_batch_ops(tables, batch),
+    }
 }
 
 /// The batch's operations through the turn core; the state bytes they wrote. When one
 /// fails, the batch is abandoned: that op's callers and those of every op after it hear
 /// the failure at once; the answers of the ops before it are sent the failure by the
 /// caller (the transaction is never committed).
-fn apply_ops<T: Tables>(
-    tables: &mut T,
-    ops: Vec<Op>,
-    now: UnixMs,
-    config: &WriterConfig,
-    stats: &WriterStats,
-    answers: &mut Vec<Answer>,
-    notices: &mut Vec<Notice>,
-) -> Result<u64, Failure> {
+fn apply_batch_ops<T: Tables>(tables: &mut T, batch: Batch<'_>) -> Result<u64, Failure> {
+    let Batch {
+        ops,
+        now,
+        config,
+        stats,
+        answers,
+        notices,
+        prefetch: wanted,
+    } = batch;
+    if wanted && let Err(e) = prefetch(tables, &ops) {
+        let failure = e;
+        fail_ops(ops, &failure);
+        return Err(failure);
+    }
     let mut tx = Tx::new(tables, now, config, notices);
     let mut ops = ops.into_iter();
     while let Some(op) = ops.next() {
@@ -551,6 +552,29 @@ fn apply_ops<T: Tables>(
         }
     }
     Ok(tx.state_bytes)
+}
+
+/// Tell the tables which actors and messages the batch's enqueues and turns will read
+/// (on PostgreSQL, two round trips for the batch instead of several per op).
+fn prefetch<T: Tables>(tables: &T, ops: &[Op]) -> Result<(), dwell_storage::Error> {
+    let mut keys = Vec::new();
+    let mut seqs = Vec::new();
+    for op in ops {
+        match op {
+            Op::Enqueue { req, .. } => keys.push(req.actor.storage_key()),
+            Op::CommitTurns { actor, turns, .. } => {
+                keys.push(actor.storage_key());
+                seqs.extend(turns.iter().map(|t| (keys.len() - 1, t.seq)));
+            }
+            _ => {}
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let actors: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mail: Vec<(&str, u64)> = seqs.iter().map(|&(i, s)| (actors[i], s)).collect();
+    tables.prefetch(&actors, &mail)
 }
 
 /// One op; on failure its callers have been told.
@@ -568,7 +592,7 @@ fn apply_op<T: Tables>(
         match r {
             Ok(v) => Ok((v, done)),
             Err(e) => {
-                let failure = Failure::from(e);
+                let failure = e;
                 let _ = done_fail(done, &failure);
                 Err(failure)
             }
@@ -669,5 +693,5 @@ fn apply_op<T: Tables>(
 
 /// Tell one caller the batch failed.
 fn done_fail<D>(done: Done<D>, failure: &Failure) -> Result<(), Result<D, Error>> {
-    done.send(Err(failure.error()))
+    done.send(Err(failure_error(failure)))
 }
