@@ -160,12 +160,25 @@ impl Statements {
     }
 }
 
+/// The writer's connection. Its statements look rows up by key — one, or a batch's
+/// array of keys through `unnest` — so the generic plan (index lookups) is always right,
+/// and forcing it saves planning them again at every execution: PostgreSQL otherwise
+/// keeps planning an `unnest` statement afresh (its custom plan knows the array's
+/// length), which cost 0.2 ms per batch, as much as the statement itself.
+fn writer_session(url: &str) -> R<Client> {
+    let mut client = Client::connect(url, NoTls).map_err(pg_error)?;
+    client
+        .batch_execute("SET plan_cache_mode = force_generic_plan")
+        .map_err(pg_error)?;
+    Ok(client)
+}
+
 impl Postgres {
     /// Connect (`postgres://…` or `host=… port=…`), apply the schema, and take
     /// partition 0 (one node owns every partition today): its epoch goes up by one, so a
     /// node that held it before is fenced at its next commit.
     pub fn connect(url: &str, owner: &str) -> R<Postgres> {
-        let mut client = Client::connect(url, NoTls).map_err(pg_error)?;
+        let mut client = writer_session(url)?;
         client.batch_execute(SCHEMA).map_err(pg_error)?;
         let row = client
             .query_one(
@@ -186,7 +199,7 @@ impl Postgres {
     /// node claimed: if another node took the partition meanwhile, the next write is
     /// [`Error::Fenced`].
     pub fn resume(&self, url: &str) -> R<Postgres> {
-        let client = Client::connect(url, NoTls).map_err(pg_error)?;
+        let client = writer_session(url)?;
         Ok(Postgres {
             client,
             partition: self.partition,
