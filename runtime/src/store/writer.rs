@@ -16,7 +16,6 @@ use std::sync::Arc;
 use dwell_core::Tx;
 use dwell_storage::Tables;
 use dwell_storage::faults::{Faults, Faulty};
-use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
 pub use dwell_core::{
@@ -164,59 +163,40 @@ impl Side {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &mut self,
-        ops: Vec<Op>,
-        now: UnixMs,
-        config: &WriterConfig,
-        stats: &WriterStats,
-        answers: &mut Vec<Answer>,
-        notices: &mut Vec<Notice>,
-    ) -> Result<u64, Failure> {
-        match self {
+    /// The batch in one transaction on this side. Ops that never ran (the transaction
+    /// could not begin, or the partition's epoch check refused it) are failed here; a
+    /// failure while they ran was told to their callers by `apply_ops`; at COMMIT, the
+    /// answers hear it from the caller.
+    fn apply(&mut self, mut batch: Batch<'_>) -> Result<u64, Failure> {
+        let mut unrun = Some(std::mem::take(&mut batch.ops));
+        let written = match self {
             Side::Redb(cell) => match cell.get() {
-                Ok(db) => apply_batch(
-                    &db,
-                    cell.faults.as_deref(),
-                    ops,
-                    now,
-                    config,
-                    stats,
-                    answers,
-                    notices,
-                ),
-                Err(_) => {
-                    // Not open: every op is answered "unavailable".
-                    fail_ops(ops, &Failure::Unavailable);
-                    Err(Failure::Unavailable)
-                }
+                Ok(db) => db.begin_write().map_err(redb_failure).and_then(|txn| {
+                    let written = {
+                        let mut tables = RedbTables::open(&txn)?;
+                        batch.ops = unrun.take().unwrap_or_default();
+                        // Reads of the file cost no round trip: no prefetch.
+                        apply_ops(&mut tables, cell.faults.as_deref(), batch)?
+                    };
+                    txn.commit().map_err(redb_failure)?;
+                    Ok(written)
+                }),
+                // Not open: every op is answered "unavailable".
+                Err(_) => Err(Failure::Unavailable),
             },
             Side::Postgres(pg) => {
                 let faults = pg.faults.clone();
-                // A failure inside is told to the callers by `apply_ops`; it leaves the
-                // closure as the contract's error, so the transaction is not committed.
-                let mut unrun = Some(ops);
-                let written = pg.conn.write(|tables| {
-                    let batch = Batch {
-                        ops: unrun.take().unwrap_or_default(),
-                        now,
-                        config,
-                        stats,
-                        answers,
-                        notices,
-                        prefetch: true,
-                    };
+                pg.conn.write(|tables| {
+                    batch.ops = unrun.take().unwrap_or_default();
+                    batch.prefetch = true;
                     apply_ops(tables, faults.as_deref(), batch)
-                });
-                if let (Err(e), Some(ops)) = (&written, unrun) {
-                    // Failed before the ops ran (at BEGIN or the partition's epoch
-                    // check): their callers hear it here. (At COMMIT, the answers do.)
-                    fail_ops(ops, e);
-                }
-                written
+                })
             }
+        };
+        if let (Err(e), Some(ops)) = (&written, unrun) {
+            fail_ops(ops, e);
         }
+        written
     }
 
     /// SQL statements executed so far (see [`WriterStats::statements`]).
@@ -372,14 +352,15 @@ fn run(
         let writes = ops
             .iter()
             .any(|op| !matches!(op, Op::Stats { .. } | Op::Probe { .. }));
-        let outcome = side.apply(
+        let outcome = side.apply(Batch {
             ops,
-            clock.now_ms(),
-            &config,
-            &stats,
-            &mut answers,
-            &mut notices,
-        );
+            now: clock.now_ms(),
+            config: &config,
+            stats: &stats,
+            answers: &mut answers,
+            notices: &mut notices,
+            prefetch: false,
+        });
         let outcome = outcome.map(|written| {
             stats.largest_state_write = stats.largest_state_write.max(written);
         });
@@ -461,36 +442,6 @@ fn fail_ops(ops: impl IntoIterator<Item = Op>, failure: &Failure) {
             Op::Admin { done, .. } => done_fail(done, failure).map_err(drop),
         };
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn apply_batch(
-    db: &Database,
-    faults: Option<&Faults>,
-    ops: Vec<Op>,
-    now: UnixMs,
-    config: &WriterConfig,
-    stats: &WriterStats,
-    answers: &mut Vec<Answer>,
-    notices: &mut Vec<Notice>,
-) -> Result<u64, Failure> {
-    let txn = db.begin_write().map_err(redb_failure)?;
-    let written = {
-        let mut tables = RedbTables::open(&txn)?;
-        // Reads of the file cost no round trip: no prefetch.
-        let batch = Batch {
-            ops,
-            now,
-            config,
-            stats,
-            answers,
-            notices,
-            prefetch: false,
-        };
-        apply_ops(&mut tables, faults, batch)?
-    };
-    txn.commit().map_err(redb_failure)?;
-    Ok(written)
 }
 
 /// One batch's operations and where their outcomes go.
