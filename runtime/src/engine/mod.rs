@@ -283,7 +283,7 @@ impl PostCommit for Dispatch {
         };
         for n in notices {
             match n {
-                Notice::Mail(actor) => scheduler::notify(&inner, actor),
+                Notice::Mail(actor) => runner::wake(&inner, actor),
                 Notice::Settled(id, status) => inner.waiters.settle(id, status),
                 Notice::TimerSet { key, payload } => {
                     if inner.schedule.set(key, payload) {
@@ -446,7 +446,7 @@ impl Engine {
             tracing::info!(actors = ready.len(), "resuming actors with pending mail");
         }
         for actor in ready {
-            scheduler::notify(&inner, actor);
+            runner::wake(&inner, actor);
         }
         Ok(Engine { inner })
     }
@@ -572,7 +572,7 @@ impl Engine {
                 timer: None,
                 done,
             };
-            match scheduler::offer(&self.inner, inbound) {
+            match runner::offer(&self.inner, inbound) {
                 Ok(()) => return Ok(answer.await.map_err(|_| store::Error::Closed)??),
                 Err(back) => back.req,
             }

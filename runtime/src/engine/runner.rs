@@ -29,7 +29,7 @@ use crate::executor::{TurnExec, TurnInput};
 use crate::store::{self, ActorMeta, CommittedTurn, EnqueueAck, Expect, InlineTurn, PendingBatch};
 
 use super::Inner;
-use super::scheduler::Inbound;
+use super::scheduler::{Inbound, Start};
 use super::warm::PoolKey;
 
 /// A batch whose turns run longer than this (not counting waits for a CPU slot) makes ingress enqueue the actor's next
@@ -43,7 +43,26 @@ struct Known {
     timers: Arc<TimerNames>,
 }
 
-pub(super) async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
+/// An actor has new durable mail: start its runner, or tell the running one.
+pub(super) fn wake(inner: &Arc<Inner>, actor: ActorId) {
+    if inner.scheduler.notify(&actor) == Start::Runner {
+        inner.rt.spawn(run_actor(inner.clone(), actor));
+    }
+}
+
+/// Hand a call or event to its actor's runner in memory (see [`Scheduler::offer`]),
+/// starting the runner when the actor was idle.
+///
+/// [`Scheduler::offer`]: super::scheduler::Scheduler::offer
+pub(super) fn offer(inner: &Arc<Inner>, msg: Inbound) -> Result<(), Box<Inbound>> {
+    let actor = msg.req.actor.clone();
+    if inner.scheduler.offer(msg)? == Start::Runner {
+        inner.rt.spawn(run_actor(inner.clone(), actor));
+    }
+    Ok(())
+}
+
+async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
     let Ok(_permit) = inner.scheduler.permits.clone().acquire_owned().await else {
         return;
     };

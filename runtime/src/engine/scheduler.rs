@@ -3,9 +3,9 @@
 //! An actor is either idle (absent from the map) or has exactly one runner task. Mail
 //! reaches a runner two ways:
 //! - durable mail (timers, messages from other actors, HTTP results, anything enqueued
-//!   through the store) is announced by [`notify`], which sets the runner's `more` flag
+//!   through the store) is announced by [`Scheduler::notify`], which sets the runner's `more` flag
 //!   so it reads the mailbox once more before it retires;
-//! - ingress hands calls and events straight to the runner with [`offer`], in memory and
+//! - ingress hands calls and events straight to the runner with [`Scheduler::offer`], in memory and
 //!   not yet durable; the runner runs them and the writer commits each message together
 //!   with its turn (see `store::InlineTurn`). Only a runner that keeps up gets them, and
 //!   its in-memory inbox is bounded: otherwise ingress enqueues durably, and the caller
@@ -14,6 +14,10 @@
 //! Both flags are checked under the map's lock when a runner retires, which closes the
 //! race between "nothing left" and "something just arrived". A semaphore bounds how many
 //! runners work at once.
+//!
+//! The scheduler only keeps this book: it never starts a runner itself. `notify` and
+//! `offer` answer [`Start::Runner`] when the actor was idle, and the caller (the runner
+//! module's `wake` and `offer`) spawns it, so the scheduler can be tested on its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,8 +27,6 @@ use tokio::sync::Semaphore;
 
 use crate::domain::{ActorId, TenantId};
 use crate::store::{EnqueueDone, EnqueueRequest};
-
-use super::Inner;
 
 /// Messages waiting in one runner's in-memory inbox before ingress falls back to the
 /// durable mailbox.
@@ -73,6 +75,16 @@ pub struct Scheduler {
     pub(super) permits: Arc<Semaphore>,
     /// Turns executing at once on the node (one per core).
     pub(super) exec_slots: Arc<Semaphore>,
+}
+
+/// What the caller of [`Scheduler::notify`] or [`Scheduler::offer`] must do.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Start {
+    /// The actor was idle: start its runner (it is now marked running).
+    Runner,
+    /// Its runner is running and was told.
+    Nothing,
 }
 
 impl Scheduler {
@@ -160,46 +172,129 @@ impl Scheduler {
             }
         }
     }
-}
 
-/// An actor has new durable mail: start its runner, or tell the running one to look again.
-pub(super) fn notify(inner: &Arc<Inner>, actor: ActorId) {
-    {
-        let mut running = inner.scheduler.lock();
-        if let Some(slot) = running.get_mut(&actor) {
+    /// An actor has new durable mail: mark it running, or tell its runner to look again.
+    pub fn notify(&self, actor: &ActorId) -> Start {
+        let mut running = self.lock();
+        if let Some(slot) = running.get_mut(actor) {
             slot.more = true;
             slot.wake.notify_one();
-            return;
+            return Start::Nothing;
         }
         running.insert(actor.clone(), Slot::new(false));
+        Start::Runner
     }
-    let inner2 = inner.clone();
-    inner.rt.spawn(super::runner::run_actor(inner2, actor));
-}
 
-/// Hand a call or event to its actor's runner (starting one if the actor is idle).
-/// Gives the message back when the actor's module has not shown quick turns, when its
-/// runner does not keep up, or when its inbox is full.
-pub(super) fn offer(inner: &Arc<Inner>, msg: Inbound) -> Result<(), Box<Inbound>> {
-    let actor = msg.req.actor.clone();
-    if !inner.scheduler.quick(&actor) {
-        return Err(Box::new(msg));
-    }
-    {
-        let mut running = inner.scheduler.lock();
+    /// Hand a call or event to its actor's runner (marking the actor running if it was
+    /// idle). Gives the message back when the actor's module has not shown quick turns,
+    /// when its runner does not keep up, or when its inbox is full.
+    pub fn offer(&self, msg: Inbound) -> Result<Start, Box<Inbound>> {
+        let actor = msg.req.actor.clone();
+        if !self.quick(&actor) {
+            return Err(Box::new(msg));
+        }
+        let mut running = self.lock();
         if let Some(slot) = running.get_mut(&actor) {
             if !slot.inline_ok || slot.inbox.len() >= INBOX {
                 return Err(Box::new(msg));
             }
             slot.inbox.push(msg);
             slot.wake.notify_one();
-            return Ok(());
+            return Ok(Start::Nothing);
         }
         let mut slot = Slot::new(true);
         slot.inbox.push(msg);
-        running.insert(actor.clone(), slot);
+        running.insert(actor, slot);
+        Ok(Start::Runner)
     }
-    let inner2 = inner.clone();
-    inner.rt.spawn(super::runner::run_actor(inner2, actor));
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Envelope, MessageKind};
+
+    fn actor(key: &str) -> ActorId {
+        ActorId::new(TenantId::default_tenant(), "m", key)
+    }
+
+    fn inbound(a: &ActorId) -> Inbound {
+        let (done, _) = tokio::sync::oneshot::channel();
+        let req = EnqueueRequest {
+            actor: a.clone(),
+            envelope: Envelope {
+                kind: MessageKind::Event,
+                body: Vec::new(),
+                enqueued_ms: 0,
+            },
+            request: None,
+            idempotency: None,
+        };
+        Inbound {
+            req,
+            timer: None,
+            done,
+        }
+    }
+
+    #[test]
+    fn durable_mail_starts_one_runner_and_then_only_flags_it() {
+        let s = Scheduler::new(4);
+        let a = actor("a");
+        assert_eq!(s.notify(&a), Start::Runner);
+        assert_eq!(s.notify(&a), Start::Nothing);
+        assert_eq!(
+            s.notify(&actor("b")),
+            Start::Runner,
+            "actors are independent"
+        );
+        // The runner reads the flag once; it cannot retire while mail is announced.
+        assert!(!s.retire(&a));
+        assert!(s.take(&a, 10).1);
+        assert!(!s.take(&a, 10).1, "the flag is cleared by the take");
+        assert!(s.retire(&a));
+        assert_eq!(s.notify(&a), Start::Runner, "a retired actor is idle again");
+    }
+
+    #[test]
+    fn ingress_hands_messages_only_to_quick_modules_and_keeping_up_runners() {
+        let s = Scheduler::new(4);
+        let a = actor("a");
+        // Unknown pace: the message goes to the durable mailbox.
+        assert!(s.offer(inbound(&a)).is_err());
+        s.record_turn(&a, Duration::from_millis(50));
+        assert!(s.offer(inbound(&a)).is_err(), "slow module");
+        for _ in 0..40 {
+            s.record_turn(&a, Duration::from_micros(100));
+        }
+        assert!(s.quick(&a));
+        assert_eq!(s.offer(inbound(&a)).ok(), Some(Start::Runner));
+        assert_eq!(s.offer(inbound(&a)).ok(), Some(Start::Nothing));
+        let (got, more) = s.take(&a, 1);
+        assert_eq!((got.len(), more), (1, false));
+        assert!(!s.retire(&a), "one message is still in the inbox");
+        assert_eq!(s.take(&a, 10).0.len(), 1);
+        // A runner that does not keep up gets nothing in memory.
+        s.keeps_up(&a, false);
+        assert!(s.offer(inbound(&a)).is_err());
+        s.keeps_up(&a, true);
+        for _ in 0..INBOX {
+            assert!(s.offer(inbound(&a)).is_ok());
+        }
+        assert!(s.offer(inbound(&a)).is_err(), "the inbox is bounded");
+        // A deleted tenant's pace is forgotten.
+        s.forget_tenant(&a.tenant);
+        assert!(!s.quick(&a));
+    }
+
+    #[test]
+    fn a_runner_started_by_durable_mail_gets_no_memory_messages_until_it_keeps_up() {
+        let s = Scheduler::new(4);
+        let a = actor("a");
+        s.record_turn(&a, Duration::from_micros(100));
+        assert_eq!(s.notify(&a), Start::Runner);
+        assert!(s.offer(inbound(&a)).is_err());
+        s.keeps_up(&a, true);
+        assert_eq!(s.offer(inbound(&a)).ok(), Some(Start::Nothing));
+    }
 }

@@ -20,7 +20,8 @@ use crate::domain::{ActorId, Envelope, MessageKind, UnixMs};
 use crate::store::{EnqueueRequest, TimerKey};
 
 use super::Inner;
-use super::scheduler::{self, Inbound};
+use super::runner;
+use super::scheduler::Inbound;
 
 /// How far ahead timers are loaded into memory.
 const LOOKAHEAD_MS: u64 = 1000;
@@ -175,7 +176,7 @@ fn hand_over(
         timer: Some(key.0),
         done,
     };
-    scheduler::offer(inner, inbound).map_err(|_| key)
+    runner::offer(inner, inbound).map_err(|_| key)
 }
 
 /// The safety net: fire whatever is still pending well after its due time.
