@@ -30,15 +30,8 @@ mod scenarios;
 pub use model::{random_operation_sequences_match_the_reference, random_sequences};
 pub use scenarios::*;
 
-/// A backend under test: runs `f` in one write transaction and commits it if `f`
-/// succeeds (nothing of it stays if it fails).
-pub trait Backend {
-    type Tables<'t>: Tables;
-    fn write<R>(
-        &mut self,
-        f: impl for<'t> FnOnce(&mut Self::Tables<'t>) -> Result<R, Error>,
-    ) -> Result<R, Error>;
-}
+/// A backend under test: the contract's [`dwell_storage::Backend`].
+pub use dwell_storage::Backend;
 
 /// The reference backend.
 #[derive(Default)]

@@ -10,12 +10,15 @@
 //! Every commit first checks that this node still holds its partition's epoch (one node
 //! owns every partition today); a node that lost it gets [`Error::Fenced`].
 //!
-//! [`PgReads`] is the read side ([`dwell_storage::Reads`]). `dwell serve --store
+//! [`open`] gives the node's write side ([`PgWriter`], a [`dwell_storage::Backend`])
+//! and [`PgReads`], the read side ([`dwell_storage::Reads`]). `dwell serve --store
 //! postgres://…` runs on both; the conformance suite runs in this crate's tests.
 
 mod batch;
 mod reads;
+mod writer;
 pub use reads::PgReads;
+pub use writer::{PgWriter, open};
 
 use batch::{
     ACTOR_COUNTS, ACTORS, Batch, DEAD, HTTP_PENDING, IDEMPOTENCY, MAILBOX, OUTBOX, REQUESTS,

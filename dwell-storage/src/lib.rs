@@ -1,6 +1,7 @@
 //! The storage contract: what a backend offers the turn core ([`Tables`], the logical
 //! tables inside one write transaction), what the engine reads outside a write
-//! ([`Reads`]), how it fails ([`Error`]), and how large states are written ahead in
+//! ([`Reads`]), what the writer needs to commit ([`Backend`]), how it fails ([`Error`]),
+//! and how large states are written ahead in
 //! slices ([`StateRef`], [`Staged`]).
 //!
 //! The contract is logical, not physical: a backend keeps whatever indexes it needs
@@ -17,11 +18,13 @@
 //! - An outbox entry is due at its `due_ms` and nowhere else.
 //! - An actor's state is inline or staged in slices, never both.
 
+mod backend;
 pub mod faults;
 pub mod memory;
 mod reads;
 mod tables;
 
+pub use backend::Backend;
 pub use reads::{Pending, Reads, View};
 pub use tables::{Tables, TimerKey};
 
@@ -51,6 +54,15 @@ pub enum Error {
     #[error("storage: {0}")]
     Backend(String),
 }
+
+/// States above this size are staged in slices ahead of their turn's commit, so one
+/// tenant's big snapshots do not hold up the writer for everyone else.
+pub const LARGE: usize = 256 << 10;
+/// The size of one slice.
+pub const SLICE: usize = 256 << 10;
+/// At most this many bytes of slices go into one write transaction (more wait for the
+/// next one).
+pub const BATCH_SLICE_BYTES: usize = 256 << 10;
 
 /// Where a large state's slices are (written ahead by [`Tables::stage_slice`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

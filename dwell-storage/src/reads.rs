@@ -70,4 +70,11 @@ pub trait Reads: Send + Sync {
     fn next_outbox_due(&self) -> R<Option<UnixMs>>;
     /// An actor's outstanding outbound HTTP calls, at most 1000.
     fn http_pending_of(&self, key: &str) -> R<Vec<OutboxEntry>>;
+
+    /// Readiness after a write failed for lack of room ([`crate::Backend::set_full`]):
+    /// `Err(Error::Full)` while there is still none. A backend that cannot tell answers
+    /// `Ok` and lets the next write say.
+    fn room(&self) -> R<()> {
+        Ok(())
+    }
 }

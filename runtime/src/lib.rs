@@ -8,9 +8,11 @@
 //!   time per actor; quick calls handed to runners in memory), the runner that executes
 //!   batches of turns and commits a message together with its turn when it can, timers,
 //!   request waiters, the warm-instance pool and the registry of compiled modules.
-//! - [`store`] — everything durable in one redb file. One writer thread commits many
-//!   enqueues and turn outcomes per transaction (group commit) and only then releases
-//!   replies and wakes actors (the output gate).
+//! - [`store`] — the engine's storage handle over any backend of the contract
+//!   (`dwell-storage`). One writer thread commits many enqueues and turn outcomes per
+//!   transaction (group commit) and only then releases replies and wakes actors (the
+//!   output gate). [`storage`] opens the backend: the redb file (`dwell-storage-redb`) or
+//!   PostgreSQL (`dwell-storage-postgres`).
 //! - [`executor`] (crate `dwell-executor`) — wasmtime: compiles and validates components, runs one turn with time,
 //!   memory and output limits; host imports only record effects.
 //! - [`domain`] (crate `dwell-types`) — plain types and decisions: ids, messages, effects, limits, retry policy.
@@ -31,5 +33,6 @@ pub use dwell_executor as executor;
 pub mod fuzzing;
 pub mod http;
 pub mod output;
+pub mod storage;
 pub mod store;
 pub mod tls;

@@ -557,7 +557,6 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
     };
     let config = EngineConfig {
         data_dir: cfg.data.clone(),
-        postgres: cfg.store.clone(),
         limits,
         retry: dwell::domain::RetryPolicy {
             max_attempts: cfg.turn_attempts.max(1),
@@ -602,7 +601,8 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
         .build()?;
     let engine = {
         let _guard = rt.enter();
-        Engine::start(config)?
+        let storage = dwell::storage::open(&cfg.data, cfg.store.as_deref())?;
+        Engine::start(config, storage)?
     };
     if let Some(first) = rt.block_on(engine.bootstrap(cfg.admin_key.as_deref()))? {
         // The one time these keys are shown; they are also in the data directory (0600).

@@ -35,13 +35,13 @@ pub(crate) fn scenario_engine(b: &mut Bench, out: &mut Outcome) -> anyhow::Resul
     let store = crate::pg::store_for(&b.args, &dir)?;
     let config = EngineConfig {
         data_dir: dir.clone(),
-        postgres: store.clone(),
         ..EngineConfig::default()
     };
     let (max_active, batch) = (config.max_active_actors, config.batch_per_actor);
     let engine = {
         let _g = rt.enter();
-        Engine::start(config)?
+        let storage = dwell::storage::open(&dir, store.as_deref())?;
+        Engine::start(config, storage)?
     };
     let tenant = TenantId::default_tenant();
     // First start: creates the `default` tenant (its keys go into the temp data dir).

@@ -32,6 +32,7 @@ use crate::domain::{
     TenantId, hash_key, new_key, validate_name,
 };
 use crate::executor::{Executor, ModuleError};
+pub use crate::store::Storage;
 use crate::store::{
     self, ActorView, EnqueueAck, EnqueueRequest, ModuleRecord, ModuleVersion, NewRequest, Notice,
     PostCommit, RequestRecord, Store,
@@ -46,9 +47,6 @@ pub use tenants::{AuthError, Caller, TenantInfo};
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub data_dir: PathBuf,
-    /// PostgreSQL to keep the durable state in (`postgres://…`); `None`: the redb file
-    /// in `data_dir`.
-    pub postgres: Option<String>,
     pub limits: Limits,
     pub retry: RetryPolicy,
     /// Actors with a runner at once (a runner is a task holding a batch; instances are
@@ -90,7 +88,6 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             data_dir: PathBuf::from("./data"),
-            postgres: None,
             limits: Limits::default(),
             retry: RetryPolicy::default(),
             max_active_actors: 8192,
@@ -134,6 +131,9 @@ pub enum Error {
     Storage(store::Error),
     #[error("engine setup: {0}")]
     Setup(String),
+    /// The data directory (keys, compiled modules) cannot be written.
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyConflict,
     #[error("{0}")]
@@ -308,53 +308,43 @@ pub struct Deployed {
 impl Engine {
     /// Open the store, load the modules, and pick up actors that still have mail.
     /// Must be called within a tokio runtime; turns run on it.
-    pub fn start(config: EngineConfig) -> Result<Engine, Error> {
-        Engine::start_with_clock(config, Arc::new(SystemClock))
+    pub fn start(config: EngineConfig, storage: Storage) -> Result<Engine, Error> {
+        Engine::start_with_clock(config, storage, Arc::new(SystemClock))
     }
 
     /// [`Engine::start`] on another clock (tests drive a [`ManualClock`]).
-    pub fn start_with_clock(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
+    pub fn start_with_clock(
+        config: EngineConfig,
+        storage: Storage,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine, Error> {
         let dispatch = Arc::new(Dispatch {
             engine: OnceLock::new(),
         });
         let writer_config = store::WriterConfig {
             max_actors: config.quotas.max_actors,
         };
-        let store = match &config.postgres {
-            Some(url) => {
-                // The data directory still holds the keys and the compiled modules: the
-                // owner's only, as with the redb file in it.
-                {
-                    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(&config.data_dir)
-                        .and_then(|()| {
-                            std::fs::set_permissions(
-                                &config.data_dir,
-                                std::fs::Permissions::from_mode(0o700),
-                            )
-                        })
-                        .map_err(store::Error::Io)?;
-                }
-                Store::open_postgres(
-                    url,
-                    &format!("{}:{}", hostname(), std::process::id()),
-                    dispatch.clone(),
-                    clock.clone(),
-                    writer_config,
-                    config.storage_faults.clone(),
-                )?
-            }
-            None => Store::open_with_faults(
-                &config.data_dir,
-                dispatch.clone(),
-                clock.clone(),
-                writer_config,
-                config.storage_faults.clone(),
-            )?,
-        };
+        // The data directory holds the keys and the compiled modules (and redb's file):
+        // the owner's only.
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&config.data_dir)
+                .and_then(|()| {
+                    std::fs::set_permissions(
+                        &config.data_dir,
+                        std::fs::Permissions::from_mode(0o700),
+                    )
+                })?;
+        }
+        let store = storage.start(
+            dispatch.clone(),
+            clock.clone(),
+            writer_config,
+            config.storage_faults.clone(),
+        );
         let webhook_secret = match &config.webhook_secret {
             Some(s) => s.clone(),
             None => load_or_create_secret(&config.data_dir)?,
@@ -777,7 +767,7 @@ impl Engine {
                 Ok(_) | Err(Error::TenantExists(_)) => {
                     let (_, key) = self.issue_key("default").await?;
                     write_private(&dir.join("default-tenant.key"), key.as_bytes())
-                        .map_err(store::Error::Io)?;
+                        .map_err(Error::Io)?;
                     key
                 }
                 Err(e) => return Err(e),
@@ -793,8 +783,7 @@ impl Engine {
                             value: hash_key(&key).to_vec(),
                         })
                         .await?;
-                    write_private(&dir.join("admin.key"), key.as_bytes())
-                        .map_err(store::Error::Io)?;
+                    write_private(&dir.join("admin.key"), key.as_bytes()).map_err(Error::Io)?;
                     Some(key)
                 }
             };
@@ -1089,7 +1078,7 @@ fn load_or_create_secret(dir: &std::path::Path) -> Result<String, Error> {
         return Ok(s.trim().to_owned());
     }
     let secret = outbound::new_secret();
-    write_private(&path, secret.as_bytes()).map_err(store::Error::Io)?;
+    write_private(&path, secret.as_bytes()).map_err(Error::Io)?;
     Ok(secret)
 }
 
@@ -1138,11 +1127,4 @@ async fn purge(inner: Arc<Inner>, tenant: String) {
             }
         }
     }
-}
-
-/// This machine's name, for the owner column of the partitions it claims.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "dwell".into())
 }

@@ -37,6 +37,28 @@ struct Rig {
 }
 
 fn rig(configure: impl FnOnce(&mut EngineConfig)) -> Rig {
+    rig_on(None, configure)
+}
+
+/// A fresh database on the PostgreSQL server at `server` (a URL without a database),
+/// for tests: its URL.
+fn test_database(server: &str) -> String {
+    let server = server.trim_end_matches('/').to_owned();
+    // The blocking client runs its own runtime: not on a tokio thread of the caller.
+    std::thread::spawn(move || {
+        let db = format!("dwell_test_{:016x}", rand::random::<u64>());
+        let mut c = ::postgres::Client::connect(&format!("{server}/postgres"), ::postgres::NoTls)
+            .expect("connect to the test PostgreSQL");
+        c.batch_execute(&format!("CREATE DATABASE {db}"))
+            .expect("create the test database");
+        format!("{server}/{db}")
+    })
+    .join()
+    .expect("the test database is made")
+}
+
+/// A rig on PostgreSQL at `postgres` (a database URL), or on a redb file.
+fn rig_on(postgres: Option<String>, configure: impl FnOnce(&mut EngineConfig)) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let mut config = EngineConfig {
         data_dir: dir.path().join("data"),
@@ -50,8 +72,18 @@ fn rig(configure: impl FnOnce(&mut EngineConfig)) -> Rig {
         .enable_all()
         .build()
         .unwrap();
+    let storage = match postgres {
+        Some(url) => {
+            let (writer, reads) = dwell_storage_postgres::open(&url, "engine-test").unwrap();
+            Storage::new(writer, reads)
+        }
+        None => {
+            let (writer, reads) = dwell_storage_redb::open(&config.data_dir).unwrap();
+            Storage::new(writer, reads)
+        }
+    };
     let engine = rt
-        .block_on(async { Engine::start_with_clock(config, clock.clone()) })
+        .block_on(async { Engine::start_with_clock(config, storage, clock.clone()) })
         .unwrap();
     rt.block_on(engine.bootstrap(None)).unwrap();
     Rig {
@@ -347,16 +379,15 @@ fn failed_writes_acknowledge_nothing_keep_their_kind_and_recover_when_lifted_on_
         eprintln!("skipped: DWELL_TEST_PG_SERVER is not set (scripts/test.sh sets it)");
         return;
     };
-    failed_writes_case(Some(crate::store::test_database(&server)));
+    failed_writes_case(Some(test_database(&server)));
 }
 
 fn failed_writes_case(postgres: Option<String>) {
     use dwell_storage::faults::Faults;
     let faults = Arc::new(Faults::default());
     let armed = faults.clone();
-    let r = rig(move |c| {
+    let r = rig_on(postgres, move |c| {
         c.storage_faults = Some(armed);
-        c.postgres = postgres;
     });
     r.deploy("counter");
     let a = r.actor("counter", "a");

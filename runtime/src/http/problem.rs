@@ -218,7 +218,7 @@ impl From<engine::Error> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
-            E::Storage(_) | E::Setup(_) => {
+            E::Storage(_) | E::Setup(_) | E::Io(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

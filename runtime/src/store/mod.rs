@@ -8,48 +8,24 @@
 //! the single writer task ([`writer`]), which applies many operations — enqueues, turn
 //! outcomes, module uploads — in one write transaction and one fsync (group commit), and
 //! only then answers the callers and tells the [`PostCommit`] hook what became durable.
-//! This is the one place that knows redb and PostgreSQL.
+//! The backend is any [`dwell_storage::Backend`] with its [`dwell_storage::Reads`]; the
+//! binary opens one (redb or PostgreSQL) and hands it to [`Store::open`].
 
-mod large;
-mod postgres;
-mod records;
-mod redb_reads;
-mod redb_tables;
+mod writer;
 
 use dwell_storage::faults::Faults;
-mod tables;
-mod writer;
 
 #[cfg(test)]
 mod tests;
 
-/// A fresh database on the PostgreSQL server at `server` (a URL without a database),
-/// for tests: its URL.
-#[cfg(test)]
-pub(crate) fn test_database(server: &str) -> String {
-    let server = server.trim_end_matches('/').to_owned();
-    // The blocking client runs its own runtime: not on a tokio thread of the caller.
-    std::thread::spawn(move || {
-        let db = format!("dwell_test_{:016x}", rand::random::<u64>());
-        let mut c = ::postgres::Client::connect(&format!("{server}/postgres"), ::postgres::NoTls)
-            .expect("connect to the test PostgreSQL");
-        c.batch_execute(&format!("CREATE DATABASE {db}"))
-            .expect("create the test database");
-        format!("{server}/{db}")
-    })
-    .join()
-    .expect("the test database is made")
-}
-
-use std::path::Path;
 use std::sync::Arc;
 
-use redb::Database;
+use dwell_storage::{Backend, Carrier, LARGE, SLICE, Staged, StateRef};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{ActorId, Envelope, RequestId, TenantId, TimerNames, UnixMs};
 
-pub use records::{
+pub use crate::domain::records::{
     ActorMeta, CallbackStatus, DeadLetter, Delivery, KeyRecord, ModuleRecord, ModuleVersion,
     OutboxEntry, PURGE_PREFIX, RequestRecord, TenantRecord,
 };
@@ -61,8 +37,6 @@ pub use writer::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("storage: {0}")]
-    Storage(#[from] redb::Error),
     #[error("corrupt record: {0}")]
     Corrupt(String),
     #[error("the store is shut down")]
@@ -75,8 +49,6 @@ pub enum Error {
     /// A write failed with an I/O error; the data file is being opened again.
     #[error("the data file is being reopened after an I/O error")]
     Unavailable,
-    #[error("cannot open data directory: {0}")]
-    Io(#[from] std::io::Error),
     /// Another backend failure (a conflict, a lost partition, the backend's own error).
     #[error("{0}")]
     Backend(dwell_storage::Error),
@@ -92,23 +64,6 @@ impl From<dwell_storage::Error> for Error {
         }
     }
 }
-
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                Error::Storage(e.into())
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
 
 /// A batch of pending messages for one actor, with the state they apply to.
 #[derive(Debug)]
@@ -126,186 +81,73 @@ pub use dwell_storage::View as ActorView;
 /// Handle to the store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    /// The redb file (`None` on PostgreSQL).
-    db: Option<Arc<DbCell>>,
     reads: Arc<dyn dwell_storage::Reads>,
     writer: mpsc::Sender<writer::Op>,
     closed: Arc<writer::Closed>,
 }
 
-/// The open data file. After an I/O error redb refuses every operation until the file is
-/// opened again, so the handle lives here and the writer reopens it in place (a full disk
-/// that gets room again needs no restart); readers take the current handle per call.
-pub(crate) struct DbCell {
-    path: std::path::PathBuf,
-    current: std::sync::RwLock<Option<Arc<Database>>>,
-    /// The last write failed for lack of space (and none has succeeded since).
-    pub(crate) full: std::sync::atomic::AtomicBool,
-    /// Faults put in on purpose (tests only; see [`Store::open_with_faults`]).
-    pub(crate) faults: Option<Arc<Faults>>,
+/// A backend opened by the binary (redb or PostgreSQL), waiting for the engine to start
+/// its writer: [`Storage::new`] keeps the backend's type, the engine needs none.
+pub struct Storage {
+    start: Box<StartWriter>,
 }
 
-impl DbCell {
-    pub(crate) fn get(&self) -> Result<Arc<Database>, Error> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or(Error::Unavailable)
-    }
+/// Starts the writer on an opened backend (see [`Store::open`]).
+type StartWriter = dyn FnOnce(
+        Arc<dyn PostCommit>,
+        Arc<dyn crate::domain::Clock>,
+        WriterConfig,
+        Option<Arc<Faults>>,
+    ) -> Store
+    + Send;
 
-    /// Close the file and open it again (redb repairs it if needed). `Err` while it
-    /// cannot be opened yet; the writer tries again before its next batch.
-    pub(crate) fn reopen(&self) -> Result<(), Error> {
-        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = current.take() {
-            // Readers hold a handle only for one call: wait for them, briefly.
-            let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
-            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < until {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+impl Storage {
+    /// `backend` is the write side, `reads` the read side of the same store.
+    pub fn new<B, R>(backend: B, reads: R) -> Storage
+    where
+        B: Backend + Send + 'static,
+        R: dwell_storage::Reads + 'static,
+    {
+        let reads: Arc<dyn dwell_storage::Reads> = Arc::new(reads);
+        Storage {
+            start: Box::new(move |hook, clock, config, faults| {
+                Store::open(backend, reads, hook, clock, config, faults)
+            }),
         }
-        *current = Some(Arc::new(open_database(&self.path)?));
-        tracing::info!("the data file is open again");
-        Ok(())
     }
-}
 
-/// Create `file` whole or not at all: redb refuses to open a file killed between its
-/// first resize and its header write ("magic number mismatch"), so the database is made
-/// under another name and renamed into place once it is on disk.
-fn create_database_file(dir: &Path, file: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let new = dir.join("dwell.redb.new");
-    match std::fs::remove_file(&new) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-        _ => {}
+    /// Start the writer (see [`Store::open`]).
+    pub fn start(
+        self,
+        hook: Arc<dyn PostCommit>,
+        clock: Arc<dyn crate::domain::Clock>,
+        config: WriterConfig,
+        faults: Option<Arc<Faults>>,
+    ) -> Store {
+        (self.start)(hook, clock, config, faults)
     }
-    std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&new)?;
-    drop(open_database(&new)?);
-    std::fs::File::open(&new)?.sync_all()?;
-    std::fs::rename(&new, file)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
-fn open_database(path: &Path) -> Result<Database, Error> {
-    let db = Database::builder()
-        .set_cache_size(128 << 20)
-        .set_repair_callback(|session| {
-            if session.progress() == 0.0 {
-                tracing::warn!("the data file was not closed cleanly; repairing it");
-            }
-        })
-        .create(path)?;
-    let txn = db.begin_write()?;
-    tables::create_all(&txn)?;
-    large::create_all(&txn)?;
-    txn.commit()?;
-    Ok(db)
 }
 
 impl Store {
-    /// Open (or create) `<dir>/dwell.redb` and start the writer thread.
-    pub fn open(
-        dir: &Path,
-        hook: Arc<dyn PostCommit>,
-        clock: Arc<dyn crate::domain::Clock>,
-        config: WriterConfig,
-    ) -> Result<Store, Error> {
-        Self::open_with_faults(dir, hook, clock, config, None)
-    }
-
-    /// [`Store::open`], with every write going through `faults` (tests of what the node
-    /// does when storage fails; see [`dwell_storage::faults`]).
-    pub fn open_with_faults(
-        dir: &Path,
+    /// Start the writer thread on `backend` (e.g. `dwell_storage_redb::open`'s or
+    /// `dwell_storage_postgres::open`'s write side) with `reads` its read side. With
+    /// `faults`, every write goes through the fault wrapper (tests of what the node does
+    /// when storage fails; see [`dwell_storage::faults`]).
+    pub fn open<B: Backend + Send + 'static>(
+        backend: B,
+        reads: Arc<dyn dwell_storage::Reads>,
         hook: Arc<dyn PostCommit>,
         clock: Arc<dyn crate::domain::Clock>,
         config: WriterConfig,
         faults: Option<Arc<Faults>>,
-    ) -> Result<Store, Error> {
-        // Owner only: the directory 0700 and the data file 0600, whatever the umask, and
-        // tightened on every start for directories made before.
-        {
-            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-            let file = dir.join("dwell.redb");
-            if std::fs::metadata(&file)
-                .map(|m| m.len() == 0)
-                .unwrap_or(true)
-            {
-                create_database_file(dir, &file)?;
-            }
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
-        }
-        let path = dir.join("dwell.redb");
-        let database = open_database(&path)?;
-        {
-            // Slices staged by batches that never committed (see [`large`]).
-            let txn = database.begin_write()?;
-            let dropped = large::LargeTables::open(&txn)?.unstage_all()?;
-            txn.commit()?;
-            if dropped > 0 {
-                tracing::info!(dropped, "dropped large states staged before a crash");
-            }
-        }
-        let db = Arc::new(DbCell {
-            current: std::sync::RwLock::new(Some(Arc::new(database))),
-            path,
-            full: std::sync::atomic::AtomicBool::new(false),
-            faults,
-        });
+    ) -> Store {
         let closed = Arc::new(writer::Closed::default());
-        let writer = writer::spawn(
-            writer::Side::Redb(db.clone()),
-            hook,
-            clock,
-            config,
-            closed.clone(),
-        );
-        let reads = Arc::new(redb_reads::RedbReads { db: db.clone() });
-        Ok(Store {
-            db: Some(db),
+        let writer = writer::spawn(backend, faults, hook, clock, config, closed.clone());
+        Store {
             reads,
             writer,
             closed,
-        })
-    }
-
-    /// Connect to PostgreSQL at `url` (the schema is applied, the partition claimed as
-    /// `owner`) and start the writer thread.
-    pub fn open_postgres(
-        url: &str,
-        owner: &str,
-        hook: Arc<dyn PostCommit>,
-        clock: Arc<dyn crate::domain::Clock>,
-        config: WriterConfig,
-        faults: Option<Arc<Faults>>,
-    ) -> Result<Store, Error> {
-        let (pg, reads) = postgres::PgWriter::connect(url, owner, faults)?;
-        let closed = Arc::new(writer::Closed::default());
-        let writer = writer::spawn(
-            writer::Side::Postgres(Box::new(pg)),
-            hook,
-            clock,
-            config,
-            closed.clone(),
-        );
-        Ok(Store {
-            db: None,
-            reads: Arc::new(reads),
-            writer,
-            closed,
-        })
+        }
     }
 
     async fn submit<T>(
@@ -391,37 +233,37 @@ impl Store {
     }
 
     /// If the batch's snapshot (carried by its last turn with a non-empty state) is
-    /// larger than [`large::LARGE`], commit it in slices now, one writer operation each,
+    /// larger than [`LARGE`], commit it in slices now, one writer operation each,
     /// and empty it in the turn: the batch's own commit then only points at the slices.
     async fn stage_large_state(
         &self,
         turns: &mut [CommittedTurn],
         inline: &mut [InlineTurn],
-    ) -> Result<Option<large::Staged>, Error> {
+    ) -> Result<Option<Staged>, Error> {
         use crate::domain::TurnResult;
         let carrier = inline
             .iter_mut()
             .enumerate()
             .rev()
-            .map(|(j, it)| (large::Carrier::Inline(j), it.result.as_mut()))
+            .map(|(j, it)| (Carrier::Inline(j), it.result.as_mut()))
             .chain(
                 turns
                     .iter_mut()
                     .enumerate()
                     .rev()
-                    .map(|(i, t)| (large::Carrier::Turn(i), Some(&mut t.result))),
+                    .map(|(i, t)| (Carrier::Turn(i), Some(&mut t.result))),
             )
             .find(|(_, r)| matches!(r, Some(TurnResult::Done { state, .. }) if !state.is_empty()));
         let Some((carrier, Some(TurnResult::Done { state, .. }))) = carrier else {
             return Ok(None);
         };
-        if state.len() <= large::LARGE {
+        if state.len() <= LARGE {
             return Ok(None);
         }
         let bytes = std::mem::take(state);
         let id = rand::random::<u64>();
         let mut slices = 0u32;
-        for (index, piece) in bytes.chunks(large::SLICE).enumerate() {
+        for (index, piece) in bytes.chunks(SLICE).enumerate() {
             let index = index as u32;
             self.submit(|done| writer::Op::Stage {
                 id,
@@ -432,8 +274,8 @@ impl Store {
             .await?;
             slices = index + 1;
         }
-        Ok(Some(large::Staged {
-            state: large::StateRef {
+        Ok(Some(Staged {
+            state: StateRef {
                 id,
                 len: bytes.len() as u64,
                 slices,
@@ -484,25 +326,8 @@ impl Store {
     /// Can the store be read, and does the writer commit? (Readiness.)
     pub async fn probe(&self) -> Result<(), Error> {
         self.meta_value("admin")?;
-        if let Some(db) = &self.db
-            && db.full.load(std::sync::atomic::Ordering::Relaxed)
-        {
-            // The last write failed for lack of space: is there room again? (redb may
-            // still fit a small commit into free pages of its file; ask the file system.)
-            let dir = db.path.parent().unwrap_or(Path::new("."));
-            let scratch = dir.join(".space-probe");
-            let room = (|| {
-                use std::io::Write;
-                let mut f = std::fs::File::create(&scratch)?;
-                f.write_all(&vec![0u8; 4 << 20])?;
-                f.sync_all()
-            })();
-            let _ = std::fs::remove_file(&scratch);
-            if room.is_err() {
-                return Err(Error::Full);
-            }
-            db.full.store(false, std::sync::atomic::Ordering::Relaxed);
-        }
+        // After a write failed for lack of room: is there room again?
+        self.reads.room()?;
         self.submit(|done| writer::Op::Probe { done }).await
     }
 

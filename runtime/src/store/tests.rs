@@ -41,9 +41,29 @@ impl Recorder {
     }
 }
 
+/// A store on a redb file in `dir`, and the file's read side (to look at its tables of
+/// large states).
+fn open_redb(
+    dir: &std::path::Path,
+    hook: Arc<dyn PostCommit>,
+    max_actors: u64,
+) -> Result<(Store, dwell_storage_redb::RedbReads), dwell_storage::Error> {
+    let (writer, reads) = dwell_storage_redb::open(dir)?;
+    let store = Store::open(
+        writer,
+        Arc::new(reads.clone()),
+        hook,
+        Arc::new(FixedClock),
+        WriterConfig { max_actors },
+        None,
+    );
+    Ok((store, reads))
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     store: Store,
+    reads: dwell_storage_redb::RedbReads,
     hook: Arc<Recorder>,
     actor: ActorId,
     digest: String,
@@ -63,13 +83,7 @@ fn fixture_with(max_actors: u64) -> Fixture {
         .enable_all()
         .build()
         .unwrap();
-    let store = Store::open(
-        dir.path(),
-        hook.clone(),
-        Arc::new(FixedClock),
-        WriterConfig { max_actors },
-    )
-    .unwrap();
+    let (store, reads) = open_redb(dir.path(), hook.clone(), max_actors).unwrap();
     let tenant = TenantId::default_tenant();
     let digest = "d1".to_owned();
     rt.block_on(store.put_module(tenant.clone(), "m".into(), b"wasm".to_vec(), digest.clone()))
@@ -77,6 +91,7 @@ fn fixture_with(max_actors: u64) -> Fixture {
     Fixture {
         _dir: dir,
         store,
+        reads,
         hook,
         actor: ActorId::new(tenant, "m", "k"),
         digest,
@@ -439,25 +454,6 @@ fn a_timer_set_after_complete_in_the_same_turn_is_dropped() {
     assert_eq!(f.rt.block_on(f.store.fire_timers(u64::MAX, 10)).unwrap(), 0);
 }
 
-/// Entries in the tables of large states: (actors pointing at slices, slices, staged).
-fn large_tables(store: &Store) -> (usize, usize, usize) {
-    use redb::{ReadableDatabase as _, ReadableTableMetadata as _};
-    let txn = store
-        .db
-        .as_ref()
-        .unwrap()
-        .get()
-        .unwrap()
-        .begin_read()
-        .unwrap();
-    let n = |len: u64| len as usize;
-    (
-        n(txn.open_table(large::STATE_REFS).unwrap().len().unwrap()),
-        n(txn.open_table(large::STATE_SLICES).unwrap().len().unwrap()),
-        n(txn.open_table(large::STAGED).unwrap().len().unwrap()),
-    )
-}
-
 /// A state of `len` bytes that differ from slice to slice.
 fn big_state(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -468,7 +464,7 @@ fn big_state(len: usize, seed: u8) -> Vec<u8> {
 #[test]
 fn a_large_state_is_written_in_slices_and_read_back_whole() {
     let f = fixture();
-    let big = big_state(3 * large::SLICE + 17, 1);
+    let big = big_state(3 * dwell_storage::SLICE + 17, 1);
     let (ack, _) = f.commit(
         vec![(
             request(&f.actor, RequestId(1), None),
@@ -479,13 +475,13 @@ fn a_large_state_is_written_in_slices_and_read_back_whole() {
     assert!(ack.inline_applied);
     assert_eq!(f.state().as_deref(), Some(big.as_slice()));
     assert_eq!(
-        large_tables(&f.store),
+        f.reads.large_entries(),
         (1, 4, 0),
         "one ref, four slices, none staged"
     );
 
     // Replaced by another large state: the old slices go.
-    let bigger = big_state(5 * large::SLICE, 9);
+    let bigger = big_state(5 * dwell_storage::SLICE, 9);
     let created = f.store.actor_meta(&f.actor).unwrap().unwrap().created_ms;
     f.commit(
         vec![(
@@ -495,7 +491,7 @@ fn a_large_state_is_written_in_slices_and_read_back_whole() {
         f.expect(1, Some(created)),
     );
     assert_eq!(f.state().as_deref(), Some(bigger.as_slice()));
-    assert_eq!(large_tables(&f.store), (1, 5, 0));
+    assert_eq!(f.reads.large_entries(), (1, 5, 0));
 
     // Replaced by a small state: no slices are left.
     f.commit(
@@ -506,7 +502,7 @@ fn a_large_state_is_written_in_slices_and_read_back_whole() {
         f.expect(2, Some(created)),
     );
     assert_eq!(f.state().as_deref(), Some(&b"small"[..]));
-    assert_eq!(large_tables(&f.store), (0, 0, 0));
+    assert_eq!(f.reads.large_entries(), (0, 0, 0));
 
     // Large again, then the actor is deleted: nothing of it stays.
     f.commit(
@@ -516,19 +512,19 @@ fn a_large_state_is_written_in_slices_and_read_back_whole() {
         )],
         f.expect(3, Some(created)),
     );
-    assert_eq!(large_tables(&f.store), (1, 4, 0));
+    assert_eq!(f.reads.large_entries(), (1, 4, 0));
     let deleted = f.rt.block_on(f.store.admin(AdminOp::DeleteActor {
         actor: f.actor.clone(),
     }));
     assert!(deleted.unwrap());
     assert_eq!(f.state(), None);
-    assert_eq!(large_tables(&f.store), (0, 0, 0));
+    assert_eq!(f.reads.large_entries(), (0, 0, 0));
 }
 
 #[test]
 fn a_large_state_of_a_turn_that_falls_back_is_dropped_with_it() {
     let f = fixture();
-    let big = big_state(2 * large::SLICE + 1, 3);
+    let big = big_state(2 * dwell_storage::SLICE + 1, 3);
     // The runner believed in another module version: the inline turn is only enqueued.
     let (ack, acks) = f.commit(
         vec![(
@@ -541,7 +537,7 @@ fn a_large_state_of_a_turn_that_falls_back_is_dropped_with_it() {
     assert_eq!(acks, vec![EnqueueAck::Accepted { seq: 0 }]);
     assert_eq!(f.state(), None);
     assert_eq!(
-        large_tables(&f.store),
+        f.reads.large_entries(),
         (0, 0, 0),
         "the staged slices were dropped"
     );
@@ -552,7 +548,7 @@ fn a_large_state_of_a_turn_that_falls_back_is_dropped_with_it() {
     let stale = answered(RequestId(1), b"r", &big).unwrap();
     f.commit_turn(0, stale);
     assert_eq!(f.state().as_deref(), Some(&b"first"[..]));
-    assert_eq!(large_tables(&f.store), (0, 0, 0));
+    assert_eq!(f.reads.large_entries(), (0, 0, 0));
 }
 
 #[test]
@@ -562,16 +558,8 @@ fn slices_staged_before_a_crash_are_dropped_at_start() {
         .enable_all()
         .build()
         .unwrap();
-    let open = || {
-        Store::open(
-            dir.path(),
-            Arc::new(Recorder::default()),
-            Arc::new(FixedClock),
-            WriterConfig { max_actors: 10 },
-        )
-        .unwrap()
-    };
-    let store = open();
+    let open = || open_redb(dir.path(), Arc::new(Recorder::default()), 10).unwrap();
+    let (store, reads) = open();
     for index in 0..3 {
         rt.block_on(store.submit(|done| writer::Op::Stage {
             id: 42,
@@ -581,12 +569,12 @@ fn slices_staged_before_a_crash_are_dropped_at_start() {
         }))
         .unwrap();
     }
-    assert_eq!(large_tables(&store), (0, 3, 1));
+    assert_eq!(reads.large_entries(), (0, 3, 1));
     let closed = store.closed();
-    drop(store);
+    drop((store, reads));
     assert!(closed.wait(std::time::Duration::from_secs(10)));
-    let store = open();
-    assert_eq!(large_tables(&store), (0, 0, 0));
+    let (_store, reads) = open();
+    assert_eq!(reads.large_entries(), (0, 0, 0));
 }
 
 /// A kill while redb made a new file left it resized but without its header, and redb
@@ -598,14 +586,7 @@ fn a_kill_while_the_data_file_is_created_does_not_stop_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     // What redb leaves when killed between its resize and its header write.
     std::fs::write(dir.path().join("dwell.redb.new"), vec![0u8; 1 << 20]).unwrap();
-    let open = || {
-        Store::open(
-            dir.path(),
-            Arc::new(Recorder::default()),
-            Arc::new(FixedClock),
-            WriterConfig { max_actors: 10 },
-        )
-    };
+    let open = || open_redb(dir.path(), Arc::new(Recorder::default()), 10).map(|(s, _)| s);
     let store = open().expect("a start after a kill during creation");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -633,13 +614,7 @@ fn small_commits_are_not_held_up_by_large_states() {
         .enable_all()
         .build()
         .unwrap();
-    let store = Store::open(
-        dir.path(),
-        Arc::new(Recorder::default()),
-        Arc::new(FixedClock),
-        WriterConfig { max_actors: 100 },
-    )
-    .unwrap();
+    let (store, _) = open_redb(dir.path(), Arc::new(Recorder::default()), 100).unwrap();
     let tenant = TenantId::default_tenant();
     rt.block_on(store.put_module(tenant.clone(), "m".into(), b"wasm".to_vec(), "d1".into()))
         .unwrap();
@@ -724,7 +699,7 @@ fn small_commits_are_not_held_up_by_large_states() {
     // the small turns' own states.
     let stats = rt.block_on(store.writer_stats()).unwrap();
     assert!(
-        stats.largest_state_write <= (large::BATCH_SLICE_BYTES + (64 << 10)) as u64,
+        stats.largest_state_write <= (dwell_storage::BATCH_SLICE_BYTES + (64 << 10)) as u64,
         "a commit wrote {} state bytes at once",
         stats.largest_state_write
     );
@@ -739,43 +714,4 @@ fn small_commits_are_not_held_up_by_large_states() {
         "small commits' p99 went from {idle:?} to {loaded:?} next to large states \
          (a large turn took {large_median:?})"
     );
-}
-
-/// The storage conformance suite (`dwell_core::conformance`) on redb: every scenario,
-/// and random operation sequences compared with the in-memory reference.
-mod conformance {
-    use dwell_core::conformance::Backend;
-    use dwell_storage::Error;
-
-    use crate::store::open_database;
-    use crate::store::redb_tables::{RedbTables, storage_error};
-
-    struct Redb {
-        _dir: tempfile::TempDir,
-        db: redb::Database,
-    }
-
-    fn redb() -> Redb {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open_database(&dir.path().join("dwell.redb")).unwrap();
-        Redb { _dir: dir, db }
-    }
-
-    impl Backend for Redb {
-        type Tables<'t> = RedbTables<'t>;
-        fn write<R>(
-            &mut self,
-            f: impl for<'t> FnOnce(&mut RedbTables<'t>) -> Result<R, Error>,
-        ) -> Result<R, Error> {
-            let txn = self.db.begin_write().map_err(storage_error)?;
-            let out = {
-                let mut tables = RedbTables::open(&txn)?;
-                f(&mut tables)?
-            };
-            txn.commit().map_err(storage_error)?;
-            Ok(out)
-        }
-    }
-
-    dwell_core::conformance_tests!(redb());
 }

@@ -1,8 +1,9 @@
 //! The single writer: group commit.
-//! Long because it holds the whole write path: the queue's operations, batching, both
-//! backends' transactions, and the answers held until the commit.
+//! Long because it holds the whole write path: the queue's operations, batching, the
+//! backend's transaction, and the answers held until the commit.
 //!
-//! One OS thread owns the write side of redb. It takes the first waiting operation, then
+//! One OS thread owns the write side of the backend (any [`dwell_storage::Backend`]:
+//! redb's file, a PostgreSQL connection). It takes the first waiting operation, then
 //! everything else already queued (up to [`MAX_OPS`]), applies them all in one write
 //! transaction and commits once — one fsync for the whole batch. Only after the commit
 //! does it answer the callers and hand the [`Notice`]s to the [`PostCommit`] hook: that is
@@ -14,8 +15,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use dwell_core::Tx;
-use dwell_storage::Tables;
 use dwell_storage::faults::{Faults, Faulty};
+use dwell_storage::{BATCH_SLICE_BYTES, Backend, Staged, Tables};
 use tokio::sync::{mpsc, oneshot};
 
 pub use dwell_core::{
@@ -24,9 +25,7 @@ pub use dwell_core::{
 };
 
 use super::Error;
-use super::large::{self, Staged};
-use super::records::ModuleVersion;
-use super::redb_tables::{RedbTables, storage_error};
+use crate::domain::records::ModuleVersion;
 use crate::domain::{ActorId, Clock, TenantId, TurnResult, UnixMs};
 
 /// Upper bound on operations in one write transaction.
@@ -146,76 +145,35 @@ pub struct WriterStats {
     pub statements: u64,
 }
 
-/// What the writer writes to.
-pub(super) enum Side {
-    Redb(Arc<super::DbCell>),
-    Postgres(Box<super::postgres::PgWriter>),
+/// The backend the writer commits to, and the faults put in on purpose (tests only).
+struct Side<B> {
+    backend: B,
+    faults: Option<Arc<Faults>>,
 }
 
-impl Side {
-    /// Make the backend usable again after a batch failed with a full disk or an I/O
-    /// error (redb refuses everything until its file is opened again; a PostgreSQL
-    /// connection may be gone).
-    fn recover(&mut self) -> Result<(), Error> {
-        match self {
-            Side::Redb(cell) => cell.reopen(),
-            Side::Postgres(pg) => pg.reconnect(),
-        }
-    }
-
-    /// The batch in one transaction on this side. Ops that never ran (the transaction
-    /// could not begin, or the partition's epoch check refused it) are failed here; a
-    /// failure while they ran was told to their callers by `apply_ops`; at COMMIT, the
-    /// answers hear it from the caller.
+impl<B: Backend> Side<B> {
+    /// The batch in one transaction. Ops that never ran (the transaction could not
+    /// begin, or the backend refused it before any write, e.g. a lost partition) are
+    /// failed here; a failure while they ran was told to their callers by `apply_ops`;
+    /// at COMMIT, the answers hear it from the caller.
     fn apply(&mut self, mut batch: Batch<'_>) -> Result<u64, Failure> {
         let mut unrun = Some(std::mem::take(&mut batch.ops));
-        let written = match self {
-            Side::Redb(cell) => match cell.get() {
-                Ok(db) => db.begin_write().map_err(redb_failure).and_then(|txn| {
-                    let written = {
-                        let mut tables = RedbTables::open(&txn)?;
-                        batch.ops = unrun.take().unwrap_or_default();
-                        // Reads of the file cost no round trip: no prefetch.
-                        apply_ops(&mut tables, cell.faults.as_deref(), batch)?
-                    };
-                    txn.commit().map_err(redb_failure)?;
-                    Ok(written)
-                }),
-                // Not open: every op is answered "unavailable".
-                Err(_) => Err(Failure::Unavailable),
-            },
-            Side::Postgres(pg) => {
-                let faults = pg.faults.clone();
-                pg.conn.write(|tables| {
-                    batch.ops = unrun.take().unwrap_or_default();
-                    batch.prefetch = true;
-                    apply_ops(tables, faults.as_deref(), batch)
-                })
-            }
-        };
+        let faults = self.faults.as_deref();
+        let written = self.backend.write(|tables| {
+            batch.ops = unrun.take().unwrap_or_default();
+            batch.prefetch = B::PREFETCH;
+            apply_ops(tables, faults, batch)
+        });
         if let (Err(e), Some(ops)) = (&written, unrun) {
             fail_ops(ops, e);
         }
         written
     }
-
-    /// SQL statements executed so far (see [`WriterStats::statements`]).
-    fn statements(&self) -> u64 {
-        match self {
-            Side::Redb(_) => 0,
-            Side::Postgres(pg) => pg.conn.executed(),
-        }
-    }
-
-    fn set_full(&self, full: bool) {
-        if let Side::Redb(cell) = self {
-            cell.full.store(full, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
 }
 
-pub(super) fn spawn(
-    side: Side,
+pub(super) fn spawn<B: Backend + Send + 'static>(
+    backend: B,
+    faults: Option<Arc<Faults>>,
     hook: Arc<dyn PostCommit>,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
@@ -225,7 +183,7 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("dwell-writer".into())
         .spawn(move || {
-            let mut side = side;
+            let mut side = Side { backend, faults };
             run(&mut side, rx, hook, clock, config);
             // Every sender is gone: drop our handle. When it is the last one, redb closes
             // the file cleanly (no repair at the next start).
@@ -291,8 +249,8 @@ impl Answer {
     }
 }
 
-fn run(
-    side: &mut Side,
+fn run<B: Backend>(
+    side: &mut Side<B>,
     mut rx: mpsc::Receiver<Op>,
     hook: Arc<dyn PostCommit>,
     clock: Arc<dyn Clock>,
@@ -301,14 +259,14 @@ fn run(
     let mut stats = WriterStats::default();
     // After a full disk or another I/O error, the file must be opened again.
     let mut reopen = false;
-    // Slices that did not fit in an earlier batch (see [`large::BATCH_SLICE_BYTES`]):
+    // Slices that did not fit in an earlier batch (see [`BATCH_SLICE_BYTES`]):
     // they go first into the next, while other operations never wait behind them.
     let mut deferred: std::collections::VecDeque<Op> = std::collections::VecDeque::new();
     loop {
         let mut ops = Vec::new();
         let mut slice_bytes = 0;
         while let Some(op) = deferred.front() {
-            if !ops.is_empty() && slice_bytes + op.slice_bytes() > large::BATCH_SLICE_BYTES {
+            if !ops.is_empty() && slice_bytes + op.slice_bytes() > BATCH_SLICE_BYTES {
                 break;
             }
             slice_bytes += op.slice_bytes();
@@ -327,7 +285,7 @@ fn run(
             match rx.try_recv() {
                 Ok(op) => {
                     let bytes = op.slice_bytes();
-                    if bytes > 0 && slice_bytes + bytes > large::BATCH_SLICE_BYTES {
+                    if bytes > 0 && slice_bytes + bytes > BATCH_SLICE_BYTES {
                         deferred.push_back(op);
                         continue;
                     }
@@ -344,7 +302,7 @@ fn run(
         let mut answers = Vec::with_capacity(ops.len());
         let mut notices = Vec::new();
         if reopen {
-            match side.recover() {
+            match side.backend.recover() {
                 Ok(()) => reopen = false,
                 Err(e) => tracing::warn!(error = %e, "the store cannot be reopened yet"),
             }
@@ -364,7 +322,7 @@ fn run(
         let outcome = outcome.map(|written| {
             stats.largest_state_write = stats.largest_state_write.max(written);
         });
-        stats.statements = side.statements();
+        stats.statements = side.backend.statements();
         if let Err(e) = &outcome {
             match e {
                 Failure::Full => tracing::error!("write batch failed: the disk is full"),
@@ -379,8 +337,8 @@ fn run(
             reopen |= matches!(e, Failure::Full | Failure::Unavailable);
         }
         match &outcome {
-            Err(Failure::Full) => side.set_full(true),
-            Ok(()) if writes => side.set_full(false),
+            Err(Failure::Full) => side.backend.set_full(true),
+            Ok(()) if writes => side.backend.set_full(false),
             _ => {}
         }
         for a in answers {
@@ -411,12 +369,6 @@ type Failure = dwell_storage::Error;
 /// What the callers of a failed batch hear.
 fn failure_error(f: &Failure) -> Error {
     Error::from(f.clone())
-}
-
-/// A redb failure: a full disk, a file to reopen (redb refuses everything after an I/O
-/// error), or something else.
-fn redb_failure(e: impl Into<redb::Error>) -> Failure {
-    storage_error(e)
 }
 
 /// Answer every op of a batch that could not be applied with why (callers of inline

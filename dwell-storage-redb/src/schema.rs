@@ -3,17 +3,17 @@
 
 use redb::{TableDefinition, WriteTransaction};
 
-/// `tenant/module/key` → [`super::ActorMeta`]
+/// `tenant/module/key` → [`dwell_types::records::ActorMeta`]
 pub const ACTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("actors");
 /// `tenant/module/key` → state snapshot (guest MessagePack, stored as given)
 pub const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("states");
-/// `(actor, seq)` → [`crate::domain::Envelope`]
+/// `(actor, seq)` → [`dwell_types::Envelope`]
 pub const MAILBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mailbox");
-/// request id → [`super::RequestRecord`]
+/// request id → [`dwell_types::records::RequestRecord`]
 pub const REQUESTS: TableDefinition<u128, &[u8]> = TableDefinition::new("requests");
-/// `(actor, seq)` → [`super::DeadLetter`]
+/// `(actor, seq)` → [`dwell_types::records::DeadLetter`]
 pub const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
-/// `tenant/name` → [`super::ModuleRecord`]
+/// `tenant/name` → [`dwell_types::records::ModuleRecord`]
 pub const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
 /// digest → component bytes
 pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("module_bytes");
@@ -22,21 +22,21 @@ pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("module_byt
 pub const TIMERS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("timers");
 /// `(actor, name)` → due: find, replace and list an actor's timers.
 pub const TIMER_INDEX: TableDefinition<(&str, &str), u64> = TableDefinition::new("timer_index");
-/// id → [`super::records::OutboxEntry`]
+/// id → [`crate::records::OutboxEntry`]
 pub const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
 /// `(due, id)` → (): the next delivery is the first key.
 pub const OUTBOX_DUE: TableDefinition<(u64, u128), ()> = TableDefinition::new("outbox_due");
 /// `(actor, call id)` → outbox id: an actor's outstanding HTTP calls.
 pub const HTTP_PENDING: TableDefinition<(&str, &str), u128> = TableDefinition::new("http_pending");
-/// `(tenant, key)` → [`super::records::IdempotencyRecord`]
+/// `(tenant, key)` → [`crate::records::IdempotencyRecord`]
 pub const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
 /// `(expires, tenant, key)` → (): purge expired keys without a scan.
 pub const IDEM_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
     TableDefinition::new("idempotency_expiry");
 
-/// tenant name → [`super::records::TenantRecord`]
+/// tenant name → [`crate::records::TenantRecord`]
 pub const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
-/// key id → [`super::records::KeyRecord`] (the key itself is never stored, only its hash)
+/// key id → [`crate::records::KeyRecord`] (the key itself is never stored, only its hash)
 pub const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 /// tenant → number of actors
 pub const TENANT_ACTORS: TableDefinition<&str, u64> = TableDefinition::new("tenant_actors");

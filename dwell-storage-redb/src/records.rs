@@ -5,9 +5,9 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::domain::records::*;
+pub use dwell_types::records::*;
 
-use super::Error;
+use crate::Error;
 
 /// Current on-disk schema version.
 pub const SCHEMA: u8 = 1;
@@ -32,7 +32,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{RequestStatus, UnixMs};
+    use dwell_types::{RequestStatus, UnixMs};
 
     /// Records as the release before refusals and fingerprints wrote them.
     #[derive(Serialize)]
@@ -76,7 +76,7 @@ mod tests {
         // And the new forms round-trip.
         let new = RequestStatus::Failed {
             error: "closed".into(),
-            refusal: Some(crate::domain::RefusalCode::Conflict),
+            refusal: Some(dwell_types::RefusalCode::Conflict),
         };
         assert_eq!(decode::<RequestStatus>(&encode(&new)).unwrap(), new);
     }

@@ -5,44 +5,19 @@
 //! Long because it is the whole contract on redb: one short method per table operation.
 
 use dwell_storage::{Error, StateRef, Tables, TimerKey};
+
+use crate::storage_error;
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::large::LargeTables;
-use super::records::{
+use crate::large::LargeTables;
+use crate::records::{
     self, ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, PurgeJob,
     RequestRecord, TenantRecord,
 };
-use super::tables::*;
-use crate::domain::{Envelope, UnixMs};
+use crate::schema::*;
+use dwell_types::{Envelope, UnixMs};
 
 type R<T> = Result<T, Error>;
-
-/// A redb failure in the contract's terms: a full disk and an I/O error (after which
-/// redb refuses everything until the file is opened again) keep their kind.
-pub(super) fn storage_error(e: impl Into<redb::Error>) -> Error {
-    match e.into() {
-        redb::Error::Io(io)
-            if io.kind() == std::io::ErrorKind::StorageFull
-                || io.raw_os_error() == Some(libc::ENOSPC) =>
-        {
-            Error::Full
-        }
-        redb::Error::PreviousIo | redb::Error::Io(_) => Error::Unavailable,
-        e => Error::Backend(e.to_string()),
-    }
-}
-
-impl From<super::Error> for Error {
-    fn from(e: super::Error) -> Self {
-        match e {
-            super::Error::Corrupt(c) => Error::Corrupt(c),
-            super::Error::Full => Error::Full,
-            super::Error::Unavailable | super::Error::Closed => Error::Unavailable,
-            super::Error::Storage(e) => storage_error(e),
-            e => Error::Backend(e.to_string()),
-        }
-    }
-}
 
 /// `?` for redb results inside the contract.
 trait Redb<T> {
@@ -70,7 +45,7 @@ fn record<T: serde::de::DeserializeOwned>(
 const NAME_END: &str = "\u{7f}";
 
 /// The open tables of one redb write transaction.
-pub(super) struct RedbTables<'t> {
+pub struct RedbTables<'t> {
     actors: Table<'t, &'static str, &'static [u8]>,
     states: Table<'t, &'static str, &'static [u8]>,
     mailbox: Table<'t, (&'static str, u64), &'static [u8]>,
@@ -94,7 +69,7 @@ pub(super) struct RedbTables<'t> {
 }
 
 impl<'t> RedbTables<'t> {
-    pub(super) fn open(txn: &'t WriteTransaction) -> R<Self> {
+    pub fn open(txn: &'t WriteTransaction) -> R<Self> {
         Ok(RedbTables {
             actors: txn.open_table(ACTORS).st()?,
             states: txn.open_table(STATES).st()?,

@@ -6,23 +6,40 @@ use std::sync::Arc;
 use dwell_storage::{Pending, Reads, TimerKey, View};
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::records::{
+use crate::records::{
     self, ActorMeta, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord, TenantRecord,
 };
-use super::tables::*;
-use super::{DbCell, Error, large};
-use crate::domain::UnixMs;
+use crate::schema::*;
+use crate::{Cell, Error, large};
+use dwell_types::UnixMs;
 
 type R<T> = Result<T, dwell_storage::Error>;
 
 /// Timer names are `[A-Za-z0-9_.:-]`, all below this byte: the end of an actor's range.
 const NAME_END: &str = "\u{7f}";
 
-pub(super) struct RedbReads {
-    pub(super) db: Arc<DbCell>,
+#[derive(Clone)]
+pub struct RedbReads {
+    pub(crate) db: Arc<Cell>,
 }
 
 impl RedbReads {
+    /// Entries in the tables of large states: (actors pointing at slices, slices,
+    /// staged). For tests of the slicing.
+    #[doc(hidden)]
+    pub fn large_entries(&self) -> (usize, usize, usize) {
+        let counts = || -> Result<_, Error> {
+            let txn = self.db.get()?.begin_read()?;
+            let n = |len: u64| len as usize;
+            Ok((
+                n(txn.open_table(large::STATE_REFS)?.len()?),
+                n(txn.open_table(large::STATE_SLICES)?.len()?),
+                n(txn.open_table(large::STAGED)?.len()?),
+            ))
+        };
+        counts().expect("read the tables of large states")
+    }
+
     /// `f` in one read transaction of the current file.
     fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T, Error>) -> R<T> {
         let run = || {
@@ -58,6 +75,10 @@ fn meta_of(txn: &ReadTransaction, key: &str) -> Result<Option<ActorMeta>, Error>
 }
 
 impl Reads for RedbReads {
+    fn room(&self) -> R<()> {
+        self.db.room()
+    }
+
     fn actor(&self, key: &str) -> R<Option<ActorMeta>> {
         self.read(|txn| meta_of(txn, key))
     }

@@ -1,13 +1,13 @@
 //! Large states, written in slices so one tenant's big snapshots do not hold up the
 //! writer for everyone else.
 //!
-//! A state up to [`LARGE`] bytes is one value in `states`, as always. A larger one is
-//! *staged* first: [`crate::store::Store::submit_batch`] cuts it into [`SLICE`]-sized
+//! A state up to [`dwell_storage::LARGE`] bytes is one value in `states`, as always. A larger one is
+//! *staged* first: the engine's store (`submit_batch`) cuts it into [`dwell_storage::SLICE`]-sized
 //! pieces and commits each as its own small writer operation (waiting for each, so the
 //! cost falls on the tenant that wrote it, and other tenants' commits run in between).
 //! The turn's own commit then only points the actor at the staged slices (`state_refs`),
 //! together with its dequeue and effects — still one atomic step. The writer never takes
-//! more than [`BATCH_SLICE_BYTES`] of slices into one transaction.
+//! more than [`dwell_storage::BATCH_SLICE_BYTES`] of slices into one transaction.
 //!
 //! Invariants: an actor has its state in `states` or in `state_refs`, never both; slices
 //! are reachable from exactly one place — a `state_refs` entry or the `staged` table
@@ -17,17 +17,9 @@
 
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::Error;
-use super::records;
-use super::tables::STATES;
-
-/// States above this size are staged in slices.
-pub const LARGE: usize = 256 << 10;
-/// The size of one slice.
-pub const SLICE: usize = 256 << 10;
-/// At most this many bytes of slices go into one write transaction (more wait for the
-/// next one).
-pub const BATCH_SLICE_BYTES: usize = 256 << 10;
+use crate::Error;
+use crate::records;
+use crate::schema::STATES;
 
 /// `tenant/module/key` → [`StateRef`]: the actor's state is in slices.
 pub const STATE_REFS: TableDefinition<&str, &[u8]> = TableDefinition::new("state_refs");
@@ -36,7 +28,7 @@ pub const STATE_SLICES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::ne
 /// slices id → number of slices staged so far: not referenced by any actor yet.
 pub const STAGED: TableDefinition<u64, u32> = TableDefinition::new("staged_slices");
 
-pub use dwell_storage::{Carrier, Staged, StateRef};
+use dwell_storage::StateRef;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(STATE_REFS)?;

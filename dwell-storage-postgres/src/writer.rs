@@ -1,0 +1,59 @@
+//! The write side on PostgreSQL as a [`dwell_storage::Backend`]: the node's single
+//! writer commits each batch through one connection holding this node's partition, and
+//! connects again (keeping the claimed epoch) after the connection failed.
+
+use dwell_storage::{Backend, Error};
+
+use crate::{PgReads, PgTables, Postgres, R};
+
+/// Reader threads (each with its own connection).
+const READERS: usize = 4;
+
+/// The writer's connection, holding this node's partition.
+pub struct PgWriter {
+    url: String,
+    conn: Postgres,
+}
+
+/// Connect to `url`: apply the schema, claim the partition as `owner`, drop slices
+/// staged by batches that never committed; the write side and the read side. The
+/// blocking client runs its own runtime, so this runs on a thread of its own (the caller
+/// may be inside tokio).
+pub fn open(url: &str, owner: &str) -> R<(PgWriter, PgReads)> {
+    let (u, o) = (url.to_owned(), owner.to_owned());
+    let conn = std::thread::spawn(move || {
+        let mut conn = Postgres::connect(&u, &o)?;
+        let dropped = conn.drop_staged()?;
+        if dropped > 0 {
+            tracing::info!(dropped, "dropped large states staged before a crash");
+        }
+        Ok::<_, Error>(conn)
+    })
+    .join()
+    .map_err(|_| Error::Backend("the PostgreSQL connect thread panicked".into()))??;
+    let writer = PgWriter {
+        url: url.to_owned(),
+        conn,
+    };
+    Ok((writer, PgReads::new(url, READERS)))
+}
+
+impl Backend for PgWriter {
+    type Tables<'t> = PgTables<'t>;
+    /// Each read is a round trip: a batch starts by reading what it will need at once.
+    const PREFETCH: bool = true;
+
+    fn write<T>(&mut self, f: impl for<'t> FnOnce(&mut PgTables<'t>) -> R<T>) -> R<T> {
+        self.conn.write(f)
+    }
+
+    fn recover(&mut self) -> R<()> {
+        self.conn = self.conn.resume(&self.url)?;
+        tracing::info!("connected to PostgreSQL again");
+        Ok(())
+    }
+
+    fn statements(&self) -> u64 {
+        self.conn.executed()
+    }
+}
