@@ -1,5 +1,5 @@
 //! The MessagePack/JSON boundary and the `Prefer` header, through the functions the HTTP
-//! handlers call (`dwell::fuzzing` re-exports them from the private `http::codec`).
+//! handlers call (`dwell::fuzzing` re-exports them from the hidden `dwell_http::codec`).
 //!
 //! One input is read three ways, so that the seeds can be plain files (a JSON document, a
 //! MessagePack value, a few `Prefer` lines): as the request body; split at newlines, as

@@ -698,15 +698,16 @@ impl Harness {
         }
         .expect("temp dir");
         let clock = Arc::new(TestClock(AtomicU64::new(START_MS)));
-        let store = Store::open(
-            dir.path(),
-            Arc::new(Quiet),
-            clock.clone(),
-            WriterConfig {
-                max_actors: MAX_ACTORS,
-            },
-        )
-        .expect("open the store");
+        let store = dwell::storage::open(dir.path(), None)
+            .expect("open the store")
+            .start(
+                Arc::new(Quiet),
+                clock.clone(),
+                WriterConfig {
+                    max_actors: MAX_ACTORS,
+                },
+                None,
+            );
         for t in TENANTS {
             runtime()
                 .block_on(store.put_module(

@@ -48,7 +48,7 @@ fn postgres_store(data: &Path) -> Vec<String> {
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("runtime/ has a parent")
+        .expect("dwell/ has a parent")
         .to_path_buf()
 }
 

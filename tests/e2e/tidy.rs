@@ -18,25 +18,29 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// The workspace's crates (a folder with a `Cargo.toml` at the root), the examples, the
+/// tests and the fuzz targets.
+fn source_dirs() -> Vec<std::path::PathBuf> {
+    let root = crate::harness::workspace_root();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("Cargo.toml").is_file() && !p.ends_with("fuzz"))
+        .collect();
+    for d in ["examples", "tests", "fuzz/fuzz_targets"] {
+        dirs.push(root.join(d));
+    }
+    dirs
+}
+
 #[test]
 fn every_rust_file_has_module_docs_and_no_debug_leftovers() {
-    let root = crate::harness::workspace_root();
     let mut files = Vec::new();
-    for dir in [
-        "dwell-types",
-        "dwell-storage",
-        "dwell-storage-postgres",
-        "dwell-core",
-        "dwell-executor",
-        "runtime",
-        "guest-sdk",
-        "examples",
-        "tests",
-        "chaos",
-        "dwell-bench",
-        "fuzz/fuzz_targets",
-    ] {
-        rust_files(&root.join(dir), &mut files);
+    let dirs = source_dirs();
+    assert!(dirs.len() > 12, "found the crates: {dirs:?}");
+    for dir in dirs {
+        rust_files(&dir, &mut files);
     }
     assert!(files.len() > 20, "found the sources");
     let mut problems = Vec::new();
@@ -74,38 +78,71 @@ fn every_rust_file_has_module_docs_and_no_debug_leftovers() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// The layering the storage contract depends on: the HTTP layer never reaches into
-/// storage, and only the store knows redb.
+/// The names in a crate's `[dependencies]` (not its dev-dependencies: tests may run on
+/// real backends).
+fn dependencies(krate: &str) -> Vec<String> {
+    let manifest = crate::harness::workspace_root()
+        .join(krate)
+        .join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut deps = Vec::new();
+    let mut inside = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == "[dependencies]";
+        } else if inside && !line.is_empty() && !line.starts_with('#') {
+            let name = line.split(['=', '.', ' ']).next().unwrap_or_default();
+            deps.push(name.to_owned());
+        }
+    }
+    assert!(!deps.is_empty(), "{krate} has dependencies");
+    deps
+}
+
+/// The layering the stages depend on, as the crates' dependencies say it: the HTTP layer
+/// never reaches storage, the engine names no database (the binary opens one), and the
+/// contract and the turn core know no database, runtime or framework.
 #[test]
-fn http_imports_nothing_from_storage_and_only_the_store_knows_redb() {
-    let root = crate::harness::workspace_root();
+fn each_stage_depends_only_on_the_stages_below_it() {
+    let databases = [
+        "redb",
+        "postgres",
+        "dwell-storage-redb",
+        "dwell-storage-postgres",
+    ];
     let mut problems = Vec::new();
-    let mut check = |dir: &str, banned: &[&str]| {
-        let mut files = Vec::new();
-        rust_files(&root.join(dir), &mut files);
-        assert!(!files.is_empty(), "{dir} has sources");
-        for f in files {
-            let text = std::fs::read_to_string(&f).unwrap();
-            // Code only: doc comments may name the data file.
-            for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
-                for bad in banned {
-                    if line.contains(bad) {
-                        problems.push(format!("{}: {}", f.display(), line.trim()));
-                    }
-                }
+    let mut check = |krate: &str, banned: &[&str]| {
+        for d in dependencies(krate) {
+            if banned.contains(&d.as_str()) {
+                problems.push(format!("{krate} depends on {d}"));
             }
         }
     };
-    check("runtime/src/http", &["crate::store", "redb", "postgres::"]);
     check(
-        "runtime/src/engine",
-        &["redb", "postgres::", "dwell_storage_postgres"],
+        "dwell-http",
+        &[&databases[..], &["dwell-storage", "dwell-core"]].concat(),
     );
-    check("dwell-types", &["redb", "crate::store"]);
-    check("dwell-executor", &["redb"]);
-    // The contract and the turn core know no database, runtime or framework.
-    let pure = ["redb", "postgres", "tokio", "actix", "wasmtime"];
-    check("dwell-storage", &pure);
-    check("dwell-core", &pure);
+    check("dwell-engine", &[&databases[..], &["actix-web"]].concat());
+    let pure = [&databases[..], &["tokio", "actix-web", "wasmtime"]].concat();
+    for krate in ["dwell-types", "dwell-storage", "dwell-core"] {
+        check(krate, &pure);
+    }
+    check("dwell-executor", &databases);
+    check("dwell-tls", &databases);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // And in the code: the HTTP layer uses none of the engine's storage handle.
+    let mut files = Vec::new();
+    rust_files(
+        &crate::harness::workspace_root().join("dwell-http"),
+        &mut files,
+    );
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            if line.contains("store::") || line.contains("dwell_storage") {
+                problems.push(format!("{}: {}", f.display(), line.trim()));
+            }
+        }
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

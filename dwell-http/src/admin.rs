@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::domain::QuotaOverrides;
-use crate::engine::{AuthError, Caller, TenantInfo};
+use dwell_engine::{AuthError, Caller, TenantInfo};
 
 use super::AppState;
 use super::codec::read_body;

@@ -12,7 +12,7 @@ use crate::domain::records::{CallbackStatus, Delivery, ModuleVersion, RequestRec
 use crate::domain::{
     ActorId, ActorStatus, RefusalCode, RequestId, RequestStatus, TenantId, validate_name,
 };
-use crate::engine::{AuthError, Caller};
+use dwell_engine::{AuthError, Caller};
 
 use super::AppState;
 use super::codec::{self, read_body};

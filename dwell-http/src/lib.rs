@@ -3,7 +3,8 @@
 //! touch storage.
 
 mod admin;
-pub(crate) mod codec; // re-exported for the fuzzers by `crate::fuzzing`
+#[doc(hidden)]
+pub mod codec; // public for the fuzzers (`dwell::fuzzing`), not an API
 mod handlers;
 mod malformed;
 mod openapi;
@@ -16,7 +17,8 @@ use std::time::Duration;
 
 use actix_web::{App, web};
 
-use crate::engine::Engine;
+use dwell_engine::Engine;
+use dwell_engine::domain;
 
 pub use problem::ApiError;
 

@@ -8,6 +8,10 @@
 //! actors with new mail and settles request waiters ([`waiters`]). Compiled modules live in
 //! the [`registry`].
 
+pub use dwell_executor as executor;
+pub use dwell_types as domain;
+pub mod store;
+
 mod clock;
 mod lanes;
 mod outbound;
@@ -34,7 +38,7 @@ use crate::domain::{
 use crate::executor::{Executor, ModuleError};
 pub use crate::store::Storage;
 use crate::store::{
-    self, ActorView, EnqueueAck, EnqueueRequest, ModuleRecord, ModuleVersion, NewRequest, Notice,
+    ActorView, EnqueueAck, EnqueueRequest, ModuleRecord, ModuleVersion, NewRequest, Notice,
     PostCommit, RequestRecord, Store,
 };
 
@@ -178,7 +182,7 @@ pub(crate) struct Inner {
     pub tenants: Arc<tenants::Tenants>,
     pub warm: warm::WarmCache,
     pub in_flight: Arc<InFlight>,
-    pub(super) schedule: timers::Schedule,
+    pub(crate) schedule: timers::Schedule,
     /// The outbound HTTP client (one connection pool for calls and callbacks).
     pub http: outbound::HttpClient,
 }

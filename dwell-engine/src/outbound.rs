@@ -167,12 +167,12 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn new(cfg: &OutboundConfig) -> Result<Self, crate::tls::Error> {
+    pub fn new(cfg: &OutboundConfig) -> Result<Self, dwell_tls::Error> {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent("dwell")
-            .tls_config(crate::tls::client_config(cfg.ca_cert.as_deref())?)
+            .tls_config(dwell_tls::client_config(cfg.ca_cert.as_deref())?)
             .max_idle_connections(cfg.concurrency.max(1) * 4)
             .max_idle_connections_per_host(cfg.concurrency.max(1))
             .build()
