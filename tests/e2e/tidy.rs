@@ -34,6 +34,7 @@ fn every_rust_file_has_module_docs_and_no_debug_leftovers() {
         "tests",
         "chaos",
         "dwell-bench",
+        "dwell-testkit",
         "fuzz/fuzz_targets",
     ] {
         rust_files(&root.join(dir), &mut files);
