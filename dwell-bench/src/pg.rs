@@ -1,5 +1,6 @@
-//! The benchmark on PostgreSQL (`--postgres URL`): one fresh database per data
-//! directory, and what the server cost the database (WAL bytes, rows written).
+//! The benchmark on PostgreSQL (`--postgres URL`): one fresh database per data directory
+//! (made by `dwell-testkit`), and what the server cost the database (WAL bytes, rows
+//! written).
 
 use std::path::Path;
 
@@ -7,28 +8,18 @@ use anyhow::Context as _;
 
 use crate::Args;
 
+/// The prefix of the bench's database names (tells them from the test suite's).
+const DB_PREFIX: &str = "dwell_bench_";
+
 /// `--store URL` for a server or engine on `data`, when the run is on PostgreSQL: the
-/// database is named after the directory (a restart on it finds its state) and made
+/// database of that directory (`dwell-testkit`: a restart on it finds its state), made
 /// on first use.
 pub(crate) fn store_for(args: &Args, data: &Path) -> anyhow::Result<Option<String>> {
-    let Some(base) = &args.postgres else {
+    let Some(server) = &args.postgres else {
         return Ok(None);
     };
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in data.as_os_str().as_encoded_bytes() {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
-    }
-    let db = format!("dwell_bench_{h:016x}");
-    let base = base.trim_end_matches('/');
-    let mut admin = postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls)
-        .context("connecting to --postgres")?;
-    let exists = admin
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])?
-        .is_some();
-    if !exists {
-        admin.batch_execute(&format!("CREATE DATABASE {db}"))?;
-    }
-    Ok(Some(format!("{base}/{db}")))
+    let url = dwell_testkit::database_url(server, DB_PREFIX, data).context("--postgres")?;
+    Ok(Some(url))
 }
 
 /// The database's counters at one moment.

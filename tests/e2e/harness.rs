@@ -1,13 +1,19 @@
-//! Test harness: builds the example guests, starts the real `dwell` binary on
-//! 127.0.0.1:0 with a temporary data directory, and speaks HTTP to it.
+//! Test harness: the e2e tests' view of a real `dwell` server — the binary started on
+//! 127.0.0.1:0 with a temporary data directory (through `dwell-testkit`, which owns the
+//! child process, the database per data directory, the guest build and polling) — and
+//! HTTP to it with ureq, as the default tenant unless a test says otherwise.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use dwell_testkit::{ServerOptions, ServerProcess};
 use serde_json::Value;
+
+pub use dwell_testkit::workspace_root;
+
+/// The prefix of the suite's database names on PostgreSQL.
+const DB_PREFIX: &str = "dwell_";
 
 /// The PostgreSQL server the suite runs against (`DWELL_TEST_POSTGRES`, e.g.
 /// `postgres://postgres@127.0.0.1:5432`; set by `scripts/test.sh`), if any.
@@ -17,78 +23,23 @@ pub fn test_postgres() -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
-/// `--store URL` for a server on `data` when the suite runs on PostgreSQL: one database
-/// per data directory (so a restart on the same directory finds its state), created on
-/// first use.
-fn postgres_store(data: &Path) -> Vec<String> {
-    let Some(base) = test_postgres() else {
-        return Vec::new();
-    };
-    // FNV-1a of the path: a stable, valid database name.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in data.as_os_str().as_encoded_bytes() {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
-    }
-    let db = format!("dwell_{h:016x}");
-    let base = base.trim_end_matches('/');
-    let mut admin = postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls)
-        .expect("connect to the test PostgreSQL");
-    let exists = admin
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
-        .expect("look for the database")
-        .is_some();
-    if !exists {
-        admin
-            .batch_execute(&format!("CREATE DATABASE {db}"))
-            .expect("create the test database");
-    }
-    vec!["--store".into(), format!("{base}/{db}")]
-}
-
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("dwell/ has a parent")
-        .to_path_buf()
-}
-
 /// The example guests, built once per test run for wasm32-wasip2.
 pub fn guest(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let root = workspace_root();
-        let target = root.join("target").join("guests");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&root)
-            .args(["build", "--profile", "guest", "--target", "wasm32-wasip2"])
-            .arg("--target-dir")
-            .arg(&target)
-            .args(crate::GUESTS.iter().flat_map(|g| ["-p", g]))
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("run cargo to build the example guests");
-        assert!(status.success(), "building the example guests failed");
-        target.join("wasm32-wasip2").join("guest")
-    });
-    let path = dir.join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} was not built", path.display());
-    path
+    dwell_testkit::guest(crate::GUESTS, name).unwrap_or_else(|e| panic!("guest {name}: {e}"))
 }
 
 pub fn guest_bytes(name: &str) -> Vec<u8> {
     std::fs::read(guest(name)).expect("read guest")
 }
 
-/// A running `dwell serve`.
+/// A running `dwell serve`; dropping it kills the process.
 pub struct Server {
-    child: Option<Child>,
+    /// Declared first: the process is killed before the data directory is removed.
+    process: ServerProcess,
+    /// The base URL of the current start (a restart gets a new port).
     pub base: String,
     pub data: PathBuf,
     _tmp: Option<tempfile::TempDir>,
-    args: Vec<String>,
-    envs: Vec<(String, String)>,
     agent: ureq::Agent,
     /// The default tenant's key, read from the data directory after the first start.
     pub key: String,
@@ -169,99 +120,57 @@ impl Server {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Server {
-        let mut s = Server {
-            child: None,
-            base: String::new(),
+        let binary = std::env::var_os("DWELL_BIN")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dwell")), PathBuf::from);
+        let mut options = ServerOptions::new(binary, &data);
+        // Next to the data directory, not in it: tests look at what the server keeps.
+        options.log = data.with_extension("log");
+        options.args = args.iter().map(|s| s.to_string()).collect();
+        options.env_remove = vec!["DWELL_ADMIN_KEY".into()];
+        options.env = [("DWELL_LOG", "info,wasmtime=warn,cranelift=warn")]
+            .iter()
+            .chain(envs)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        // The suite's backend, unless the test chose a store itself.
+        if let Some(pg) = test_postgres() {
+            options
+                .store_on_postgres(&pg, DB_PREFIX)
+                .unwrap_or_else(|e| panic!("the test PostgreSQL: {e}"));
+        }
+        let process = ServerProcess::start(options).unwrap_or_else(|e| panic!("{e}"));
+        Server {
+            base: process.base().to_owned(),
             data,
             _tmp: tmp,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            envs: envs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            key: String::new(),
-            admin_key: String::new(),
-            stdout: Arc::default(),
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .timeout_global(Some(Duration::from_secs(60)))
                 .max_idle_connections_per_host(64)
                 .build()
                 .new_agent(),
-        };
-        s.spawn();
-        s.key = std::fs::read_to_string(s.data.join("default-tenant.key"))
-            .expect("the default tenant's key is written at first start")
-            .trim()
-            .to_owned();
-        s.admin_key = match envs.iter().find(|(k, _)| *k == "DWELL_ADMIN_KEY") {
-            Some((_, v)) => v.to_string(),
-            None => std::fs::read_to_string(s.data.join("admin.key"))
-                .expect("admin.key")
-                .trim()
-                .to_owned(),
-        };
-        s
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data.with_extension("log"))
-            .expect("log file");
-        let mut child = Command::new(
-            std::env::var_os("DWELL_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_dwell").into()),
-        )
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--data")
-        .arg(&self.data)
-        .args(self.store_args())
-        .args(&self.args)
-        .env("DWELL_LOG", "info,wasmtime=warn,cranelift=warn")
-        .env_remove("DWELL_ADMIN_KEY")
-        .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("start dwell");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let printed = self.stdout.clone();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Some(Ok(line)) = lines.next() {
-                if let Some(addr) = line.strip_prefix("dwell listening on ") {
-                    let _ = tx.send(addr.to_owned());
-                }
-                printed.lock().unwrap().push(line);
-            }
-        });
-        let base = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("dwell did not start; log:\n{}", self.log()));
-        self.base = base;
-        self.child = Some(child);
-    }
-
-    /// `--store` for the suite's backend, unless the test chose a store itself.
-    fn store_args(&self) -> Vec<String> {
-        if self.args.iter().any(|a| a == "--store") {
-            return Vec::new();
+            key: process
+                .key()
+                .expect("the default tenant's key is written at first start"),
+            admin_key: process.admin_key().expect("admin.key"),
+            stdout: process.stdout().clone(),
+            process,
         }
-        postgres_store(&self.data)
     }
 
     /// The PostgreSQL URL of this server's database, when the suite runs on PostgreSQL.
     pub fn postgres_url(&self) -> Option<String> {
-        postgres_store(&self.data).pop()
+        let pg = test_postgres()?;
+        Some(
+            dwell_testkit::database_url(&pg, DB_PREFIX, &self.data)
+                .unwrap_or_else(|e| panic!("the test PostgreSQL: {e}")),
+        )
     }
 
     /// Every byte the server keeps at rest: the redb file, or on PostgreSQL every column
     /// of every row of its database (bytea as its bytes, text as UTF-8).
     pub fn data_at_rest(&self) -> Vec<u8> {
-        let Some(store) = postgres_store(&self.data).pop() else {
+        let Some(store) = self.postgres_url() else {
             return std::fs::read(self.data.join("dwell.redb")).expect("the data file");
         };
         let mut db = postgres::Client::connect(&store, postgres::NoTls).expect("connect");
@@ -293,68 +202,44 @@ impl Server {
 
     /// The running server's process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("the server is running").id()
+        self.process.pid().expect("the server is running")
     }
 
     /// The server's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// SIGKILL the server while other threads still hold `&self` (they see the
     /// connection fail); `restart` reaps it.
     pub fn kill_now(&self) {
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .args(["-KILL", &c.id().to_string()])
-                .status();
-        }
+        self.process.kill_now();
     }
 
     /// SIGKILL the server (no shutdown path runs).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
     /// SIGTERM the server and wait for it to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else {
-            return false;
-        };
-        let pid = c.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status.success();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let stopped = self.process.stop(Duration::from_secs(30));
+        stopped.exit.is_some_and(|s| s.success())
     }
 
     /// Start again on the same data directory (after `kill` or `terminate`).
     pub fn start_again(&mut self) {
-        self.spawn();
+        self.restart();
     }
 
-    /// Start again on the same data directory.
+    /// Start again on the same data directory (killing it first if it still runs).
     pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
+        self.process.restart().unwrap_or_else(|e| panic!("{e}"));
+        self.base = self.process.base().to_owned();
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.process.is_running()
     }
 
     pub fn request(
@@ -454,23 +339,9 @@ impl Server {
         &self,
         timeout: Duration,
         what: &str,
-        mut check: impl FnMut() -> Option<T>,
+        check: impl FnMut() -> Option<T>,
     ) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = check() {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; server log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
+        dwell_testkit::eventually(timeout, check)
+            .unwrap_or_else(|| panic!("timed out waiting for {what}; server log:\n{}", self.log()))
     }
 }
