@@ -18,7 +18,7 @@ url=$(scripts/pg.sh start "$pgdir")
 # twice with different features.
 DWELL_TEST_PG_SERVER=$url cargo test -p dwell-types -p dwell-storage -p dwell-core \
   -p dwell-storage-redb -p dwell-storage-postgres -p dwell-executor -p dwell-tls \
-  -p dwell-engine -p dwell-http -p dwell "$@" -- --skip noisy
+  -p dwell-engine -p dwell-http -p dwell-testkit -p dwell "$@" -- --skip noisy
 cargo test -p dwell --test e2e "$@" -- noisy --test-threads 1 --nocapture
 
 echo "== the end-to-end suite on PostgreSQL"
