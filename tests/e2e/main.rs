@@ -15,6 +15,7 @@ mod storage;
 mod tenancy;
 mod tidy;
 mod tls;
+mod visibility;
 mod walkthrough;
 
 /// The example crates the harness builds for wasm32-wasip2.
