@@ -91,6 +91,10 @@ struct Args {
     /// `--http-workers` of the server (default: the server's default).
     #[arg(long)]
     http_workers: Option<usize>,
+    /// One more argument for `dwell serve` (repeatable), e.g.
+    /// `--server-arg=--history-turns=0` to measure without turn history.
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
     /// `DWELL_LOG` of the server (its log goes to `<data>/server.log`).
     #[arg(long, default_value = "warn")]
     server_log: String,
@@ -317,6 +321,7 @@ fn run() -> anyhow::Result<bool> {
             "durability": "redb Durability::Immediate: one fsync per writer commit batch (group commit); 202/200 only after it",
             "client": format!("{:?}", b.args.client).to_lowercase(),
             "http_workers": b.args.http_workers,
+            "server_args": b.args.server_arg,
             "server_log": b.args.server_log,
             "data_parent": b.args.data_parent.clone().unwrap_or_else(std::env::temp_dir),
             "body": String::from_utf8_lossy(ADD_ONE),

@@ -37,6 +37,7 @@ impl Server {
                 .args
                 .extend(["--http-workers".into(), w.to_string()]);
         }
+        options.args.extend(args.server_arg.iter().cloned());
         if let Some(store) = crate::pg::store_for(args, data)? {
             options.args.extend(["--store".into(), store]);
         }

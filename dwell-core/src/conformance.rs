@@ -154,7 +154,11 @@ impl<B: Backend> Rig<B> {
     }
 
     pub fn commit(&mut self, actor: &ActorId, seq: u64, result: TurnResult) -> TurnsAck {
-        let turns = vec![CommittedTurn { seq, result, took_us: 7 }];
+        let turns = vec![CommittedTurn {
+            seq,
+            result,
+            took_us: 7,
+        }];
         self.tx(|tx| tx.commit_turns(actor, turns, Vec::new(), None, None, HISTORY))
             .0
     }

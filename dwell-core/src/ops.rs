@@ -9,6 +9,8 @@ pub use dwell_storage::TimerKey;
 
 /// Administrative writes. Each answers whether it changed anything.
 #[derive(Debug, Clone)]
+// Administrative writes are rare: their size does not matter, boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 pub enum AdminOp {
     /// Create (`create_only`) or update a tenant.
     PutTenant {

@@ -31,6 +31,9 @@ pub struct Page<T, C> {
     pub next: Option<C>,
 }
 
+/// A page of an actor's turn records (newest first) and the cursor of the next.
+pub type HistoryPage = Page<(u64, TurnRecord), u64>;
+
 /// Which actors a list shows; `None` matches all.
 #[derive(Debug, Clone, Default)]
 pub struct ActorFilter {
@@ -179,7 +182,7 @@ impl Engine {
         actor: &ActorId,
         limit: usize,
         cursor: Option<u64>,
-    ) -> Result<Option<Page<(u64, TurnRecord), u64>>, Error> {
+    ) -> Result<Option<HistoryPage>, Error> {
         let key = actor.storage_key();
         let Some(meta) = self.inner.store.actor_meta(actor)? else {
             return Ok(None);
@@ -226,11 +229,10 @@ impl Engine {
             .reads()
             .history(&key, Some(seq + 1), STATE_WALK)
             .map_err(crate::store::Error::from)?;
-        let state = self.state_as_of(&key, &back)?;
-        let previous = if seq == 0 {
-            Known::State(None)
-        } else {
-            self.state_as_of(&key, back.get(1..).unwrap_or_default())?
+        let state = self.state_as_of(&key, seq, &back)?;
+        let previous = match seq.checked_sub(1) {
+            None => Known::State(None),
+            Some(before) => self.state_as_of(&key, before, back.get(1..).unwrap_or_default())?,
         };
         Ok(Some(HistoryEntry {
             seq,
@@ -240,9 +242,15 @@ impl Engine {
         }))
     }
 
-    /// The state as of the first of `records` (consecutive, newest first).
-    fn state_as_of(&self, key: &str, records: &[(u64, TurnRecord)]) -> Result<Known, Error> {
-        let mut expect = records.first().map(|(s, _)| *s);
+    /// The state as of turn `seq`, from `records` (newest first, from `seq` back): a
+    /// missing record (out of retention) leaves it unknown.
+    fn state_as_of(
+        &self,
+        key: &str,
+        seq: u64,
+        records: &[(u64, TurnRecord)],
+    ) -> Result<Known, Error> {
+        let mut expect = Some(seq);
         for (seq, rec) in records {
             if Some(*seq) != expect {
                 return Ok(Known::Unknown);
@@ -265,7 +273,11 @@ impl Engine {
 
     /// The process map of one of `tenant`'s modules, mined from the history of (at most
     /// [`MAP_ACTORS` of) its actors; `None` if there is no such module.
-    pub fn process_map(&self, tenant: &TenantId, module: &str) -> Result<Option<ProcessMap>, Error> {
+    pub fn process_map(
+        &self,
+        tenant: &TenantId,
+        module: &str,
+    ) -> Result<Option<ProcessMap>, Error> {
         if !self.module_exists(tenant, module) {
             return Ok(None);
         }

@@ -331,14 +331,10 @@ impl host::Host for HostState {
     /// The last step a turn names counts: a later call replaces the earlier one.
     fn step(&mut self, label: String) {
         let label = dwell_types::history::cut(&label, dwell_types::history::LABEL_LIMIT);
-        let named = self
-            .turn
-            .effects
-            .iter_mut()
-            .find_map(|e| match e {
-                Effect::Step { label } => Some(label),
-                _ => None,
-            });
+        let named = self.turn.effects.iter_mut().find_map(|e| match e {
+            Effect::Step { label } => Some(label),
+            _ => None,
+        });
         match named {
             Some(old) => *old = label,
             None => {

@@ -226,7 +226,11 @@ pub(super) async fn get_module(
     Ok(HttpResponse::Ok().json(json!({ "name": module, "versions": versions })))
 }
 
-pub(super) fn actor_from(st: &AppState, req: &HttpRequest, path: (String, String)) -> Result<ActorId> {
+pub(super) fn actor_from(
+    st: &AppState,
+    req: &HttpRequest,
+    path: (String, String),
+) -> Result<ActorId> {
     let tenant = tenant(st, req)?;
     let (module, key) = path;
     name("module name", &module)?;

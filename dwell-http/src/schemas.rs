@@ -2,6 +2,7 @@
 //! path parameters and request headers. The handlers build their JSON with `json!`;
 //! these types only describe it (they are never built, hence `dead_code` is allowed),
 //! and the `openapi` end-to-end test checks real responses against them.
+//! Long because it is every shape of the API, one small type each.
 #![allow(dead_code)]
 
 use serde::Serialize;

@@ -102,7 +102,15 @@ pub(super) async fn list_actors(st: web::Data<AppState>, req: HttpRequest) -> Re
     let tenant = tenant(&st, &req)?;
     let q = query(
         &req,
-        &["module", "status", "version", "step", "updated_after", "limit", "cursor"],
+        &[
+            "module",
+            "status",
+            "version",
+            "step",
+            "updated_after",
+            "limit",
+            "cursor",
+        ],
     )?;
     let limit = limit(&q)?;
     if let Some(m) = q.get("module") {
@@ -140,19 +148,16 @@ pub(super) async fn list_actors(st: web::Data<AppState>, req: HttpRequest) -> Re
     let page_ = st
         .engine
         .list_actors(&tenant, &filter, limit, cursor.as_deref())?;
-    let items = page_
-        .items
-        .iter()
-        .map(|(a, m)| actor_json(a, m))
-        .collect();
+    let items = page_.items.iter().map(|(a, m)| actor_json(a, m)).collect();
     Ok(page(items, page_.next.map(|c| B64.encode(c))))
 }
 
 fn number(q: &HashMap<String, String>, key: &str) -> Result<Option<u64>> {
     q.get(key)
         .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("{key} must be a whole number, not {v:?}")))
+            v.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("{key} must be a whole number, not {v:?}"))
+            })
         })
         .transpose()
 }
@@ -281,7 +286,10 @@ pub(super) async fn actor_history(
 
 fn known_json(k: &Known) -> (Value, bool) {
     match k {
-        Known::State(s) => (s.as_deref().map_or(Value::Null, codec::to_json_lossless), true),
+        Known::State(s) => (
+            s.as_deref().map_or(Value::Null, codec::to_json_lossless),
+            true,
+        ),
         Known::Unknown => (Value::Null, false),
     }
 }
@@ -423,6 +431,9 @@ mod tests {
         assert!(none.is_empty());
         let mut whole = Vec::new();
         diff(&Value::Null, &json!({"n": 1}), "", &mut whole);
-        assert_eq!(whole, [json!({"op": "replace", "path": "", "value": {"n": 1}, "old": null})]);
+        assert_eq!(
+            whole,
+            [json!({"op": "replace", "path": "", "value": {"n": 1}, "old": null})]
+        );
     }
 }

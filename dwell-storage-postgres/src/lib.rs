@@ -21,18 +21,18 @@ pub use reads::PgReads;
 pub use writer::{PgWriter, open};
 
 use batch::{
-    ACTOR_COUNTS, ACTORS, Batch, DEAD, HISTORY, HISTORY_STATES, HTTP_PENDING, IDEMPOTENCY, MAILBOX, OUTBOX, REQUESTS,
-    STATES, TIMERS, Table, V, Vals,
+    ACTOR_COUNTS, ACTORS, Batch, DEAD, HISTORY, HISTORY_STATES, HTTP_PENDING, IDEMPOTENCY, MAILBOX,
+    OUTBOX, REQUESTS, STATES, TIMERS, Table, V, Vals,
 };
 
 use std::cell::RefCell;
 
 use dwell_storage::{Error, StateRef, Tables, TimerKey};
+use dwell_types::history::TurnRecord;
 use dwell_types::records::{
     ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, PurgeJob,
     RequestRecord, TenantRecord,
 };
-use dwell_types::history::TurnRecord;
 use dwell_types::{Envelope, UnixMs};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Transaction};

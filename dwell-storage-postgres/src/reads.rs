@@ -265,12 +265,7 @@ impl Reads for PgReads {
         })
     }
 
-    fn actors(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        max: usize,
-    ) -> R<Vec<(String, ActorMeta)>> {
+    fn actors(&self, prefix: &str, after: Option<&str>, max: usize) -> R<Vec<(String, ActorMeta)>> {
         let prefix = prefix.to_owned();
         let start = after
             .filter(|a| *a > prefix.as_str())

@@ -185,12 +185,7 @@ impl Reads for RedbReads {
         })
     }
 
-    fn actors(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        max: usize,
-    ) -> R<Vec<(String, ActorMeta)>> {
+    fn actors(&self, prefix: &str, after: Option<&str>, max: usize) -> R<Vec<(String, ActorMeta)>> {
         self.read(|txn| {
             let t = txn.open_table(ACTORS)?;
             let mut out = Vec::new();

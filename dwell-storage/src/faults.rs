@@ -5,11 +5,11 @@
 
 use std::sync::Mutex;
 
+use dwell_types::history::TurnRecord;
 use dwell_types::records::{
     ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, PurgeJob,
     RequestRecord, TenantRecord,
 };
-use dwell_types::history::TurnRecord;
 use dwell_types::{Envelope, UnixMs};
 
 use crate::{Error, StateRef, Tables, TimerKey};

@@ -1,10 +1,10 @@
 //! [`Reads`]: what the engine reads outside a write, each call one consistent snapshot
 //! of committed data.
 
+use dwell_types::history::TurnRecord;
 use dwell_types::records::{
     ActorMeta, DeadLetter, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord, TenantRecord,
 };
-use dwell_types::history::TurnRecord;
 use dwell_types::{Envelope, UnixMs};
 
 use crate::{Error, TimerKey};
@@ -44,8 +44,7 @@ pub trait Reads: Send + Sync {
     fn requests(&self, after: Option<u128>, max: usize) -> R<Vec<(u128, RequestRecord)>>;
     /// Up to `max` actors whose storage key starts with `prefix` and sorts after
     /// `after`, in key order, with their meta.
-    fn actors(&self, prefix: &str, after: Option<&str>, max: usize)
-    -> R<Vec<(String, ActorMeta)>>;
+    fn actors(&self, prefix: &str, after: Option<&str>, max: usize) -> R<Vec<(String, ActorMeta)>>;
     /// Up to `max` of an actor's turn records with a seq below `before` (all if
     /// `None`), newest first.
     fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>>;

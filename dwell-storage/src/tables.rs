@@ -1,11 +1,11 @@
 //! [`Tables`]: the logical tables of one write transaction, typed.
 
 use dwell_types::UnixMs;
+use dwell_types::history::TurnRecord;
 use dwell_types::records::{
     ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord,
     TenantRecord,
 };
-use dwell_types::history::TurnRecord;
 use dwell_types::{Envelope, records::PurgeJob};
 
 use crate::{Error, StateRef};

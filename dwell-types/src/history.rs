@@ -94,12 +94,29 @@ pub struct MessageNote {
 /// An effect of a turn, summarised (bodies are not kept).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EffectNote {
-    Reply { to: String, ok: bool },
-    Send { to: String },
-    Ask { to: String, correlation: String },
-    SetTimer { name: String, due_ms: UnixMs },
-    CancelTimer { name: String },
-    HttpCall { call_id: String, method: String, url: String },
+    Reply {
+        to: String,
+        ok: bool,
+    },
+    Send {
+        to: String,
+    },
+    Ask {
+        to: String,
+        correlation: String,
+    },
+    SetTimer {
+        name: String,
+        due_ms: UnixMs,
+    },
+    CancelTimer {
+        name: String,
+    },
+    HttpCall {
+        call_id: String,
+        method: String,
+        url: String,
+    },
     Complete,
 }
 
@@ -406,7 +423,9 @@ mod tests {
             effects: vec![
                 Effect::Step { label: "a".into() },
                 Effect::Complete,
-                Effect::Step { label: "awaiting pass".into() },
+                Effect::Step {
+                    label: "awaiting pass".into(),
+                },
             ],
         };
         let rec = TurnRecord::new(5, 7, &env, &named, Some(3));
@@ -442,7 +461,13 @@ mod tests {
     fn the_map_counts_entries_edges_gaps_and_who_waits_where() {
         let mut m = MapMiner::default();
         m.actor(
-            [(0, Some("a")), (10, Some("a")), (30, Some("b")), (40, None), (100, Some("c"))],
+            [
+                (0, Some("a")),
+                (10, Some("a")),
+                (30, Some("b")),
+                (40, None),
+                (100, Some("c")),
+            ],
             None,
         );
         m.actor([(0, Some("a")), (50, Some("b"))], Some("b"));
@@ -452,7 +477,11 @@ mod tests {
         assert_eq!((node("a").count, node("a").waiting), (3, 1));
         assert_eq!((node("b").count, node("b").waiting), (2, 1));
         assert_eq!((node("c").count, node("c").waiting), (1, 0));
-        let ab = map.edges.iter().find(|e| e.from == "a" && e.to == "b").unwrap();
+        let ab = map
+            .edges
+            .iter()
+            .find(|e| e.from == "a" && e.to == "b")
+            .unwrap();
         assert_eq!((ab.count, ab.p50_ms, ab.p95_ms), (2, 30, 30));
         let bc = map.edges.iter().find(|e| e.from == "b").unwrap();
         assert_eq!((bc.to.as_str(), bc.count, bc.p50_ms), ("c", 1, 70));

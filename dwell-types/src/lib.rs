@@ -18,8 +18,8 @@ pub use message::{
 };
 pub use policy::{Limits, RetryPolicy};
 pub use tenancy::{
-    HISTORY_AGE_S, HISTORY_TURNS, MAX_CONCURRENT_TURNS, MAX_HISTORY_TURNS, QuotaOverrides, Quotas, TokenBucket, hash_key, is_private, key_id,
-    new_key, same_hash,
+    HISTORY_AGE_S, HISTORY_TURNS, MAX_CONCURRENT_TURNS, MAX_HISTORY_TURNS, QuotaOverrides, Quotas,
+    TokenBucket, hash_key, is_private, key_id, new_key, same_hash,
 };
 
 /// A guest's MessagePack as JSON, or, when it has no JSON form (binary, non-string map

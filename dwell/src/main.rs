@@ -86,8 +86,8 @@ struct Cli {
     )]
     output: Format,
     /// The same as `--output json`.
-    #[arg(long, global = true, help_heading = "Global options")]
-    json: bool,
+    #[arg(long = "json", global = true, help_heading = "Global options")]
+    json_output: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -96,10 +96,13 @@ struct Cli {
 fn query(params: &[(&str, Option<String>)]) -> String {
     let set: Vec<String> = params
         .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| {
-            let v = percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC);
-            format!("{k}={v}")
-        }))
+        .filter_map(|(k, v)| {
+            v.as_ref().map(|v| {
+                let v =
+                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC);
+                format!("{k}={v}")
+            })
+        })
         .collect();
     if set.is_empty() {
         String::new()
@@ -211,10 +214,13 @@ enum Cmd {
     },
     /// List the tenant's requests (`--status pending|completed|failed`).
     Requests {
+        /// Only `pending`, `completed` or `failed` requests.
         #[arg(long)]
         status: Option<String>,
+        /// At most this many [default: 50].
         #[arg(long)]
         limit: Option<u32>,
+        /// Go on from this cursor (the `next` a page printed).
         #[arg(long)]
         cursor: Option<String>,
     },
@@ -477,7 +483,11 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
         let key = cli.admin_key.clone().or_else(|| key_file("admin.key"));
         Client::with_key(&cli.server, key).with_ca_cert(cli.ca_cert.as_deref())
     };
-    let out = if cli.json { Format::Json } else { cli.output };
+    let out = if cli.json_output {
+        Format::Json
+    } else {
+        cli.output
+    };
     match &cli.cmd {
         Cmd::Serve(_) => unreachable!("handled by main"),
         Cmd::Deploy { file, name } => {
@@ -515,7 +525,11 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
                 ("limit", limit.map(|v| v.to_string())),
                 ("cursor", cursor.clone()),
             ]);
-            show(out, View::Actors, tenant()?.get(&format!("/v1/actors{q}"), None)?)
+            show(
+                out,
+                View::Actors,
+                tenant()?.get(&format!("/v1/actors{q}"), None)?,
+            )
         }
         Cmd::History {
             target,
@@ -557,7 +571,11 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
                 ("limit", limit.map(|v| v.to_string())),
                 ("cursor", cursor.clone()),
             ]);
-            show(out, View::Requests, tenant()?.get(&format!("/v1/requests{q}"), None)?)
+            show(
+                out,
+                View::Requests,
+                tenant()?.get(&format!("/v1/requests{q}"), None)?,
+            )
         }
         Cmd::Ui => {
             println!("{}/ui", cli.server.trim_end_matches('/'));

@@ -1,6 +1,7 @@
 //! How the CLI shows API replies: aligned tables and `key  value` fields for people
 //! (`--output text`, the default), the raw JSON body for scripts (`--output json`), and
 //! problem documents as one-line errors. Plain text only: no colours, no escape codes.
+//! Long because every view of every command is here, one arm each.
 
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
@@ -191,7 +192,11 @@ fn effects(e: &Value) -> String {
             }
         })
         .collect();
-    if list.is_empty() { "-".into() } else { list.join(",") }
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(",")
+    }
 }
 
 fn pretty(v: &Value) -> String {
@@ -285,7 +290,11 @@ pub fn text(view: View<'_>, status: u16, v: &Value) -> String {
                     "(not kept)".into()
                 }
             };
-            let _ = writeln!(out, "state after:\n{}", state(&v["state"], &v["state_known"]));
+            let _ = writeln!(
+                out,
+                "state after:\n{}",
+                state(&v["state"], &v["state_known"])
+            );
             match v["diff"].as_array() {
                 Some(ops) if ops.is_empty() => out.push_str("diff: (none)\n"),
                 Some(ops) => {
@@ -293,7 +302,9 @@ pub fn text(view: View<'_>, status: u16, v: &Value) -> String {
                     for op in ops {
                         let _ = match cell(&op["op"]).as_str() {
                             "add" => writeln!(out, "  + {} = {}", cell(&op["path"]), op["value"]),
-                            "remove" => writeln!(out, "  - {} (was {})", cell(&op["path"]), op["old"]),
+                            "remove" => {
+                                writeln!(out, "  - {} (was {})", cell(&op["path"]), op["old"])
+                            }
                             _ => writeln!(
                                 out,
                                 "  ~ {} = {} (was {})",
@@ -311,7 +322,11 @@ pub fn text(view: View<'_>, status: u16, v: &Value) -> String {
         View::Map => {
             let mut nodes = Table::new(&["step", "entered", "waiting now"]);
             for n in v["nodes"].as_array().into_iter().flatten() {
-                nodes.row(vec![cell(&n["label"]), cell(&n["count"]), cell(&n["waiting"])]);
+                nodes.row(vec![
+                    cell(&n["label"]),
+                    cell(&n["count"]),
+                    cell(&n["waiting"]),
+                ]);
             }
             let mut edges = Table::new(&["from", "to", "count", "p50", "p95"]);
             for e in v["edges"].as_array().into_iter().flatten() {
@@ -339,7 +354,11 @@ pub fn text(view: View<'_>, status: u16, v: &Value) -> String {
             for r in items(v) {
                 t.row(vec![
                     cell(&r["request_id"]),
-                    format!("{}/{}", cell(&r["actor"]["module"]), cell(&r["actor"]["key"])),
+                    format!(
+                        "{}/{}",
+                        cell(&r["actor"]["module"]),
+                        cell(&r["actor"]["key"])
+                    ),
                     cell(&r["status"]),
                     time(&r["created_ms"]),
                     time(&r["settled_ms"]),

@@ -180,7 +180,11 @@ impl Driver {
                             .collect(),
                     ),
                 };
-                let turns = vec![CommittedTurn { seq, result, took_us: 7 }];
+                let turns = vec![CommittedTurn {
+                    seq,
+                    result,
+                    took_us: 7,
+                }];
                 format!(
                     "{:?}",
                     r.try_tx(|tx| tx.commit_turns(&a, turns, Vec::new(), None, None, HISTORY))
@@ -232,8 +236,15 @@ impl Driver {
                 }
                 format!(
                     "{:?}",
-                    r.try_tx(|tx| tx.commit_turns(&a, Vec::new(), inline, Some(expect), None, HISTORY))
-                        .map(|(ack, acks)| (ack.inline_applied, acks))
+                    r.try_tx(|tx| tx.commit_turns(
+                        &a,
+                        Vec::new(),
+                        inline,
+                        Some(expect),
+                        None,
+                        HISTORY
+                    ))
+                    .map(|(ack, acks)| (ack.inline_applied, acks))
                 )
             }
             Step::Advance(ms) => {

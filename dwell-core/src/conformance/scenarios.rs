@@ -789,8 +789,8 @@ pub fn staged_ids_across_the_whole_u64_range_stay_apart<B: Backend>(make: impl F
                 Vec::new(),
                 None,
                 Some(staged),
-            HISTORY,
-        )
+                HISTORY,
+            )
         });
     }
     for (i, a) in actors.iter().enumerate() {
@@ -913,12 +913,25 @@ pub fn each_turn_leaves_a_history_record_within_its_retention<B: Backend>(make: 
         accepted(r.enqueue(&a, typed(body)));
         r.now += 10;
         let result = match seq {
-            1 => done(b"s1", vec![Effect::Step { label: "waiting".into() }]),
+            1 => done(
+                b"s1",
+                vec![Effect::Step {
+                    label: "waiting".into(),
+                }],
+            ),
             3 => TurnResult::Refused {
                 error: "not now".into(),
                 refusal: dwell_types::RefusalCode::Conflict,
             },
-            5 => done(b"s5", vec![set_timer("t", 99_999), Effect::Step { label: "done".into() }]),
+            5 => done(
+                b"s5",
+                vec![
+                    set_timer("t", 99_999),
+                    Effect::Step {
+                        label: "done".into(),
+                    },
+                ],
+            ),
             n => done(format!("s{n}").as_bytes(), vec![]),
         };
         r.commit(&a, seq as u64, result);
@@ -936,14 +949,30 @@ pub fn each_turn_leaves_a_history_record_within_its_retention<B: Backend>(make: 
     assert_eq!(last.state_bytes, Some(2));
     assert_eq!(last.message.kind, "event");
     assert_eq!(last.message.label.as_deref(), Some("x"));
-    assert!(matches!(&last.effects[..], [EffectNote::SetTimer { name, due_ms: 99_999 }] if name == "t"));
-    assert_eq!(history[1].1.step.as_deref(), Some("pay"), "the type field names the step");
+    assert!(
+        matches!(&last.effects[..], [EffectNote::SetTimer { name, due_ms: 99_999 }] if name == "t")
+    );
+    assert_eq!(
+        history[1].1.step.as_deref(),
+        Some("pay"),
+        "the type field names the step"
+    );
     let refused = &history[2].1;
     assert!(matches!(&refused.outcome, Outcome::Refused { reason } if reason == "not now"));
     assert_eq!(refused.state, StateMark::Unchanged);
-    assert_eq!(r.read(|t| t.history_state(&key, 5)).as_deref(), Some(&b"s5"[..]));
-    assert_eq!(r.read(|t| t.history_state(&key, 4)).as_deref(), Some(&b"s4"[..]));
-    assert_eq!(r.read(|t| t.history_state(&key, 2)), None, "beyond the kept states");
+    assert_eq!(
+        r.read(|t| t.history_state(&key, 5)).as_deref(),
+        Some(&b"s5"[..])
+    );
+    assert_eq!(
+        r.read(|t| t.history_state(&key, 4)).as_deref(),
+        Some(&b"s4"[..])
+    );
+    assert_eq!(
+        r.read(|t| t.history_state(&key, 2)),
+        None,
+        "beyond the kept states"
+    );
     // Paging backwards from a cursor.
     let page = r.read(|t| t.history(&key, Some(4), 1));
     assert_eq!(page.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [3]);

@@ -13,7 +13,6 @@ use crate::domain::{
     TurnResult, UnixMs,
 };
 
-
 /// The history these tests' commits keep (a few records, fewer states).
 const HISTORY: crate::domain::history::Retention = crate::domain::history::Retention {
     turns: 8,
@@ -201,7 +200,8 @@ impl Fixture {
                     result,
                     took_us: 0,
                 };
-                self.store.commit_turns(self.actor.clone(), vec![turn], HISTORY)
+                self.store
+                    .commit_turns(self.actor.clone(), vec![turn], HISTORY)
             })
             .unwrap();
     }

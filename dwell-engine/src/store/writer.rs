@@ -25,8 +25,8 @@ pub use dwell_core::{
 };
 
 use super::Error;
-use crate::domain::records::ModuleVersion;
 use crate::domain::history::Retention;
+use crate::domain::records::ModuleVersion;
 use crate::domain::{ActorId, Clock, TenantId, TurnResult, UnixMs};
 
 /// Upper bound on operations in one write transaction.
