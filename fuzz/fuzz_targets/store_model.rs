@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arbitrary::{Arbitrary, Unstructured};
+use dwell::domain::history::Retention;
 use dwell::domain::{
     ActorId, ActorStatus, Clock, Effect, Envelope, MessageKind, RefusalCode, ReplyTo, RequestId,
     RequestStatus, TenantId, TurnResult, UnixMs,
@@ -40,6 +41,13 @@ use dwell::store::{
 };
 use libfuzzer_sys::fuzz_target;
 use tokio::sync::oneshot;
+
+/// The history every commit keeps (the model does not look at it; the writes happen).
+const HISTORY: Retention = Retention {
+    turns: 3,
+    states: 2,
+    age_ms: 0,
+};
 
 const TENANTS: [&str; 2] = ["default", "t2"];
 /// `(tenant, module, key)`; module `ghost` is never deployed.
@@ -983,7 +991,11 @@ impl Harness {
                 let mut head = self.model.actors[i].as_ref().map_or(0, |a| a.head);
                 for ((seq, env), spec) in messages.iter().zip(turns.iter()) {
                     let result = self.outcome(i, env, spec, &mut state);
-                    committed.push(CommittedTurn { seq: *seq, result });
+                    committed.push(CommittedTurn {
+                        seq: *seq,
+                        result,
+                        took_us: 1,
+                    });
                     head = seq + 1;
                 }
                 {
@@ -1002,6 +1014,7 @@ impl Harness {
                             error: "x".into(),
                             attempts: 1,
                         },
+                        took_us: 0,
                     });
                 }
                 let mut model_inline = Vec::new();
@@ -1042,6 +1055,7 @@ impl Harness {
                         },
                         timer: None,
                         result: None,
+                        took_us: 0,
                         done,
                     });
                 }
@@ -1072,6 +1086,7 @@ impl Harness {
                     committed.clone(),
                     real_inline,
                     expect_opt,
+                    HISTORY,
                 ));
                 let want = self.model.commit(i, &model_turns, &model_inline, &expect);
                 match (got, want) {
@@ -1096,7 +1111,7 @@ impl Harness {
                     (got, want) => panic!("batch: store {got:?}, model {want:?}"),
                 }
                 if *replay && !committed.is_empty() {
-                    let again = rt.block_on(self.store.commit_turns(id, committed));
+                    let again = rt.block_on(self.store.commit_turns(id, committed, HISTORY));
                     let want = self.model.commit(i, &model_turns, &[], &expect);
                     assert_eq!(again.is_ok(), want.is_some(), "replayed batch");
                 }
@@ -1144,6 +1159,7 @@ impl Harness {
                     },
                     timer: Some(d),
                     result: Some(r.clone()),
+                    took_us: 0,
                     done,
                 };
                 let ack = rt
@@ -1152,6 +1168,7 @@ impl Harness {
                         Vec::new(),
                         vec![inline],
                         Some(expect.clone()),
+                        HISTORY,
                     ))
                     .expect("commit");
                 let got = rt.block_on(rx).expect("answered").expect("ack");
