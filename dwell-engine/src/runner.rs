@@ -82,6 +82,8 @@ async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
     let exec = Exec {
         limits: tenant.limits.clone(),
         tenant_permits: Some(tenant.turn_permits.clone()),
+        // Resolved once per runner, not per turn.
+        counted: inner.metrics.turns_of(&tenant.name, &actor.module),
     };
     let max = inner.config.batch_per_actor.max(1);
     let mut known: Option<Known> = None;
@@ -264,6 +266,8 @@ fn new_actor(inner: &Inner, actor: &ActorId) -> Option<PendingBatch> {
 struct Exec {
     limits: Arc<crate::domain::Limits>,
     tenant_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// This actor's tenant and module's turn counters.
+    counted: crate::metrics::TurnCounters,
 }
 
 /// How one turn went, as the runner records it.
@@ -311,7 +315,7 @@ async fn run_batch(
             Ok(m) => Some(m),
             Err(e) => {
                 tracing::error!(%actor, error = %e, "module unavailable; dead-lettering batch");
-                let turns = batch
+                let turns: Vec<CommittedTurn> = batch
                     .messages
                     .iter()
                     .map(|(seq, _)| CommittedTurn {
@@ -324,6 +328,7 @@ async fn run_batch(
                     .collect();
                 // In-memory messages are only enqueued: they meet the same fate there.
                 let inline = not_run(inbox);
+                turns.iter().for_each(|t| exec.counted.count(&t.result));
                 inner
                     .store
                     .commit_batch(actor.clone(), turns, inline, None)
@@ -408,6 +413,7 @@ async fn run_batch(
                             // Release what earlier turns produced before backing off.
                             if !done.is_empty() {
                                 let turns = std::mem::take(&mut done);
+                                turns.iter().for_each(|t| exec.counted.count(&t.result));
                                 inner.store.commit_turns(actor.clone(), turns).await?;
                             }
                             let until = inner.clock.now_ms() + wait.as_millis() as u64;
@@ -486,6 +492,10 @@ async fn run_batch(
     if done.is_empty() && inline.is_empty() {
         return Ok(None);
     }
+    let results = done.iter().map(|t| &t.result);
+    results
+        .chain(inline.iter().filter_map(|it| it.result.as_ref()))
+        .for_each(|r| exec.counted.count(r));
     let expect = Expect {
         head_seq: head,
         created_ms: (!fresh).then_some(batch.meta.created_ms),
@@ -631,6 +641,7 @@ async fn turn(
     }
     let took = started.elapsed();
     inner.scheduler.record_turn(actor, took);
+    inner.metrics.turn_seconds.observe(took.as_secs_f64());
     let ran = match outcome {
         TurnExec::Done { state, effects } => Ran::Done(state, effects),
         TurnExec::Refused(e, code) => Ran::Refused(e, code),

@@ -714,6 +714,16 @@ fn real_responses_have_the_described_statuses_and_shapes() {
         "GET",
         server.request("GET", "/readyz", &[("authorization", "")], None),
     );
+    see(
+        "/metrics",
+        "GET",
+        server.request("GET", "/metrics", &admin_h, None),
+    );
+    see(
+        "/metrics",
+        "GET",
+        server.request("GET", "/metrics", &[("authorization", "")], None),
+    );
     let doc_path = "/v1/openapi.json";
     see(
         doc_path,
