@@ -284,8 +284,7 @@ impl Metrics {
             timer_lateness,
             outbox_attempts_ok: attempts.get_or_create_owned(&ResultLabel { result: "ok" }),
             outbox_attempts_retry: attempts.get_or_create_owned(&ResultLabel { result: "retry" }),
-            outbox_attempts_failed: attempts
-                .get_or_create_owned(&ResultLabel { result: "failed" }),
+            outbox_attempts_failed: attempts.get_or_create_owned(&ResultLabel { result: "failed" }),
             rejected_429: rejected.get_or_create_owned(&StatusLabel { status: "429" }),
             rejected_503: rejected.get_or_create_owned(&StatusLabel { status: "503" }),
             outbox_due,
@@ -357,10 +356,11 @@ mod tests {
             state: Vec::new(),
             effects: Vec::new(),
         });
-        m.turns_of("default", "counter").count(&TurnResult::DeadLetter {
-            error: String::new(),
-            attempts: 1,
-        });
+        m.turns_of("default", "counter")
+            .count(&TurnResult::DeadLetter {
+                error: String::new(),
+                attempts: 1,
+            });
         let text = m.encode();
         assert!(
             text.contains(

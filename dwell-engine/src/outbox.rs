@@ -142,7 +142,10 @@ fn count_attempt(inner: &Inner, update: &OutboxUpdate) {
             ..
         } if matches!(
             &envelope.kind,
-            MessageKind::HttpResult { outcome: Err(_), .. }
+            MessageKind::HttpResult {
+                outcome: Err(_),
+                ..
+            }
         ) =>
         {
             m.outbox_attempts_failed.inc()

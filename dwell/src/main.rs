@@ -674,8 +674,10 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
         // Both stop on SIGTERM/SIGINT.
         match metrics {
             Some(l) => {
-                let (api, metrics) =
-                    tokio::join!(serve(engine.clone(), listener, http), serve_metrics(engine, l));
+                let (api, metrics) = tokio::join!(
+                    serve(engine.clone(), listener, http),
+                    serve_metrics(engine, l)
+                );
                 api.and(metrics)
             }
             None => serve(engine, listener, http).await,

@@ -19,16 +19,20 @@ fn parse(body: &[u8]) -> prometheus_parse::Scrape {
 /// a series appears with its first observation).
 fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     use prometheus_parse::Value as V;
-    let matching = scrape.samples.iter().filter(|s| {
-        s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-    });
+    let matching = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
     let mut found = None;
     for s in matching {
         let v = match &s.value {
             V::Counter(v) | V::Gauge(v) | V::Untyped(v) => *v,
             other => panic!("{name} is not a number: {other:?}"),
         };
-        assert!(found.is_none(), "{name} {labels:?} matches more than one series");
+        assert!(
+            found.is_none(),
+            "{name} {labels:?} matches more than one series"
+        );
         found = Some(v);
     }
     found.unwrap_or(0.0)
@@ -71,7 +75,11 @@ fn metrics_count_the_turns_a_test_drives_for_the_admin_key_and_on_the_metrics_li
     server.get("/metrics").assert_problem(403);
 
     let before = scrape_as_admin(&server);
-    let ok = [("tenant", "default"), ("module", "counter"), ("outcome", "ok")];
+    let ok = [
+        ("tenant", "default"),
+        ("module", "counter"),
+        ("outcome", "ok"),
+    ];
     let turns_before = value(&before, "dwell_turns_total", &ok);
     let commits_before = observations(&before, "dwell_commit_duration_seconds");
     let durations_before = observations(&before, "dwell_turn_duration_seconds");
@@ -94,12 +102,14 @@ fn metrics_count_the_turns_a_test_drives_for_the_admin_key_and_on_the_metrics_li
         0.0
     );
     let commits = observations(&after, "dwell_commit_duration_seconds") - commits_before;
-    assert!(commits >= 1.0, "the calls were committed: {commits} commits");
+    assert!(
+        commits >= 1.0,
+        "the calls were committed: {commits} commits"
+    );
     assert!(observations(&after, "dwell_backend_commit_duration_seconds") >= commits);
     assert!(observations(&after, "dwell_commit_batch_ops") >= commits);
     assert!(
-        observations(&after, "dwell_turn_duration_seconds") - durations_before
-            >= f64::from(CALLS)
+        observations(&after, "dwell_turn_duration_seconds") - durations_before >= f64::from(CALLS)
     );
     // Nothing is in flight once every call has its answer.
     assert_eq!(value(&after, "dwell_ingress_in_flight_messages", &[]), 0.0);
@@ -113,7 +123,9 @@ fn metrics_count_the_turns_a_test_drives_for_the_admin_key_and_on_the_metrics_li
         .iter()
         .find_map(|l| l.strip_prefix("dwell metrics on ").map(str::to_owned))
         .expect("the metrics address is printed");
-    let mut resp = ureq::get(&line).call().expect("scrape the metrics listener");
+    let mut resp = ureq::get(&line)
+        .call()
+        .expect("scrape the metrics listener");
     assert_eq!(resp.status(), 200);
     let body = resp.body_mut().read_to_vec().unwrap();
     let open = parse(&body);

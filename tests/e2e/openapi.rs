@@ -207,6 +207,8 @@ fn observed(path: &str, method: &str, r: &Resp) -> Value {
         .map(|c| c.split(';').next().unwrap().trim().to_owned());
     let body = match &content_type {
         Some(c) if c.ends_with("json") => r.json(),
+        // A text body (`/metrics`) is checked as a string.
+        Some(c) if c.starts_with("text/") => Value::from(String::from_utf8_lossy(&r.body)),
         _ => Value::Null,
     };
     json!({

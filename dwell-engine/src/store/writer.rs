@@ -26,9 +26,9 @@ pub use dwell_core::{
 };
 
 use super::Error;
-use crate::metrics::WriterMetrics;
 use crate::domain::records::ModuleVersion;
 use crate::domain::{ActorId, Clock, TenantId, TurnResult, UnixMs};
+use crate::metrics::WriterMetrics;
 
 /// Upper bound on operations in one write transaction.
 pub const MAX_OPS: usize = 4096;
