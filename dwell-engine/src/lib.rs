@@ -6,7 +6,8 @@
 //! Ingress calls [`Engine::call`] / [`Engine::send_event`]; those return once the message
 //! is durable. The store's post-commit hook ([`Dispatch`]) then wakes the [`scheduler`] for
 //! actors with new mail and settles request waiters ([`waiters`]). Compiled modules live in
-//! the [`registry`].
+//! the [`registry`]. What the node counts (turns, commits, timers, the outbox) is in
+//! [`metrics`], served as Prometheus text by [`Engine::metrics_text`].
 
 pub use dwell_executor as executor;
 pub use dwell_types as domain;
@@ -14,6 +15,7 @@ pub mod store;
 
 mod clock;
 mod lanes;
+pub mod metrics;
 mod outbound;
 mod outbox;
 mod registry;
@@ -188,6 +190,8 @@ pub(crate) struct Inner {
     pub warm: warm::WarmCache,
     pub in_flight: Arc<InFlight>,
     pub(crate) schedule: timers::Schedule,
+    /// What the node counts (see [`metrics`]).
+    pub(crate) metrics: metrics::Metrics,
     /// The outbound HTTP client (one connection pool for calls and callbacks).
     pub http: outbound::HttpClient,
 }
@@ -399,6 +403,7 @@ impl Engine {
         let in_flight = Arc::new(InFlight::new(config.ingress_messages, config.ingress_bytes));
         let http = outbound::HttpClient::new(&config.outbound)
             .map_err(|e| Error::Setup(format!("outbound TLS: {e}")))?;
+        let metrics = metrics::Metrics::new(store.writer_metrics());
         let inner = Arc::new(Inner {
             store,
             executor,
@@ -417,6 +422,7 @@ impl Engine {
             in_flight,
             schedule: timers::Schedule::default(),
             http,
+            metrics,
         });
         let _ = dispatch.engine.set(Arc::downgrade(&inner));
         inner.rt.spawn(timers::run(inner.clone()));
@@ -556,6 +562,15 @@ impl Engine {
     /// caller hears before the turn runs). Either way this returns after the commit that
     /// holds the message.
     async fn ingest(&self, req: EnqueueRequest, inline: bool) -> Result<EnqueueAck, Error> {
+        let ingested = self.ingest_counted(req, inline).await;
+        if let Err(Error::Overloaded | Error::StorageUnavailable) = &ingested {
+            self.inner.metrics.rejected_503.inc();
+        }
+        ingested
+    }
+
+    /// [`Engine::ingest`], before its refusals are counted.
+    async fn ingest_counted(&self, req: EnqueueRequest, inline: bool) -> Result<EnqueueAck, Error> {
         // Bounded memory under overload: past the in-flight budget, refuse (503) rather
         // than queue.
         let Some(_admitted) = self.inner.in_flight.admit(req.envelope.body.len()) else {
@@ -744,7 +759,30 @@ impl Engine {
 
     /// Count one request against the tenant's rate; `Err(wait)` when over it.
     pub fn admit(&self, tenant: &TenantId) -> Result<(), Duration> {
-        self.inner.tenants.admit(tenant, self.now_ms())
+        let admitted = self.inner.tenants.admit(tenant, self.now_ms());
+        if admitted.is_err() {
+            self.inner.metrics.rejected_429.inc();
+        }
+        admitted
+    }
+
+    /// The node's metrics in the Prometheus text format (see [`metrics`]), and its
+    /// `Content-Type`. Gauges of what is cheaper to read than to track are read now.
+    pub fn metrics_text(&self) -> (String, &'static str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let inner = &self.inner;
+        let m = &inner.metrics;
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        m.in_flight
+            .set(gauge(inner.in_flight.messages.load(Relaxed)));
+        let (actors, inbox) = inner.scheduler.load();
+        m.active_actors.set(gauge(actors));
+        m.inbox.set(gauge(inbox));
+        m.timers_loaded.set(gauge(inner.schedule.loaded()));
+        m.instances_in_use
+            .set(gauge(inner.executor.instances_in_use()));
+        m.instances_idle.set(gauge(inner.warm.idle()));
+        (m.encode(), metrics::CONTENT_TYPE)
     }
 
     /// First start on an empty data directory: create the `default` tenant and its key,

@@ -36,6 +36,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 continue;
             }
         };
+        inner.metrics.outbox_due.set(due.len() as i64);
         for (id, entry) in due {
             if inflight
                 .lock()
@@ -60,6 +61,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(id);
+            inner.metrics.outbox_in_flight.inc();
             let inner2 = inner.clone();
             let inflight = inflight.clone();
             tokio::spawn(async move {
@@ -68,6 +70,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
+                inner2.metrics.outbox_in_flight.dec();
                 drop((permit, tenant_permit));
                 inner2.outbox_wake.notify_one();
             });
@@ -114,9 +117,41 @@ async fn deliver(inner: &Arc<Inner>, id: u128, entry: OutboxEntry) {
         Delivery::Callback { request, url } => callback(inner, &entry, *request, url).await,
     };
     let Some(update) = update else { return };
+    count_attempt(inner, &update);
     if let Err(e) = inner.store.outbox_update(id, update).await {
         tracing::error!(error = %e, "cannot record an outbox delivery; it will be retried");
     }
+}
+
+/// Count an attempt by what it leads to. Nothing was attempted for a delivery dropped
+/// unsent (its tenant or request is gone).
+fn count_attempt(inner: &Inner, update: &OutboxUpdate) {
+    let m = &inner.metrics;
+    match update {
+        OutboxUpdate::Retry { .. } => m.outbox_attempts_retry.inc(),
+        OutboxUpdate::Finish {
+            result: None,
+            callback: None,
+        } => return,
+        OutboxUpdate::Finish {
+            callback: Some(CallbackStatus::GaveUp { .. }),
+            ..
+        } => m.outbox_attempts_failed.inc(),
+        OutboxUpdate::Finish {
+            result: Some(envelope),
+            ..
+        } if matches!(
+            &envelope.kind,
+            MessageKind::HttpResult {
+                outcome: Err(_),
+                ..
+            }
+        ) =>
+        {
+            m.outbox_attempts_failed.inc()
+        }
+        OutboxUpdate::Finish { .. } => m.outbox_attempts_ok.inc(),
+    };
 }
 
 async fn http_call(

@@ -84,6 +84,8 @@ async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
         limits: tenant.limits.clone(),
         tenant_permits: Some(tenant.turn_permits.clone()),
         history: tenant.quotas.retention(inner.config.history_states),
+        // Resolved once per runner, not per turn.
+        counted: inner.metrics.turns_of(&tenant.name, &actor.module),
     };
     let max = inner.config.batch_per_actor.max(1);
     let mut known: Option<Known> = None;
@@ -275,6 +277,8 @@ struct Exec {
     tenant_permits: Option<Arc<tokio::sync::Semaphore>>,
     /// The history the tenant keeps.
     history: Retention,
+    /// This actor's tenant and module's turn counters.
+    counted: crate::metrics::TurnCounters,
 }
 
 /// How one turn went, as the runner records it.
@@ -322,7 +326,7 @@ async fn run_batch(
             Ok(m) => Some(m),
             Err(e) => {
                 tracing::error!(%actor, error = %e, "module unavailable; dead-lettering batch");
-                let turns = batch
+                let turns: Vec<CommittedTurn> = batch
                     .messages
                     .iter()
                     .map(|(seq, _)| CommittedTurn {
@@ -336,6 +340,7 @@ async fn run_batch(
                     .collect();
                 // In-memory messages are only enqueued: they meet the same fate there.
                 let inline = not_run(inbox);
+                turns.iter().for_each(|t| exec.counted.count(&t.result));
                 inner
                     .store
                     .commit_batch(actor.clone(), turns, inline, None, exec.history)
@@ -425,6 +430,7 @@ async fn run_batch(
                             // Release what earlier turns produced before backing off.
                             if !done.is_empty() {
                                 let turns = std::mem::take(&mut done);
+                                turns.iter().for_each(|t| exec.counted.count(&t.result));
                                 inner
                                     .store
                                     .commit_turns(actor.clone(), turns, exec.history)
@@ -517,6 +523,10 @@ async fn run_batch(
     if done.is_empty() && inline.is_empty() {
         return Ok(None);
     }
+    let results = done.iter().map(|t| &t.result);
+    results
+        .chain(inline.iter().filter_map(|it| it.result.as_ref()))
+        .for_each(|r| exec.counted.count(r));
     let expect = Expect {
         head_seq: head,
         created_ms: (!fresh).then_some(batch.meta.created_ms),
@@ -662,6 +672,7 @@ async fn turn(
     }
     let took = started.elapsed();
     inner.scheduler.record_turn(actor, took);
+    inner.metrics.turn_seconds.observe(took.as_secs_f64());
     let ran = match outcome {
         TurnExec::Done { state, effects } => Ran::Done(state, effects),
         TurnExec::Refused(e, code) => Ran::Refused(e, code),

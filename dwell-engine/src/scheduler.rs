@@ -103,6 +103,14 @@ impl Scheduler {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Actors with a runner, and the messages waiting in their in-memory inboxes (for
+    /// the metrics; walks the book, so only when scraped).
+    pub(super) fn load(&self) -> (usize, usize) {
+        let running = self.lock();
+        let inbox = running.values().map(|s| s.inbox.len()).sum();
+        (running.len(), inbox)
+    }
+
     /// The runner takes what arrived: up to `max` inbound messages, and whether durable
     /// mail was announced (the flag is cleared).
     pub(super) fn take(&self, actor: &ActorId, max: usize) -> (Vec<Inbound>, bool) {

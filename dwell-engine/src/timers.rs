@@ -64,6 +64,11 @@ impl Schedule {
         earliest
     }
 
+    /// Timers held in memory (for the metrics).
+    pub fn loaded(&self) -> usize {
+        self.lock().due.len()
+    }
+
     /// A timer was cancelled, replaced or fired.
     pub fn gone(&self, key: &TimerKey) {
         self.lock().due.remove(key);
@@ -121,6 +126,10 @@ pub(super) async fn run(inner: Arc<Inner>) {
             .schedule
             .take_due(now)
             .into_iter()
+            .inspect(|(key, _)| {
+                let late = now.saturating_sub(key.0);
+                inner.metrics.timer_lateness.observe(late as f64 / 1000.0);
+            })
             .filter_map(|(key, payload)| hand_over(&inner, key, payload, now).err())
             .collect();
         if !refused.is_empty()

@@ -116,6 +116,11 @@ impl WarmCache {
         }
     }
 
+    /// Idle instances in the pool (for the metrics).
+    pub fn idle(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).len
+    }
+
     /// An idle instance for `key`, the most recently parked one.
     pub fn take(&self, key: &PoolKey) -> Option<Warm> {
         if self.limits.instances == 0 {

@@ -136,6 +136,24 @@ pub struct Executor {
     linker: Arc<Linker<HostState>>,
     limits: Arc<Limits>,
     directory: Arc<dyn ModuleDirectory>,
+    /// Instances running a turn now (for the node's metrics).
+    in_use: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts one instance in use for as long as it lives (a turn, however it ends).
+struct InUse(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InUse {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InUse(count.clone())
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Raised by the epoch callback when a turn runs past its budget.
@@ -236,7 +254,13 @@ impl Executor {
             linker: Arc::new(linker),
             limits: Arc::new(limits),
             directory,
+            in_use: Arc::default(),
         })
+    }
+
+    /// Instances running a turn now.
+    pub fn instances_in_use(&self) -> usize {
+        self.in_use.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -343,6 +367,7 @@ impl Executor {
         warm: &mut Option<Warm>,
         input: TurnInput<'_>,
     ) -> TurnExec {
+        let _in_use = InUse::new(&self.in_use);
         let mut inst = match warm.take() {
             Some(w) if Arc::ptr_eq(&w.module, module) => w,
             _ => {

@@ -20,7 +20,8 @@ use super::schemas as wire;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-fn admin(st: &AppState, req: &HttpRequest) -> Result<()> {
+/// The caller holds the admin key (else 401 or 403).
+pub(super) fn admin(st: &AppState, req: &HttpRequest) -> Result<()> {
     match st.engine.authenticate(bearer(req)) {
         Ok(Caller::Admin) => Ok(()),
         Ok(Caller::Tenant(_)) => Err(ApiError::forbidden("this needs the admin key")),

@@ -7,6 +7,7 @@ mod admin;
 pub mod codec; // public for the fuzzers (`dwell::fuzzing`), not an API
 mod handlers;
 mod malformed;
+mod metrics;
 mod openapi;
 mod problem;
 mod routes;
@@ -21,6 +22,7 @@ use actix_web::{App, web};
 use dwell_engine::Engine;
 use dwell_engine::domain;
 
+pub use metrics::serve_metrics;
 pub use problem::ApiError;
 
 /// HTTP settings.

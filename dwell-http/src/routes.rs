@@ -8,7 +8,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use super::problem::ApiError;
-use super::{admin, handlers, openapi, visibility};
+use super::{admin, handlers, metrics, openapi, visibility};
 
 /// `routes! { "/path" => { METHOD module::handler, ... }, ... }` expands to [`ROUTES`],
 /// [`register`] and [`Operations`] (the handlers' `#[utoipa::path]` descriptions).
@@ -47,6 +47,7 @@ routes! {
     "/healthz" => { GET handlers::health },
     "/readyz" => { GET handlers::ready },
     "/v1/openapi.json" => { GET openapi::serve },
+    "/metrics" => { GET metrics::scrape },
     "/v1/modules" => { GET handlers::list_modules },
     "/v1/modules/{name}" => {
         PUT handlers::put_module,

@@ -254,6 +254,20 @@ pub struct ServeConfig {
     pub tls_key: Option<PathBuf>,
     /// An extra CA (PEM) trusted for outbound calls and callbacks. // wired by the TLS change
     pub ca_cert: Option<PathBuf>,
+    /// A second listener serving `GET /metrics` without a key.
+    pub metrics_listen: Option<String>,
+    pub log_format: LogFormat,
+}
+
+/// How the server writes its log lines (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`, `span`).
+    Json,
 }
 
 impl Default for ServeConfig {
@@ -296,6 +310,8 @@ impl Default for ServeConfig {
             tls_cert: None,
             tls_key: None,
             ca_cert: None,
+            metrics_listen: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -339,6 +355,8 @@ pub const KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "ca_cert",
+    "metrics_listen",
+    "log_format",
 ];
 
 /// Keys whose environment value is taken as it is (never as a number or a boolean).
@@ -352,6 +370,7 @@ const STRINGS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "ca_cert",
+    "metrics_listen",
 ];
 /// Keys whose environment value is a comma-separated list.
 const LISTS: &[&str] = &["deploy", "allow_http"];
@@ -396,6 +415,13 @@ impl ServeConfig {
         if self.listen.trim().is_empty() {
             return bad("listen", "is empty".into());
         }
+        if self
+            .metrics_listen
+            .as_ref()
+            .is_some_and(|l| l.trim().is_empty())
+        {
+            return bad("metrics_listen", "is empty".into());
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             let key = if self.tls_cert.is_some() {
                 "tls_key"
@@ -427,6 +453,7 @@ impl ServeConfig {
             ("tls_cert", self.tls_cert.is_none()),
             ("tls_key", self.tls_key.is_none()),
             ("ca_cert", self.ca_cert.is_none()),
+            ("metrics_listen", self.metrics_listen.is_none()),
         ]
         .into_iter()
         .filter_map(|(k, unset)| unset.then_some(k))
@@ -720,6 +747,15 @@ pub struct ServeFlags {
     #[arg(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
+    /// Also serve `GET /metrics` (Prometheus text) on this address, without a key; the
+    /// API's listener serves it for the admin key [default: not served].
+    #[arg(long, value_name = "ADDR", help_heading = "Server")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    /// Log lines as text or as JSON objects, one per line [default: text].
+    #[arg(long, value_name = "FORMAT", help_heading = "Server")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
 }
 
 fn is_false(b: &bool) -> bool {

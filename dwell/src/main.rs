@@ -15,10 +15,10 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use dwell::client::{Client, Reply};
-use dwell::config::{ServeConfig, ServeFlags, Size, parse_duration};
+use dwell::config::{LogFormat, ServeConfig, ServeFlags, Size, parse_duration};
 use dwell::domain::{Limits, QuotaOverrides, TenantId};
 use dwell::engine::{Engine, EngineConfig};
-use dwell::http::{HttpConfig, serve};
+use dwell::http::{HttpConfig, serve, serve_metrics};
 use dwell::output::{self, Format, View};
 
 #[derive(Parser)]
@@ -435,15 +435,23 @@ fn color(is_terminal: bool) -> bool {
     is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-fn main() {
-    tracing_subscriber::fmt()
+/// Log to stderr, filtered by `DWELL_LOG`, as text or as one JSON object per line.
+fn init_logging(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DWELL_LOG")
                 .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(color(std::io::stderr().is_terminal()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(color(std::io::stderr().is_terminal()))
+            .init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
+}
+
+fn main() {
     // clap decides per stream whether it writes to a terminal; NO_COLOR turns it off.
     let choice = if color(true) {
         clap::ColorChoice::Auto
@@ -466,7 +474,10 @@ fn main() {
             }
             start(&flags, cli.output)
         }
-        _ => client_command(&cli),
+        _ => {
+            init_logging(LogFormat::Text);
+            client_command(&cli)
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -698,6 +709,8 @@ fn start(flags: &ServeFlags, out: Format) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    // The log format is configured: logging starts once the configuration is known.
+    init_logging(loaded.config.log_format);
     run_server(loaded.config)
 }
 
@@ -797,6 +810,17 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
             "deployed"
         );
     }
+    // The metrics listener, without a key (the API's listener serves /metrics for the
+    // admin key). Printed before the API's address line, which
+    // tells that the server is up.
+    let metrics = match &cfg.metrics_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+            println!("dwell metrics on http://{}/metrics", l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
     let listener =
         TcpListener::bind(&cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
@@ -811,7 +835,19 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
         tls,
     };
     let closed = engine.closed();
-    actix_web::rt::System::new().block_on(serve(engine, listener, http))?;
+    actix_web::rt::System::new().block_on(async {
+        // Both stop on SIGTERM/SIGINT.
+        match metrics {
+            Some(l) => {
+                let (api, metrics) = tokio::join!(
+                    serve(engine.clone(), listener, http),
+                    serve_metrics(engine, l)
+                );
+                api.and(metrics)
+            }
+            None => serve(engine, listener, http).await,
+        }
+    })?;
     // Stopped (SIGTERM/SIGINT): end the engine's tasks, then let the writer finish its
     // last batch and close the database, so the next start needs no repair.
     rt.shutdown_timeout(Duration::from_secs(5));

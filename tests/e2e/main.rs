@@ -8,6 +8,7 @@ mod fake;
 mod foundation;
 mod hardening;
 mod harness;
+mod metrics;
 mod openapi;
 mod processes;
 mod semantics;

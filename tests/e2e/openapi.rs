@@ -207,6 +207,8 @@ fn observed(path: &str, method: &str, r: &Resp) -> Value {
         .map(|c| c.split(';').next().unwrap().trim().to_owned());
     let body = match &content_type {
         Some(c) if c.ends_with("json") => r.json(),
+        // A text body (`/metrics`) is checked as a string.
+        Some(c) if c.starts_with("text/") => Value::from(String::from_utf8_lossy(&r.body)),
         _ => Value::Null,
     };
     json!({
@@ -713,6 +715,16 @@ fn real_responses_have_the_described_statuses_and_shapes() {
         "/readyz",
         "GET",
         server.request("GET", "/readyz", &[("authorization", "")], None),
+    );
+    see(
+        "/metrics",
+        "GET",
+        server.request("GET", "/metrics", &admin_h, None),
+    );
+    see(
+        "/metrics",
+        "GET",
+        server.request("GET", "/metrics", &[("authorization", "")], None),
     );
     let doc_path = "/v1/openapi.json";
     see(

@@ -85,6 +85,7 @@ pub struct Store {
     reads: Arc<dyn dwell_storage::Reads>,
     writer: mpsc::Sender<writer::Op>,
     closed: Arc<writer::Closed>,
+    metrics: crate::metrics::WriterMetrics,
 }
 
 /// A backend opened by the binary (redb or PostgreSQL), waiting for the engine to start
@@ -143,11 +144,21 @@ impl Store {
         faults: Option<Arc<Faults>>,
     ) -> Store {
         let closed = Arc::new(writer::Closed::default());
-        let writer = writer::spawn(backend, faults, hook, clock, config, closed.clone());
+        let metrics = crate::metrics::WriterMetrics::default();
+        let writer = writer::spawn(
+            backend,
+            faults,
+            hook,
+            clock,
+            config,
+            closed.clone(),
+            metrics.clone(),
+        );
         Store {
             reads,
             writer,
             closed,
+            metrics,
         }
     }
 
@@ -167,6 +178,11 @@ impl Store {
     /// closed (which happens once every `Store` handle is dropped).
     pub fn closed(&self) -> Arc<writer::Closed> {
         self.closed.clone()
+    }
+
+    /// The writer's histograms (batch size, commit latency).
+    pub fn writer_metrics(&self) -> &crate::metrics::WriterMetrics {
+        &self.metrics
     }
 
     /// Durably enqueue one message (creating the actor if needed). Returns after fsync.

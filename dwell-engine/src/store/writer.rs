@@ -17,6 +17,7 @@ use std::sync::Arc;
 use dwell_core::Tx;
 use dwell_storage::faults::{Faults, Faulty};
 use dwell_storage::{BATCH_SLICE_BYTES, Backend, Staged, Tables};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 pub use dwell_core::{
@@ -28,6 +29,7 @@ use super::Error;
 use crate::domain::history::Retention;
 use crate::domain::records::ModuleVersion;
 use crate::domain::{ActorId, Clock, TenantId, TurnResult, UnixMs};
+use crate::metrics::WriterMetrics;
 
 /// Upper bound on operations in one write transaction.
 pub const MAX_OPS: usize = 4096;
@@ -160,19 +162,23 @@ impl<B: Backend> Side<B> {
     /// The batch in one transaction. Ops that never ran (the transaction could not
     /// begin, or the backend refused it before any write, e.g. a lost partition) are
     /// failed here; a failure while they ran was told to their callers by `apply_ops`;
-    /// at COMMIT, the answers hear it from the caller.
-    fn apply(&mut self, mut batch: Batch<'_>) -> Result<u64, Failure> {
+    /// at COMMIT, the answers hear it from the caller. Also returns when the turn core
+    /// was done with the batch (so the rest of the time was the backend's commit).
+    fn apply(&mut self, mut batch: Batch<'_>) -> (Result<u64, Failure>, Option<Instant>) {
         let mut unrun = Some(std::mem::take(&mut batch.ops));
         let faults = self.faults.as_deref();
+        let mut applied = None;
         let written = self.backend.write(|tables| {
             batch.ops = unrun.take().unwrap_or_default();
             batch.prefetch = B::PREFETCH;
-            apply_ops(tables, faults, batch)
+            let written = apply_ops(tables, faults, batch);
+            applied = Some(Instant::now());
+            written
         });
         if let (Err(e), Some(ops)) = (&written, unrun) {
             fail_ops(ops, e);
         }
-        written
+        (written, applied)
     }
 }
 
@@ -183,13 +189,14 @@ pub(super) fn spawn<B: Backend + Send + 'static>(
     clock: Arc<dyn Clock>,
     config: WriterConfig,
     closed: Arc<Closed>,
+    metrics: WriterMetrics,
 ) -> mpsc::Sender<Op> {
     let (tx, rx) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
         .name("dwell-writer".into())
         .spawn(move || {
             let mut side = Side { backend, faults };
-            run(&mut side, rx, hook, clock, config);
+            run(&mut side, rx, hook, clock, config, &metrics);
             // Every sender is gone: drop our handle. When it is the last one, redb closes
             // the file cleanly (no repair at the next start).
             drop(side);
@@ -260,6 +267,7 @@ fn run<B: Backend>(
     hook: Arc<dyn PostCommit>,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
+    metrics: &WriterMetrics,
 ) {
     let mut stats = WriterStats::default();
     // After a full disk or another I/O error, the file must be opened again.
@@ -303,6 +311,8 @@ fn run<B: Backend>(
         stats.commits += 1;
         stats.ops += ops.len() as u64;
         stats.largest_batch = stats.largest_batch.max(ops.len() as u64);
+        metrics.batch_ops.observe(ops.len() as f64);
+        let started = Instant::now();
 
         let mut answers = Vec::with_capacity(ops.len());
         let mut notices = Vec::new();
@@ -315,7 +325,7 @@ fn run<B: Backend>(
         let writes = ops
             .iter()
             .any(|op| !matches!(op, Op::Stats { .. } | Op::Probe { .. }));
-        let outcome = side.apply(Batch {
+        let (outcome, applied) = side.apply(Batch {
             ops,
             now: clock.now_ms(),
             config: &config,
@@ -327,6 +337,17 @@ fn run<B: Backend>(
         let outcome = outcome.map(|written| {
             stats.largest_state_write = stats.largest_state_write.max(written);
         });
+        if outcome.is_ok() {
+            let done = Instant::now();
+            metrics
+                .commit_seconds
+                .observe((done - started).as_secs_f64());
+            if let Some(applied) = applied {
+                metrics
+                    .backend_commit_seconds
+                    .observe((done - applied).as_secs_f64());
+            }
+        }
         stats.statements = side.backend.statements();
         if let Err(e) = &outcome {
             match e {
