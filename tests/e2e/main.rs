@@ -2,6 +2,7 @@
 //! and real Wasm components built from `examples/`. One test binary (see harness.rs).
 
 mod cli;
+mod console;
 mod examples;
 #[allow(dead_code)]
 mod fake;
@@ -16,6 +17,7 @@ mod tenancy;
 mod tidy;
 mod tls;
 mod walkthrough;
+mod webdriver;
 
 /// The example crates the harness builds for wasm32-wasip2.
 pub const GUESTS: &[&str] = &["counter", "checkin", "hostile", "probe", "payment", "trip"];
