@@ -61,6 +61,14 @@ pub struct Rig<B: Backend> {
     pub prefetch: Vec<ActorId>,
 }
 
+/// The history every commit of the suite keeps: few records and fewer states, so that
+/// retention is exercised.
+pub const HISTORY: dwell_types::history::Retention = dwell_types::history::Retention {
+    turns: 4,
+    states: 2,
+    age_ms: 0,
+};
+
 pub const TENANT: &str = "t1";
 pub const OTHER: &str = "t2";
 
@@ -146,8 +154,8 @@ impl<B: Backend> Rig<B> {
     }
 
     pub fn commit(&mut self, actor: &ActorId, seq: u64, result: TurnResult) -> TurnsAck {
-        let turns = vec![CommittedTurn { seq, result }];
-        self.tx(|tx| tx.commit_turns(actor, turns, Vec::new(), None, None))
+        let turns = vec![CommittedTurn { seq, result, took_us: 7 }];
+        self.tx(|tx| tx.commit_turns(actor, turns, Vec::new(), None, None, HISTORY))
             .0
     }
 
@@ -157,7 +165,7 @@ impl<B: Backend> Rig<B> {
         inline: Vec<Inline>,
         expect: Option<Expect>,
     ) -> (TurnsAck, Vec<InlineAck>) {
-        self.tx(|tx| tx.commit_turns(actor, Vec::new(), inline, expect, None))
+        self.tx(|tx| tx.commit_turns(actor, Vec::new(), inline, expect, None, HISTORY))
     }
 
     pub fn meta(&mut self, actor: &ActorId) -> Option<dwell_types::records::ActorMeta> {
@@ -283,6 +291,10 @@ pub fn dump<T: Tables>(t: &T, tenants: &[&str]) -> Result<String, Error> {
             t.state(&key)?,
             t.mail(&key)?
         );
+        for (seq, rec) in t.history(&key, None, usize::MAX)? {
+            let state = t.history_state(&key, seq)?;
+            let _ = writeln!(out, "  turn {seq}: {rec:?} {state:?}");
+        }
     }
     for (id, r) in t.requests_from(0, usize::MAX)? {
         let _ = writeln!(out, "request {id}: {r:?}");
@@ -343,6 +355,7 @@ macro_rules! conformance_tests {
             large_states_point_at_staged_slices,
             staged_ids_across_the_whole_u64_range_stay_apart,
             one_transaction_reads_its_own_writes_and_its_prefetched_rows,
+            each_turn_leaves_a_history_record_within_its_retention,
         );
     };
     (@call $make:expr; $($name:ident),* $(,)?) => {

@@ -131,6 +131,8 @@ pub enum EnqueueAck {
 pub struct CommittedTurn {
     pub seq: u64,
     pub result: TurnResult,
+    /// How long the guest ran, for the turn's history record.
+    pub took_us: u64,
 }
 
 /// A message handed to its actor's runner in memory, before it was durable, and run
@@ -149,6 +151,8 @@ pub struct Inline {
     /// `None`: not run (the actor is complete, its module is unavailable, or the turn
     /// failed): enqueue only.
     pub result: Option<TurnResult>,
+    /// How long the guest ran, for the turn's history record.
+    pub took_us: u64,
 }
 
 /// What a runner saw of its actor when it ran inline turns after its mailbox turns.

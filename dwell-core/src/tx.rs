@@ -10,6 +10,7 @@ mod admin;
 use std::collections::HashSet;
 
 use dwell_storage::{Carrier, Error, Staged, StateRef, Tables};
+use dwell_types::history::{Retention, STATE_LIMIT, StateMark, TurnRecord};
 use dwell_types::records::{
     ActorMeta, CallbackStatus, DeadLetter, Delivery, IdempotencyRecord, OutboxEntry, RequestRecord,
 };
@@ -42,6 +43,14 @@ struct TurnOutput {
     outgoing: Vec<(ActorId, Envelope)>,
 }
 
+/// A turn's outcome as the writer applies it.
+struct Ran {
+    result: TurnResult,
+    took_us: u64,
+    /// The turn carries the batch's staged (large) state.
+    staged: Option<StateRef>,
+}
+
 /// One write transaction's decisions. The backend opens its tables, applies any number
 /// of operations through this, commits, and only then announces [`Tx::notices`].
 pub struct Tx<'a, T: Tables> {
@@ -51,6 +60,8 @@ pub struct Tx<'a, T: Tables> {
     notices: &'a mut Vec<Notice>,
     /// State bytes written in this transaction (snapshots and staged slices).
     pub state_bytes: u64,
+    /// The history kept for the turns being committed.
+    history: Retention,
 }
 
 type R<T> = Result<T, Error>;
@@ -68,6 +79,7 @@ impl<'a, T: Tables> Tx<'a, T> {
             config,
             notices,
             state_bytes: 0,
+            history: Retention::OFF,
         }
     }
 
@@ -201,6 +213,7 @@ impl<'a, T: Tables> Tx<'a, T> {
             created_ms: self.now,
             updated_ms: self.now,
             timers: 0,
+            step: None,
         }))
     }
 
@@ -318,8 +331,9 @@ impl<'a, T: Tables> Tx<'a, T> {
     }
 
     /// Commit a runner's batch: the outcomes of its mailbox turns, then its inline turns
-    /// (see [`Inline`]), then their replies and outgoing messages. Returns the answer to
-    /// every inline turn, by its index in `inline`.
+    /// (see [`Inline`]), then their replies and outgoing messages; each applied turn
+    /// leaves a history record as `history` says. Returns the answer to every inline
+    /// turn, by its index in `inline`.
     pub fn commit_turns(
         &mut self,
         actor: &ActorId,
@@ -327,7 +341,9 @@ impl<'a, T: Tables> Tx<'a, T> {
         inline: Vec<Inline>,
         expect: Option<Expect>,
         staged: Option<Staged>,
+        history: Retention,
     ) -> R<(TurnsAck, Vec<InlineAck>)> {
+        self.history = history;
         let mut acks = Vec::with_capacity(inline.len());
         let ack = self.commit_turns_inner(actor, turns, inline, expect, staged, &mut acks)?;
         // Slices of a snapshot that was not applied are dropped with the batch (a no-op
@@ -385,7 +401,12 @@ impl<'a, T: Tables> Tx<'a, T> {
             let Some(env) = self.tables.take_mail(&key, turn.seq)? else {
                 continue;
             };
-            self.apply_turn(actor, &key, &mut meta, turn.seq, env, turn.result, &mut out)?;
+            let ran = Ran {
+                result: turn.result,
+                took_us: turn.took_us,
+                staged: carries(Carrier::Turn(i)),
+            };
+            self.apply_turn(actor, &key, &mut meta, turn.seq, env, ran, &mut out)?;
             if let Some(r) = carries(Carrier::Turn(i)) {
                 out.new_state = None;
                 out.new_ref = Some(r);
@@ -432,15 +453,12 @@ impl<'a, T: Tables> Tx<'a, T> {
                     if let Some(new) = it.req.request {
                         self.put_request(actor, new)?;
                     }
-                    self.apply_turn(
-                        actor,
-                        &key,
-                        &mut meta,
-                        seq,
-                        it.req.envelope,
+                    let ran = Ran {
                         result,
-                        &mut out,
-                    )?;
+                        took_us: it.took_us,
+                        staged: carries(Carrier::Inline(j)),
+                    };
+                    self.apply_turn(actor, &key, &mut meta, seq, it.req.envelope, ran, &mut out)?;
                     if let Some(r) = carries(Carrier::Inline(j)) {
                         out.new_state = None;
                         out.new_ref = Some(r);
@@ -485,7 +503,8 @@ impl<'a, T: Tables> Tx<'a, T> {
         })
     }
 
-    /// Dequeue bookkeeping and effects of one turn, on `meta` (written by the caller).
+    /// Dequeue bookkeeping, history and effects of one turn, on `meta` (written by the
+    /// caller).
     #[allow(clippy::too_many_arguments)]
     fn apply_turn(
         &mut self,
@@ -494,12 +513,13 @@ impl<'a, T: Tables> Tx<'a, T> {
         meta: &mut ActorMeta,
         seq: u64,
         env: Envelope,
-        result: TurnResult,
+        ran: Ran,
         out: &mut TurnOutput,
     ) -> R<()> {
         meta.head_seq = seq + 1;
         meta.updated_ms = self.now;
-        match result {
+        self.record_turn(key, meta, seq, &env, &ran)?;
+        match ran.result {
             TurnResult::Done { state, effects } => {
                 meta.turns += 1;
                 // Within a batch only the last successful turn carries the snapshot;
@@ -551,6 +571,8 @@ impl<'a, T: Tables> Tx<'a, T> {
                             payload,
                         } => self.set_timer(key, meta, &name, due_ms, &payload)?,
                         Effect::CancelTimer { name } => self.cancel_timer(key, meta, &name)?,
+                        // Recorded with the turn (`record_turn`).
+                        Effect::Step { .. } => {}
                         Effect::HttpCall(spec) => {
                             let call_id = spec.call_id.clone();
                             let id = self.outbox_add(Delivery::Http {
@@ -578,6 +600,49 @@ impl<'a, T: Tables> Tx<'a, T> {
                 }
                 self.dead_letter(key, meta, seq, env, error, attempts)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The turn's history record (and the state after it), in this commit; the record
+    /// that falls out of the actor's retention goes. Also moves the actor to the step
+    /// the turn named.
+    fn record_turn(
+        &mut self,
+        key: &str,
+        meta: &mut ActorMeta,
+        seq: u64,
+        env: &Envelope,
+        ran: &Ran,
+    ) -> R<()> {
+        let keep = self.history;
+        let new_state = match &ran.result {
+            TurnResult::Done { state, .. } if !state.is_empty() => Some(state.as_slice()),
+            _ => None,
+        };
+        let size = ran
+            .staged
+            .map(|r| r.len)
+            .or(new_state.map(|s| s.len() as u64));
+        let mut rec = TurnRecord::new(self.now, ran.took_us, env, &ran.result, size);
+        if let Some(step) = &rec.step
+            && meta.step.as_ref() != Some(step)
+        {
+            meta.step = Some(step.clone());
+        }
+        if !keep.is_on() {
+            return Ok(());
+        }
+        if let Some(state) = new_state.filter(|s| s.len() <= STATE_LIMIT && keep.states > 0) {
+            rec.state = StateMark::Kept;
+            self.tables.put_history_state(key, seq, state)?;
+            if let Some(old) = seq.checked_sub(keep.states) {
+                self.tables.remove_history_state(key, old)?;
+            }
+        }
+        self.tables.put_history(key, seq, &rec)?;
+        if let Some(old) = seq.checked_sub(keep.turns) {
+            self.tables.remove_history(key, old)?;
         }
         Ok(())
     }

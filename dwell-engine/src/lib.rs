@@ -24,6 +24,7 @@ mod tenants;
 #[cfg(test)]
 mod tests;
 mod timers;
+pub mod visibility;
 mod waiters;
 pub mod warm;
 
@@ -67,6 +68,9 @@ pub struct EngineConfig {
     pub secrets_key: Option<String>,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_retention: Duration,
+    /// Of the turns an actor's history keeps, the states after this many of the most
+    /// recent are kept too (0: none). Counts and age are per-tenant quotas.
+    pub history_states: u64,
     /// How often expired idempotency keys are purged.
     pub purge_interval: Duration,
     /// Quotas of a tenant that has no overrides.
@@ -100,6 +104,7 @@ impl Default for EngineConfig {
             webhook_secret: None,
             secrets_key: None,
             idempotency_retention: Duration::from_secs(24 * 3600),
+            history_states: 10,
             purge_interval: Duration::from_secs(10),
             quotas: Quotas::defaults(&Limits::default()),
             allow_private_net: false,

@@ -24,6 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::domain::history::{Retention, STATE_LIMIT};
 use crate::domain::{ActorId, ActorStatus, Effect, MessageKind, TimerNames, TurnResult};
 use crate::executor::{TurnExec, TurnInput};
 use crate::store::{self, ActorMeta, CommittedTurn, EnqueueAck, Expect, InlineTurn, PendingBatch};
@@ -82,6 +83,7 @@ async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
     let exec = Exec {
         limits: tenant.limits.clone(),
         tenant_permits: Some(tenant.turn_permits.clone()),
+        history: tenant.quotas.retention(inner.config.history_states),
     };
     let max = inner.config.batch_per_actor.max(1);
     let mut known: Option<Known> = None;
@@ -201,7 +203,13 @@ async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
         };
         let submitted = inner
             .store
-            .submit_batch(actor.clone(), p.turns, p.inline, Some(p.expect))
+            .submit_batch(
+                actor.clone(),
+                p.turns,
+                p.inline,
+                Some(p.expect),
+                exec.history,
+            )
             .await;
         // The previous commit is ahead of this one in the writer's queue; if it did not
         // apply as run, neither will this one (the writer checks), and the runner must
@@ -253,6 +261,7 @@ fn new_actor(inner: &Inner, actor: &ActorId) -> Option<PendingBatch> {
             created_ms: 0,
             updated_ms: 0,
             timers: 0,
+            step: None,
         },
         state: None,
         messages: Vec::new(),
@@ -264,6 +273,8 @@ fn new_actor(inner: &Inner, actor: &ActorId) -> Option<PendingBatch> {
 struct Exec {
     limits: Arc<crate::domain::Limits>,
     tenant_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// The history the tenant keeps.
+    history: Retention,
 }
 
 /// How one turn went, as the runner records it.
@@ -320,13 +331,14 @@ async fn run_batch(
                             error: format!("module unavailable: {e}"),
                             attempts: 0,
                         },
+                        took_us: 0,
                     })
                     .collect();
                 // In-memory messages are only enqueued: they meet the same fate there.
                 let inline = not_run(inbox);
                 inner
                     .store
-                    .commit_batch(actor.clone(), turns, inline, None)
+                    .commit_batch(actor.clone(), turns, inline, None, exec.history)
                     .await?;
                 return Ok(None);
             }
@@ -350,6 +362,7 @@ async fn run_batch(
                     error: format!("the process of actor {actor} is complete"),
                     attempts: 0,
                 },
+                took_us: 0,
             });
             continue;
         };
@@ -368,19 +381,21 @@ async fn run_batch(
             )
             .await;
             *busy += took;
+            let took_us = took.as_micros() as u64;
             match ran {
                 Ran::Done(new_state, effects) => {
                     count_effects(&effects, &mut status, &mut timers);
                     state = Some(new_state);
                     done.push(CommittedTurn {
                         seq,
-                        // The snapshot is filled in below for the last turn only.
+                        // The snapshot is filled in below (see `mark_last_state`).
                         result: TurnResult::Done {
                             state: Vec::new(),
                             effects,
                         },
+                        took_us,
                     });
-                    mark_last_state(&mut done, &state);
+                    mark_last_state(&mut done, &state, exec.history.states > 0);
                     break;
                 }
                 Ran::Refused(error, code) => {
@@ -388,6 +403,7 @@ async fn run_batch(
                     done.push(CommittedTurn {
                         seq,
                         result: refusal(error, code, attempt),
+                        took_us,
                     });
                     break;
                 }
@@ -401,6 +417,7 @@ async fn run_batch(
                                     error,
                                     attempts: attempt,
                                 },
+                                took_us,
                             });
                             break;
                         }
@@ -408,7 +425,10 @@ async fn run_batch(
                             // Release what earlier turns produced before backing off.
                             if !done.is_empty() {
                                 let turns = std::mem::take(&mut done);
-                                inner.store.commit_turns(actor.clone(), turns).await?;
+                                inner
+                                    .store
+                                    .commit_turns(actor.clone(), turns, exec.history)
+                                    .await?;
                             }
                             let until = inner.clock.now_ms() + wait.as_millis() as u64;
                             inner.clock.sleep_until(until).await;
@@ -424,8 +444,10 @@ async fn run_batch(
     let mut inline: Vec<InlineTurn> = Vec::with_capacity(inbox.len());
     let mut last_done: Option<usize> = None;
     let mut stop = false;
+    let keep_states = exec.history.states > 0;
     for m in inbox {
         let module = module.as_ref().filter(|_| status == ActorStatus::Active);
+        let mut took_us = 0;
         let result = match module {
             Some(module) if !stop => {
                 // A due timer handed over in memory fires in this commit: it is no longer
@@ -447,13 +469,21 @@ async fn run_batch(
                 )
                 .await;
                 *busy += took;
+                took_us = took.as_micros() as u64;
                 match ran {
                     Ran::Done(new_state, effects) => {
                         count_effects(&effects, &mut status, &mut timers);
+                        // Each turn's state goes to its history record when it is kept;
+                        // the last one's is filled in below in any case.
+                        let carried = if keep_states && new_state.len() <= STATE_LIMIT {
+                            new_state.clone()
+                        } else {
+                            Vec::new()
+                        };
                         state = Some(new_state);
                         last_done = Some(inline.len());
                         Some(TurnResult::Done {
-                            state: Vec::new(),
+                            state: carried,
                             effects,
                         })
                     }
@@ -474,6 +504,7 @@ async fn run_batch(
             req: m.req,
             timer: m.timer,
             result,
+            took_us,
             done: m.done,
         });
     }
@@ -663,14 +694,17 @@ fn not_run(inbox: Vec<Inbound>) -> Vec<InlineTurn> {
             req: m.req,
             timer: m.timer,
             result: None,
+            took_us: 0,
             done: m.done,
         })
         .collect()
 }
 
-/// Only the last successful turn of a commit carries the state snapshot; the one before
-/// it gives its copy up. The writer ignores the empty snapshots of earlier turns.
-fn mark_last_state(done: &mut [CommittedTurn], state: &Option<Vec<u8>>) {
+/// The last successful turn of a commit carries the state snapshot; the one before it
+/// gives its copy up unless the history keeps states (`keep`) and it is small enough to
+/// be kept. The writer stores the last non-empty snapshot of a batch, and keeps each
+/// turn's with its history record.
+fn mark_last_state(done: &mut [CommittedTurn], state: &Option<Vec<u8>>, keep: bool) {
     let Some(state) = state else { return };
     let mut dones = done.iter_mut().rev().filter_map(|t| match &mut t.result {
         TurnResult::Done { state, .. } => Some(state),
@@ -679,7 +713,9 @@ fn mark_last_state(done: &mut [CommittedTurn], state: &Option<Vec<u8>>) {
     if let Some(last) = dones.next() {
         last.clone_from(state);
     }
-    if let Some(previous) = dones.next() {
+    if let Some(previous) = dones.next()
+        && (!keep || previous.len() > STATE_LIMIT)
+    {
         *previous = Vec::new();
     }
 }

@@ -229,6 +229,8 @@ impl Tenants {
             requests_per_second: patch.requests_per_second.or(old.requests_per_second),
             burst: patch.burst.or(old.burst),
             concurrent_turns: patch.concurrent_turns.or(old.concurrent_turns),
+            history_turns: patch.history_turns.or(old.history_turns),
+            history_age_s: patch.history_age_s.or(old.history_age_s),
         }
     }
 }

@@ -328,6 +328,25 @@ impl host::Host for HostState {
         let _ = self.turn.record(0, Effect::Complete);
     }
 
+    /// The last step a turn names counts: a later call replaces the earlier one.
+    fn step(&mut self, label: String) {
+        let label = dwell_types::history::cut(&label, dwell_types::history::LABEL_LIMIT);
+        let named = self
+            .turn
+            .effects
+            .iter_mut()
+            .find_map(|e| match e {
+                Effect::Step { label } => Some(label),
+                _ => None,
+            });
+        match named {
+            Some(old) => *old = label,
+            None => {
+                let _ = self.turn.record(0, Effect::Step { label });
+            }
+        }
+    }
+
     /// A guest's log line, as data: escaped (a newline or a terminal escape cannot forge
     /// a line of the server's log), tagged with its tenant and actor, and bounded per turn
     /// and per tenant (the rest is counted and reported once at the end of the turn).

@@ -81,7 +81,7 @@ pub(super) fn bearer(req: &HttpRequest) -> Option<&str> {
 
 /// Authenticate the caller (401 without a valid key) and return its tenant; the admin
 /// key is refused here (403). Counts the request against the tenant's rate (429).
-fn tenant(st: &AppState, req: &HttpRequest) -> Result<TenantId> {
+pub(super) fn tenant(st: &AppState, req: &HttpRequest) -> Result<TenantId> {
     match st.engine.authenticate(bearer(req)) {
         Ok(Caller::Tenant(t)) => {
             st.engine.admit(&t).map_err(ApiError::rate_limited)?;
@@ -226,7 +226,7 @@ pub(super) async fn get_module(
     Ok(HttpResponse::Ok().json(json!({ "name": module, "versions": versions })))
 }
 
-fn actor_from(st: &AppState, req: &HttpRequest, path: (String, String)) -> Result<ActorId> {
+pub(super) fn actor_from(st: &AppState, req: &HttpRequest, path: (String, String)) -> Result<ActorId> {
     let tenant = tenant(st, req)?;
     let (module, key) = path;
     name("module name", &module)?;
@@ -489,7 +489,7 @@ pub(super) async fn send_event(
         .json(json!({ "status": "accepted", "seq": seq, "duplicate": repeat })))
 }
 
-fn request_json(id: RequestId, rec: &RequestRecord) -> serde_json::Value {
+pub(super) fn request_json(id: RequestId, rec: &RequestRecord) -> serde_json::Value {
     let actor = Some(&rec.actor);
     let mut v = json!({
         "request_id": id.to_string(),
@@ -636,6 +636,7 @@ pub(super) async fn inspect_actor(
         "key": actor.key,
         "status": match m.status { ActorStatus::Active => "active", ActorStatus::Completed => "completed" },
         "version": m.version,
+        "step": m.step,
         "digest": format!("sha256:{}", m.digest),
         "state": view.state.as_deref().map(codec::to_json_lossless),
         "mailbox_depth": view.mailbox_depth,

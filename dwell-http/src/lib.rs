@@ -12,6 +12,7 @@ mod openapi;
 mod problem;
 mod routes;
 mod schemas;
+mod visibility;
 
 use std::net::TcpListener;
 use std::time::Duration;

@@ -38,6 +38,7 @@ pub const ADMIN_KEY: &str = "admin_key";
         (name = "modules", description = "Process modules: versioned WebAssembly components"),
         (name = "actors", description = "Calls, events and inspection of actors"),
         (name = "requests", description = "Requests waiting for or holding a reply"),
+        (name = "visibility", description = "Lists, turn history and process maps of many processes"),
         (name = "tenants", description = "Admin: tenants and their API keys"),
         (name = "service", description = "Health, readiness and this document"),
     )

@@ -8,7 +8,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use super::problem::ApiError;
-use super::{admin, handlers, openapi};
+use super::{admin, handlers, openapi, visibility};
 
 /// `routes! { "/path" => { METHOD module::handler, ... }, ... }` expands to [`ROUTES`],
 /// [`register`] and [`Operations`] (the handlers' `#[utoipa::path]` descriptions).
@@ -53,15 +53,20 @@ routes! {
         GET handlers::get_module,
         DELETE handlers::delete_module,
     },
+    "/v1/modules/{name}/map" => { GET visibility::process_map },
+    "/v1/actors" => { GET visibility::list_actors },
     "/v1/actors/{module}/{key}" => {
         POST handlers::call_actor,
         GET handlers::inspect_actor,
         DELETE handlers::delete_actor,
     },
     "/v1/actors/{module}/{key}/events" => { POST handlers::send_event },
+    "/v1/actors/{module}/{key}/history" => { GET visibility::actor_history },
+    "/v1/actors/{module}/{key}/history/{seq}" => { GET visibility::history_entry },
     "/v1/actors/{module}/{key}/dead-letters/{seq}/retry" => {
         POST handlers::retry_dead_letter,
     },
+    "/v1/requests" => { GET visibility::list_requests },
     "/v1/requests/{id}" => { GET handlers::get_request },
     "/v1/tenants" => { POST admin::create_tenant, GET admin::list_tenants },
     "/v1/tenants/{name}" => {

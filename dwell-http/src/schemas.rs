@@ -403,6 +403,10 @@ pub struct ActorView {
     status: ActorStatus,
     /// The module version the actor runs.
     version: u32,
+    /// The step the process is in: the last one a turn named (`ctx.step`, else a
+    /// message's `type` field); `null` before any.
+    #[schema(required = true)]
+    step: Option<String>,
     digest: String,
     /// The state snapshot as JSON (`null` before the first turn).
     #[schema(required = true)]
@@ -436,6 +440,10 @@ pub struct Quotas {
     burst: u64,
     /// Turns of the tenant executing at once.
     concurrent_turns: u64,
+    /// Turn records kept per actor (0: no history).
+    history_turns: u64,
+    /// Turn records older than this many seconds are not shown.
+    history_age_s: u64,
 }
 
 /// Per-tenant quota overrides; `null` (or absent) means the server default. Each is at
@@ -465,6 +473,11 @@ pub struct QuotaOverrides {
     burst: Option<u64>,
     #[schema(maximum = 9007199254740991_f64)]
     concurrent_turns: Option<u64>,
+    /// At most 100000.
+    #[schema(maximum = 9007199254740991_f64)]
+    history_turns: Option<u64>,
+    #[schema(maximum = 9007199254740991_f64)]
+    history_age_s: Option<u64>,
 }
 
 /// A tenant.
@@ -535,4 +548,268 @@ pub struct IssuedKey {
     id: String,
     /// The bearer token; only its SHA-256 is stored.
     key: String,
+}
+
+// ---- visibility ----
+
+/// `{module}/{key}/history/{seq}` of a turn.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TurnPath {
+    /// The actor's module.
+    #[param(
+        pattern = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
+    module: String,
+    /// The actor's key.
+    #[param(
+        pattern = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
+    key: String,
+    /// The turn: the sequence number of the message it handled.
+    #[param(minimum = 0)]
+    seq: u64,
+}
+
+/// `?limit=&cursor=` of a list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+    /// Where to go on from: the `next_cursor` of the page before (opaque).
+    cursor: Option<String>,
+}
+
+/// Filters of the actor list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ActorQuery {
+    /// Only this module's actors.
+    #[param(
+        pattern = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
+    module: Option<String>,
+    /// Only active or only completed actors.
+    #[param(inline)]
+    status: Option<ActorStatusName>,
+    /// Only actors running this module version.
+    #[param(minimum = 0, maximum = 4294967295u64)]
+    version: Option<u64>,
+    /// Only actors in this step (exact label).
+    step: Option<String>,
+    /// Only actors updated after this time (Unix milliseconds).
+    #[param(minimum = 0)]
+    updated_after: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorStatusName {
+    Active,
+    Completed,
+}
+
+/// Filter of the request list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RequestQuery {
+    /// Only requests in this status.
+    #[param(inline)]
+    status: Option<RequestStatusName>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatusName {
+    Pending,
+    Completed,
+    Failed,
+}
+
+/// One actor in a list.
+#[derive(Serialize, ToSchema)]
+pub struct ActorSummary {
+    module: String,
+    key: String,
+    #[schema(inline)]
+    status: ActorStatusName,
+    version: u32,
+    /// The step the process is in (`null` before any).
+    #[schema(required = true)]
+    step: Option<String>,
+    turns: u64,
+    /// Pending timers.
+    timers: u32,
+    dead_letter_count: u64,
+    created_ms: u64,
+    updated_ms: u64,
+}
+
+/// A page of actors.
+#[derive(Serialize, ToSchema)]
+pub struct ActorList {
+    items: Vec<ActorSummary>,
+    /// The cursor of the next page; `null` on the last.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+/// A page of requests.
+#[derive(Serialize, ToSchema)]
+pub struct RequestList {
+    items: Vec<RequestView>,
+    /// The cursor of the next page; `null` on the last.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+/// The message a turn handled.
+#[derive(Serialize, ToSchema)]
+pub struct TurnMessage {
+    /// `call`, `event`, `ask`, `timer`, `http_result` or `ask_reply`.
+    kind: String,
+    /// The body's `type` field, the timer's name, the call id or the correlation.
+    #[schema(required = true)]
+    label: Option<String>,
+    /// The body as JSON; `null` when it was cut (see `body_truncated`).
+    #[schema(required = true)]
+    body: Option<Value>,
+    body_bytes: u64,
+    /// Only the first 1024 bytes of the body were kept.
+    body_truncated: bool,
+    /// The request or the asking actor.
+    #[schema(required = true)]
+    from: Option<String>,
+}
+
+/// An effect of a turn (bodies are not kept).
+#[derive(Serialize, ToSchema)]
+pub struct TurnEffect {
+    /// `reply`, `send`, `ask`, `set_timer`, `cancel_timer`, `http_call` or `complete`.
+    kind: String,
+    /// Reply, send, ask: where to.
+    to: Option<String>,
+    /// Reply: whether it answered with a value (else an error).
+    ok: Option<bool>,
+    correlation: Option<String>,
+    /// Timers: the name.
+    name: Option<String>,
+    due_ms: Option<u64>,
+    call_id: Option<String>,
+    method: Option<String>,
+    url: Option<String>,
+}
+
+/// How a turn ended.
+#[derive(Serialize, ToSchema)]
+pub struct TurnOutcome {
+    /// `ok`, `refused` or `dead_letter`.
+    status: String,
+    #[schema(required = true)]
+    reason: Option<String>,
+    /// Dead letter: attempts made.
+    attempts: Option<u32>,
+}
+
+/// One committed turn.
+#[derive(Serialize, ToSchema)]
+pub struct Turn {
+    /// The sequence number of the message it handled.
+    seq: u64,
+    /// When it committed (Unix milliseconds).
+    at_ms: u64,
+    /// How long the guest ran.
+    duration_us: u64,
+    message: TurnMessage,
+    /// The step the process is in after it.
+    #[schema(required = true)]
+    step: Option<String>,
+    effects: Vec<TurnEffect>,
+    outcome: TurnOutcome,
+    /// The state's size after it (`null`: not known).
+    #[schema(required = true)]
+    state_bytes: Option<u64>,
+    /// Whether it wrote a state (refused and dead-lettered turns do not).
+    state_changed: bool,
+}
+
+/// A page of turns, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryPage {
+    items: Vec<Turn>,
+    /// The cursor of the next (older) page; `null` on the last.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+/// One change between two states (JSON Pointer paths).
+#[derive(Serialize, ToSchema)]
+pub struct DiffOp {
+    /// `add`, `remove` or `replace`.
+    op: String,
+    path: String,
+    /// The new value (add, replace).
+    value: Option<Value>,
+    /// The old value (remove, replace).
+    old: Option<Value>,
+}
+
+/// A turn with the state as of it and before it.
+#[derive(Serialize, ToSchema)]
+pub struct TurnDetail {
+    #[serde(flatten)]
+    turn: Turn,
+    /// The state after this turn (`null` if the actor had none, or if not known).
+    #[schema(required = true)]
+    state: Option<Value>,
+    /// Whether the history kept the state after this turn (only the most recent are).
+    state_known: bool,
+    #[schema(required = true)]
+    previous_state: Option<Value>,
+    previous_known: bool,
+    /// From the previous state to this one; `null` unless both are known.
+    #[schema(required = true)]
+    diff: Option<Vec<DiffOp>>,
+}
+
+/// A step of the process map.
+#[derive(Serialize, ToSchema)]
+pub struct MapNode {
+    id: String,
+    label: String,
+    /// Times an actor entered this step (in the history kept).
+    count: u64,
+    /// Live actors in this step now.
+    waiting: u64,
+}
+
+/// Actors went from one step directly to another.
+#[derive(Serialize, ToSchema)]
+pub struct MapEdge {
+    from: String,
+    to: String,
+    count: u64,
+    /// Time between entering the two steps.
+    p50_ms: u64,
+    p95_ms: u64,
+}
+
+/// A directly-follows graph of a module's steps, mined from its actors' history.
+#[derive(Serialize, ToSchema)]
+pub struct ProcessMapView {
+    module: String,
+    nodes: Vec<MapNode>,
+    edges: Vec<MapEdge>,
+    /// Actors whose history was read.
+    actors: u64,
+    /// More actors exist than were read (at most 5000 are).
+    truncated: bool,
 }

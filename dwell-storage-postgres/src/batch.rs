@@ -58,6 +58,8 @@ tables! {
     7 HTTP_PENDING "http_pending" ["key": Text, "call": Text] ["id": Bytes];
     8 IDEMPOTENCY "idempotency" ["tenant": Text, "key": Text] ["expires": Int, "record": Bytes];
     9 ACTOR_COUNTS "actor_counts" ["tenant": Text] ["count": Int];
+    10 HISTORY "history" ["key": Text, "seq": Int] ["record": Bytes];
+    11 HISTORY_STATES "history_states" ["key": Text, "seq": Int] ["state": Bytes];
 }
 
 /// One column's value.

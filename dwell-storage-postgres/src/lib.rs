@@ -21,7 +21,7 @@ pub use reads::PgReads;
 pub use writer::{PgWriter, open};
 
 use batch::{
-    ACTOR_COUNTS, ACTORS, Batch, DEAD, HTTP_PENDING, IDEMPOTENCY, MAILBOX, OUTBOX, REQUESTS,
+    ACTOR_COUNTS, ACTORS, Batch, DEAD, HISTORY, HISTORY_STATES, HTTP_PENDING, IDEMPOTENCY, MAILBOX, OUTBOX, REQUESTS,
     STATES, TIMERS, Table, V, Vals,
 };
 
@@ -32,6 +32,7 @@ use dwell_types::records::{
     ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, PurgeJob,
     RequestRecord, TenantRecord,
 };
+use dwell_types::history::TurnRecord;
 use dwell_types::{Envelope, UnixMs};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Transaction};
@@ -114,6 +115,24 @@ fn slices_id(v: u64) -> i64 {
 
 pub(crate) fn unbig(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// Up to `max` records of an actor's history below `before`, newest first (the write
+/// transaction and the readers share it).
+pub(crate) fn history_of(
+    c: &impl Sql,
+    key: &str,
+    before: Option<u64>,
+    max: usize,
+) -> R<Vec<(u64, TurnRecord)>> {
+    let end = before.map_or(i64::MAX, big);
+    c.rows(
+        "SELECT seq, record FROM history WHERE key = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        &[&key, &end, &limit(max)],
+    )?
+    .iter()
+    .map(|r| Ok((unbig(r.get(0)), dec(r.get::<_, &[u8]>(1))?)))
+    .collect()
 }
 
 pub(crate) fn id(v: u128) -> Vec<u8> {
@@ -723,6 +742,54 @@ impl Tables for PgTables<'_> {
     fn clear_dead(&mut self, key: &str) -> R<()> {
         self.flush_to_write()?;
         self.exec("DELETE FROM dead_letters WHERE key = $1", &[&key])?;
+        Ok(())
+    }
+
+    fn put_history(&mut self, key: &str, seq: u64, rec: &TurnRecord) -> R<()> {
+        self.put(&HISTORY, vec![t(key), V::I(big(seq))], vec![V::B(enc(rec))]);
+        Ok(())
+    }
+
+    fn put_history_state(&mut self, key: &str, seq: u64, state: &[u8]) -> R<()> {
+        self.put(
+            &HISTORY_STATES,
+            vec![t(key), V::I(big(seq))],
+            vec![V::B(state.to_vec())],
+        );
+        Ok(())
+    }
+
+    fn remove_history(&mut self, key: &str, seq: u64) -> R<()> {
+        self.remove(&HISTORY, vec![t(key), V::I(big(seq))]);
+        self.remove(&HISTORY_STATES, vec![t(key), V::I(big(seq))]);
+        Ok(())
+    }
+
+    fn remove_history_state(&mut self, key: &str, seq: u64) -> R<()> {
+        self.remove(&HISTORY_STATES, vec![t(key), V::I(big(seq))]);
+        Ok(())
+    }
+
+    fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>> {
+        self.flush()?;
+        history_of(self, key, before, max)
+    }
+
+    fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>> {
+        let row = self.row(
+            &HISTORY_STATES,
+            &[t(key), V::I(big(seq))],
+            "SELECT state FROM history_states WHERE key = $1 AND seq = $2",
+            &[&key, &big(seq)],
+            bytes_col,
+        )?;
+        Ok(row.and_then(|vals| vals.into_iter().next().map(V::bytes)))
+    }
+
+    fn clear_history(&mut self, key: &str) -> R<()> {
+        self.flush_to_write()?;
+        self.exec("DELETE FROM history WHERE key = $1", &[&key])?;
+        self.exec("DELETE FROM history_states WHERE key = $1", &[&key])?;
         Ok(())
     }
 

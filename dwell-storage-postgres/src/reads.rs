@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use dwell_storage::{Error, Pending, Reads, TimerKey, View};
 use dwell_types::UnixMs;
+use dwell_types::history::TurnRecord;
 use dwell_types::records::{
     ActorMeta, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord, TenantRecord,
 };
@@ -243,6 +244,75 @@ impl Reads for PgReads {
                 state,
                 dead_letters,
             }))
+        })
+    }
+
+    fn requests(&self, after: Option<u128>, max: usize) -> R<Vec<(u128, RequestRecord)>> {
+        self.on(move |c| {
+            let from = match after {
+                Some(u128::MAX) => return Ok(Vec::new()),
+                Some(a) => a + 1,
+                None => 0,
+            };
+            rows(
+                c,
+                "SELECT id, record FROM requests WHERE id >= $1 ORDER BY id LIMIT $2",
+                &[&id(from), &limit(max)],
+            )?
+            .iter()
+            .map(|r| Ok((unid(r.get(0))?, dec(r.get::<_, &[u8]>(1))?)))
+            .collect()
+        })
+    }
+
+    fn actors(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> R<Vec<(String, ActorMeta)>> {
+        let prefix = prefix.to_owned();
+        let start = after
+            .filter(|a| *a > prefix.as_str())
+            .unwrap_or(&prefix)
+            .to_owned();
+        let skip = after.map(str::to_owned);
+        self.on(move |c| {
+            let mut out = Vec::new();
+            for r in rows(
+                c,
+                "SELECT key, meta FROM actors WHERE key >= $1 ORDER BY key LIMIT $2",
+                &[&start, &limit(max.saturating_add(1))],
+            )? {
+                let key: String = r.get(0);
+                if !key.starts_with(&prefix) || out.len() >= max {
+                    break;
+                }
+                if Some(&key) == skip.as_ref() {
+                    continue;
+                }
+                let meta = dec(r.get::<_, &[u8]>(1))?;
+                out.push((key, meta));
+            }
+            Ok(out)
+        })
+    }
+
+    fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>> {
+        let key = key.to_owned();
+        self.on(move |c| crate::history_of(c, &key, before, max))
+    }
+
+    fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>> {
+        let key = key.to_owned();
+        self.on(move |c| {
+            Ok(rows(
+                c,
+                "SELECT state FROM history_states WHERE key = $1 AND seq = $2",
+                &[&key, &big(seq)],
+            )?
+            .first()
+            .map(|r| r.get::<_, Vec<u8>>(0)))
         })
     }
 

@@ -48,6 +48,22 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     letter bytea NOT NULL,
     PRIMARY KEY (key, seq)
 );
+-- Turn history: one record per committed turn (key, seq = the message it handled), and
+-- the state after the most recent turns.
+CREATE TABLE IF NOT EXISTS history (
+    partition int NOT NULL DEFAULT 0,
+    key text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (key, seq)
+);
+CREATE TABLE IF NOT EXISTS history_states (
+    partition int NOT NULL DEFAULT 0,
+    key text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    state bytea NOT NULL,
+    PRIMARY KEY (key, seq)
+);
 CREATE TABLE IF NOT EXISTS requests (
     partition int NOT NULL DEFAULT 0,
     id bytea PRIMARY KEY,

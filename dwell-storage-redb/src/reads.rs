@@ -12,6 +12,7 @@ use crate::records::{
 use crate::schema::*;
 use crate::{Cell, Error, large};
 use dwell_types::UnixMs;
+use dwell_types::history::TurnRecord;
 
 type R<T> = Result<T, dwell_storage::Error>;
 
@@ -64,6 +65,26 @@ impl RedbReads {
             Ok(out)
         })
     }
+}
+
+/// Up to `max` records of an actor's history below `before`, newest first (the write
+/// transaction's tables and the readers share it).
+pub(crate) fn history_of(
+    table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    key: &str,
+    before: Option<u64>,
+    max: usize,
+) -> Result<Vec<(u64, TurnRecord)>, Error> {
+    let mut out = Vec::new();
+    let end = before.unwrap_or(u64::MAX);
+    for entry in table.range((key, 0)..(key, end))?.rev() {
+        if out.len() >= max {
+            break;
+        }
+        let (k, v) = entry?;
+        out.push((k.value().1, records::decode(v.value())?));
+    }
+    Ok(out)
 }
 
 fn meta_of(txn: &ReadTransaction, key: &str) -> Result<Option<ActorMeta>, Error> {
@@ -141,6 +162,62 @@ impl Reads for RedbReads {
                 state,
                 dead_letters,
             }))
+        })
+    }
+
+    fn requests(&self, after: Option<u128>, max: usize) -> R<Vec<(u128, RequestRecord)>> {
+        self.read(|txn| {
+            let t = txn.open_table(REQUESTS)?;
+            let mut out = Vec::new();
+            let range = match after {
+                Some(a) if a == u128::MAX => return Ok(out),
+                Some(a) => t.range(a + 1..)?,
+                None => t.range(0..)?,
+            };
+            for entry in range {
+                if out.len() >= max {
+                    break;
+                }
+                let (k, v) = entry?;
+                out.push((k.value(), records::decode(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    fn actors(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> R<Vec<(String, ActorMeta)>> {
+        self.read(|txn| {
+            let t = txn.open_table(ACTORS)?;
+            let mut out = Vec::new();
+            let start = after.filter(|a| *a > prefix).unwrap_or(prefix);
+            for entry in t.range(start..)? {
+                let (k, v) = entry?;
+                let key = k.value();
+                if !key.starts_with(prefix) || out.len() >= max {
+                    break;
+                }
+                if Some(key) == after {
+                    continue;
+                }
+                out.push((key.to_owned(), records::decode(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>> {
+        self.read(|txn| history_of(&txn.open_table(HISTORY)?, key, before, max))
+    }
+
+    fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>> {
+        self.read(|txn| {
+            let t = txn.open_table(HISTORY_STATES)?;
+            Ok(t.get((key, seq))?.map(|v| v.value().to_vec()))
         })
     }
 

@@ -45,7 +45,16 @@ pub const TENANT_IDS: TableDefinition<&str, &str> = TableDefinition::new("tenant
 /// node settings (e.g. the admin key's hash)
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// `(actor, seq)` → [`dwell_types::history::TurnRecord`]: the turn that handled message
+/// `seq`.
+pub const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+/// `(actor, seq)` → the state after that turn (guest MessagePack, as given).
+pub const HISTORY_STATES: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("history_states");
+
 pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
+    txn.open_table(HISTORY)?;
+    txn.open_table(HISTORY_STATES)?;
     txn.open_table(ACTORS)?;
     txn.open_table(STATES)?;
     txn.open_table(MAILBOX)?;

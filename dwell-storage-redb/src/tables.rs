@@ -15,6 +15,7 @@ use crate::records::{
     RequestRecord, TenantRecord,
 };
 use crate::schema::*;
+use dwell_types::history::TurnRecord;
 use dwell_types::{Envelope, UnixMs};
 
 type R<T> = Result<T, Error>;
@@ -65,6 +66,8 @@ pub struct RedbTables<'t> {
     tenant_actors: Table<'t, &'static str, u64>,
     tenant_ids: Table<'t, &'static str, &'static str>,
     meta_table: Table<'t, &'static str, &'static [u8]>,
+    history: Table<'t, (&'static str, u64), &'static [u8]>,
+    history_states: Table<'t, (&'static str, u64), &'static [u8]>,
     large: LargeTables<'t>,
 }
 
@@ -90,6 +93,8 @@ impl<'t> RedbTables<'t> {
             tenant_actors: txn.open_table(TENANT_ACTORS).st()?,
             tenant_ids: txn.open_table(TENANT_IDS).st()?,
             meta_table: txn.open_table(META).st()?,
+            history: txn.open_table(HISTORY).st()?,
+            history_states: txn.open_table(HISTORY_STATES).st()?,
             large: LargeTables::open(txn)?,
         })
     }
@@ -233,6 +238,51 @@ impl Tables for RedbTables<'_> {
     fn clear_dead(&mut self, key: &str) -> R<()> {
         for seq in Self::seqs(&self.dead, key)? {
             self.dead.remove((key, seq)).st()?;
+        }
+        Ok(())
+    }
+
+    fn put_history(&mut self, key: &str, seq: u64, rec: &TurnRecord) -> R<()> {
+        self.history
+            .insert((key, seq), records::encode(rec).as_slice())
+            .st()?;
+        Ok(())
+    }
+
+    fn put_history_state(&mut self, key: &str, seq: u64, state: &[u8]) -> R<()> {
+        self.history_states.insert((key, seq), state).st()?;
+        Ok(())
+    }
+
+    fn remove_history(&mut self, key: &str, seq: u64) -> R<()> {
+        self.history.remove((key, seq)).st()?;
+        self.history_states.remove((key, seq)).st()?;
+        Ok(())
+    }
+
+    fn remove_history_state(&mut self, key: &str, seq: u64) -> R<()> {
+        self.history_states.remove((key, seq)).st()?;
+        Ok(())
+    }
+
+    fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>> {
+        crate::reads::history_of(&self.history, key, before, max).map_err(Into::into)
+    }
+
+    fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>> {
+        Ok(self
+            .history_states
+            .get((key, seq))
+            .st()?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn clear_history(&mut self, key: &str) -> R<()> {
+        for seq in Self::seqs(&self.history, key)? {
+            self.history.remove((key, seq)).st()?;
+        }
+        for seq in Self::seqs(&self.history_states, key)? {
+            self.history_states.remove((key, seq)).st()?;
         }
         Ok(())
     }

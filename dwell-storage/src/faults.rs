@@ -9,6 +9,7 @@ use dwell_types::records::{
     ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, PurgeJob,
     RequestRecord, TenantRecord,
 };
+use dwell_types::history::TurnRecord;
 use dwell_types::{Envelope, UnixMs};
 
 use crate::{Error, StateRef, Tables, TimerKey};
@@ -149,6 +150,39 @@ impl<T: Tables> Tables for Faulty<'_, T> {
     fn clear_dead(&mut self, key: &str) -> R<()> {
         self.faults.check()?;
         self.inner.clear_dead(key)
+    }
+
+    fn put_history(&mut self, key: &str, seq: u64, rec: &TurnRecord) -> R<()> {
+        self.faults.check()?;
+        self.inner.put_history(key, seq, rec)
+    }
+
+    fn put_history_state(&mut self, key: &str, seq: u64, state: &[u8]) -> R<()> {
+        self.faults.check()?;
+        self.inner.put_history_state(key, seq, state)
+    }
+
+    fn remove_history(&mut self, key: &str, seq: u64) -> R<()> {
+        self.faults.check()?;
+        self.inner.remove_history(key, seq)
+    }
+
+    fn remove_history_state(&mut self, key: &str, seq: u64) -> R<()> {
+        self.faults.check()?;
+        self.inner.remove_history_state(key, seq)
+    }
+
+    fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>> {
+        self.inner.history(key, before, max)
+    }
+
+    fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>> {
+        self.inner.history_state(key, seq)
+    }
+
+    fn clear_history(&mut self, key: &str) -> R<()> {
+        self.faults.check()?;
+        self.inner.clear_history(key)
     }
 
     fn request(&self, id: u128) -> R<Option<RequestRecord>> {

@@ -9,6 +9,7 @@ use dwell_types::records::{
     ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, PurgeJob,
     RequestRecord, TenantRecord,
 };
+use dwell_types::history::TurnRecord;
 use dwell_types::{Envelope, UnixMs};
 
 use crate::{Error, StateRef, Tables, TimerKey};
@@ -42,6 +43,8 @@ pub struct MemTables {
     pub api_keys: BTreeMap<String, KeyRecord>,
     pub meta: BTreeMap<String, Vec<u8>>,
     pub purge_jobs: BTreeMap<String, PurgeJob>,
+    pub history: BTreeMap<(String, u64), TurnRecord>,
+    pub history_states: BTreeMap<(String, u64), Vec<u8>>,
 }
 
 fn pair(a: &str, b: &str) -> Pair {
@@ -187,6 +190,50 @@ impl Tables for MemTables {
             .collect();
         for k in seqs {
             self.dead.remove(&k);
+        }
+        Ok(())
+    }
+
+    fn put_history(&mut self, key: &str, seq: u64, rec: &TurnRecord) -> R<()> {
+        self.history.insert((key.to_owned(), seq), rec.clone());
+        Ok(())
+    }
+    fn put_history_state(&mut self, key: &str, seq: u64, state: &[u8]) -> R<()> {
+        self.history_states
+            .insert((key.to_owned(), seq), state.to_vec());
+        Ok(())
+    }
+    fn remove_history(&mut self, key: &str, seq: u64) -> R<()> {
+        self.history.remove(&(key.to_owned(), seq));
+        self.history_states.remove(&(key.to_owned(), seq));
+        Ok(())
+    }
+    fn remove_history_state(&mut self, key: &str, seq: u64) -> R<()> {
+        self.history_states.remove(&(key.to_owned(), seq));
+        Ok(())
+    }
+    fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>> {
+        let end = before.unwrap_or(u64::MAX);
+        Ok(self
+            .history
+            .range((key.to_owned(), 0)..(key.to_owned(), end))
+            .rev()
+            .take(max)
+            .map(|(k, v)| (k.1, v.clone()))
+            .collect())
+    }
+    fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>> {
+        Ok(self.history_states.get(&(key.to_owned(), seq)).cloned())
+    }
+    fn clear_history(&mut self, key: &str) -> R<()> {
+        let seqs: Vec<_> = self
+            .history
+            .range(seq_range(key))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in seqs {
+            self.history.remove(&k);
+            self.history_states.remove(&k);
         }
         Ok(())
     }

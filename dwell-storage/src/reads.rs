@@ -4,6 +4,7 @@
 use dwell_types::records::{
     ActorMeta, DeadLetter, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord, TenantRecord,
 };
+use dwell_types::history::TurnRecord;
 use dwell_types::{Envelope, UnixMs};
 
 use crate::{Error, TimerKey};
@@ -38,6 +39,18 @@ pub trait Reads: Send + Sync {
     fn pending(&self, key: &str, max: usize) -> R<Option<Pending>>;
     fn view(&self, key: &str, dead_max: usize) -> R<Option<View>>;
     fn request(&self, id: u128) -> R<Option<RequestRecord>>;
+    /// Up to `max` requests with ids above `after` (from the first if `None`), in id
+    /// order.
+    fn requests(&self, after: Option<u128>, max: usize) -> R<Vec<(u128, RequestRecord)>>;
+    /// Up to `max` actors whose storage key starts with `prefix` and sorts after
+    /// `after`, in key order, with their meta.
+    fn actors(&self, prefix: &str, after: Option<&str>, max: usize)
+    -> R<Vec<(String, ActorMeta)>>;
+    /// Up to `max` of an actor's turn records with a seq below `before` (all if
+    /// `None`), newest first.
+    fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>>;
+    /// The state kept with an actor's record `seq`.
+    fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>>;
     /// Modules whose key (`tenant-id/name`) starts with `prefix`: `(key, record)`.
     fn modules(&self, prefix: &str) -> R<Vec<(String, ModuleRecord)>>;
     fn module_bytes(&self, digest: &str) -> R<Option<Vec<u8>>>;

@@ -5,6 +5,7 @@ use dwell_types::records::{
     ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord,
     TenantRecord,
 };
+use dwell_types::history::TurnRecord;
 use dwell_types::{Envelope, records::PurgeJob};
 
 use crate::{Error, StateRef};
@@ -62,6 +63,23 @@ pub trait Tables {
     fn put_dead(&mut self, key: &str, seq: u64, dl: &DeadLetter) -> R<()>;
     fn take_dead(&mut self, key: &str, seq: u64) -> R<Option<DeadLetter>>;
     fn clear_dead(&mut self, key: &str) -> R<()>;
+
+    // --- turn history: (actor, seq) → record, and the state after that turn ---
+    /// Record turn `seq` (replacing a record of that seq).
+    fn put_history(&mut self, key: &str, seq: u64, rec: &TurnRecord) -> R<()>;
+    /// Keep `state` as the state after turn `seq`.
+    fn put_history_state(&mut self, key: &str, seq: u64, state: &[u8]) -> R<()>;
+    /// Forget record `seq` and its state, if there are.
+    fn remove_history(&mut self, key: &str, seq: u64) -> R<()>;
+    /// Forget the state kept with record `seq` (the record stays).
+    fn remove_history_state(&mut self, key: &str, seq: u64) -> R<()>;
+    /// Up to `max` of the actor's records with a seq below `before` (all if `None`),
+    /// newest first.
+    fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>>;
+    /// The state kept with record `seq`.
+    fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>>;
+    /// Forget the actor's whole history.
+    fn clear_history(&mut self, key: &str) -> R<()>;
 
     // --- requests: id → record ---
     fn request(&self, id: u128) -> R<Option<RequestRecord>>;

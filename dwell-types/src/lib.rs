@@ -2,6 +2,7 @@
 //! (retry backoff, name validation). Nothing here knows about tokio, redb, wasmtime or
 //! actix-web, so every decision can be tested without a server.
 
+pub mod history;
 mod ids;
 mod message;
 mod policy;
@@ -17,7 +18,7 @@ pub use message::{
 };
 pub use policy::{Limits, RetryPolicy};
 pub use tenancy::{
-    MAX_CONCURRENT_TURNS, QuotaOverrides, Quotas, TokenBucket, hash_key, is_private, key_id,
+    HISTORY_AGE_S, HISTORY_TURNS, MAX_CONCURRENT_TURNS, MAX_HISTORY_TURNS, QuotaOverrides, Quotas, TokenBucket, hash_key, is_private, key_id,
     new_key, same_hash,
 };
 

@@ -129,6 +129,11 @@ pub enum Effect {
     },
     HttpCall(HttpCallSpec),
     Complete,
+    /// The process names the step it is in (`ctx.step`); recorded in the turn's history
+    /// and as the actor's current step. The last one of a turn counts.
+    Step {
+        label: String,
+    },
 }
 
 /// The names of an actor's pending timers, as its runner tracks them: the per-actor timer
@@ -191,6 +196,15 @@ pub enum RequestStatus {
 impl RequestStatus {
     pub fn is_pending(&self) -> bool {
         matches!(self, RequestStatus::Pending)
+    }
+
+    /// `pending`, `completed` or `failed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RequestStatus::Pending => "pending",
+            RequestStatus::Completed { .. } => "completed",
+            RequestStatus::Failed { .. } => "failed",
+        }
     }
 }
 

@@ -25,6 +25,10 @@ pub struct ActorMeta {
     pub updated_ms: UnixMs,
     /// Pending timers.
     pub timers: u32,
+    /// The step the process is in: the last one a turn named (see
+    /// [`crate::history::step_of`]).
+    #[serde(default)]
+    pub step: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -25,6 +25,10 @@ pub struct QuotaOverrides {
     pub requests_per_second: Option<u64>,
     pub burst: Option<u64>,
     pub concurrent_turns: Option<u64>,
+    #[serde(default)]
+    pub history_turns: Option<u64>,
+    #[serde(default)]
+    pub history_age_s: Option<u64>,
 }
 
 /// The quotas in force for a tenant.
@@ -42,6 +46,25 @@ pub struct Quotas {
     pub requests_per_second: u64,
     pub burst: u64,
     pub concurrent_turns: u64,
+    /// Turn records kept per actor (0: no history).
+    #[serde(default = "default_history_turns")]
+    pub history_turns: u64,
+    /// Turn records older than this are dropped.
+    #[serde(default = "default_history_age_s")]
+    pub history_age_s: u64,
+}
+
+/// The server's default: the last 100 turns of each actor.
+pub const HISTORY_TURNS: u64 = 100;
+/// The server's default: a week.
+pub const HISTORY_AGE_S: u64 = 7 * 24 * 3600;
+
+fn default_history_turns() -> u64 {
+    HISTORY_TURNS
+}
+
+fn default_history_age_s() -> u64 {
+    HISTORY_AGE_S
 }
 
 impl Quotas {
@@ -62,6 +85,8 @@ impl Quotas {
             // tenant's expensive turns always leave room for the others.
             concurrent_turns: std::thread::available_parallelism()
                 .map_or(1, |n| (n.get() / 2).max(1) as u64),
+            history_turns: HISTORY_TURNS,
+            history_age_s: HISTORY_AGE_S,
         }
     }
 
@@ -81,6 +106,20 @@ impl Quotas {
                 .concurrent_turns
                 .unwrap_or(self.concurrent_turns)
                 .clamp(1, MAX_CONCURRENT_TURNS),
+            history_turns: o
+                .history_turns
+                .unwrap_or(self.history_turns)
+                .min(MAX_HISTORY_TURNS),
+            history_age_s: o.history_age_s.unwrap_or(self.history_age_s),
+        }
+    }
+
+    /// The turn history these quotas keep, with `states` states.
+    pub fn retention(&self, states: u64) -> crate::history::Retention {
+        crate::history::Retention {
+            turns: self.history_turns,
+            states: states.min(self.history_turns),
+            age_ms: self.history_age_s.saturating_mul(1000),
         }
     }
 
@@ -104,6 +143,9 @@ impl Quotas {
 /// The most turns of one tenant that may execute at once, whatever a quota says (it
 /// becomes a semaphore's permit count).
 pub const MAX_CONCURRENT_TURNS: u64 = 4096;
+
+/// The most turn records an actor may keep, whatever a quota says.
+pub const MAX_HISTORY_TURNS: u64 = 100_000;
 
 /// A token bucket: `rate` tokens per second, holding at most `burst`.
 #[derive(Debug, Clone)]

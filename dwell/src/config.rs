@@ -244,6 +244,10 @@ pub struct ServeConfig {
     pub callback_attempts: u32,
     #[serde(with = "duration")]
     pub idempotency_retention: Duration,
+    pub history_turns: u64,
+    #[serde(with = "duration")]
+    pub history_age: Duration,
+    pub history_states: u64,
     /// Server certificate chain (PEM) for HTTPS. // wired by the TLS change
     pub tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM). // wired by the TLS change
@@ -286,6 +290,9 @@ impl Default for ServeConfig {
             no_pooling: false,
             callback_attempts: 8,
             idempotency_retention: Duration::from_secs(24 * 3600),
+            history_turns: crate::domain::HISTORY_TURNS,
+            history_age: Duration::from_secs(crate::domain::HISTORY_AGE_S),
+            history_states: 10,
             tls_cert: None,
             tls_key: None,
             ca_cert: None,
@@ -326,6 +333,9 @@ pub const KEYS: &[&str] = &[
     "no_pooling",
     "callback_attempts",
     "idempotency_retention",
+    "history_turns",
+    "history_age",
+    "history_states",
     "tls_cert",
     "tls_key",
     "ca_cert",
@@ -682,6 +692,22 @@ pub struct ServeFlags {
         skip_serializing_if = "Option::is_none"
     )]
     pub idempotency_retention: Option<Duration>,
+    /// Default quota: turn records kept per actor, 0 = no history [default: 100].
+    #[arg(long, value_name = "N", help_heading = "History")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_turns: Option<u64>,
+    /// Default quota: how long turn records are kept [default: 7d].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "History")]
+    #[serde(
+        serialize_with = "duration::serialize_some",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub history_age: Option<Duration>,
+    /// Of the turns kept, the states after this many of the latest are kept too, 0 =
+    /// none [default: 10].
+    #[arg(long, value_name = "N", help_heading = "History")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_states: Option<u64>,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", help_heading = "TLS")]
     #[serde(skip_serializing_if = "Option::is_none")]

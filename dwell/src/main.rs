@@ -85,8 +85,27 @@ struct Cli {
         help_heading = "Global options"
     )]
     output: Format,
+    /// The same as `--output json`.
+    #[arg(long, global = true, help_heading = "Global options")]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// `?a=1&b=2` of the parameters that are set, URL-encoded (empty if none is).
+fn query(params: &[(&str, Option<String>)]) -> String {
+    let set: Vec<String> = params
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| {
+            let v = percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC);
+            format!("{k}={v}")
+        }))
+        .collect();
+    if set.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", set.join("&"))
+    }
 }
 
 /// `MODULE/KEY`, as in `counter/a`.
@@ -148,6 +167,59 @@ enum Cmd {
     Module(ModuleCmd),
     /// List modules (same as `module list`).
     Modules,
+    /// List the tenant's actors: `dwell actors --module checkin --step "awaiting boarding pass"`.
+    Actors {
+        /// Only this module's actors.
+        #[arg(long)]
+        module: Option<String>,
+        /// Only `active` or `completed` actors.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only actors on this module version.
+        #[arg(long)]
+        version: Option<u32>,
+        /// Only actors in this step.
+        #[arg(long)]
+        step: Option<String>,
+        /// At most this many [default: 50].
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Go on from this cursor (the `next` a page printed).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// An actor's turn history, newest first; with `--seq`, one turn with the state as
+    /// of it and the diff to the one before.
+    History {
+        /// The actor, MODULE/KEY.
+        #[arg(value_name = "MODULE/KEY", value_parser = target)]
+        target: String,
+        /// Show this turn in full.
+        #[arg(long)]
+        seq: Option<u64>,
+        /// At most this many turns [default: 50].
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Go on from this cursor (the `next` a page printed).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// A module's process map: its steps, how actors moved between them, who waits where.
+    Map {
+        /// The module's name.
+        module: String,
+    },
+    /// List the tenant's requests (`--status pending|completed|failed`).
+    Requests {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Print the web console's address (open it in a browser and sign in with a key).
+    Ui,
     /// Show or delete an actor.
     #[command(subcommand)]
     Actor(ActorCmd),
@@ -280,6 +352,12 @@ struct TenantUpdate {
     /// Quota: turns of the tenant executing at once.
     #[arg(long, value_name = "N")]
     concurrent_turns: Option<u64>,
+    /// Quota: turn records kept per actor (0: no history).
+    #[arg(long, value_name = "N")]
+    history_turns: Option<u64>,
+    /// Quota: how long turn records are kept (whole seconds).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    history_age: Option<Duration>,
     /// Replace the tenant's outbound allowlist: `host` or `host:port` (repeatable or
     /// comma-separated).
     #[arg(long, value_name = "HOST", value_delimiter = ',')]
@@ -313,6 +391,8 @@ impl TenantUpdate {
             requests_per_second: self.requests_per_second,
             burst: self.burst,
             concurrent_turns: self.concurrent_turns,
+            history_turns: self.history_turns,
+            history_age_s: self.history_age.map(|d| d.as_secs()),
         };
         let mut body = serde_json::json!({});
         if quotas != QuotaOverrides::default() {
@@ -403,7 +483,7 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
         let key = cli.admin_key.clone().or_else(|| key_file("admin.key"));
         Client::with_key(&cli.server, key).with_ca_cert(cli.ca_cert.as_deref())
     };
-    let out = cli.output;
+    let out = if cli.json { Format::Json } else { cli.output };
     match &cli.cmd {
         Cmd::Serve(_) => unreachable!("handled by main"),
         Cmd::Deploy { file, name } => {
@@ -425,6 +505,70 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             View::Request,
             tenant()?.get(&format!("/v1/requests/{id}"), *wait)?,
         ),
+        Cmd::Actors {
+            module,
+            status,
+            version,
+            step,
+            limit,
+            cursor,
+        } => {
+            let q = query(&[
+                ("module", module.clone()),
+                ("status", status.clone()),
+                ("version", version.map(|v| v.to_string())),
+                ("step", step.clone()),
+                ("limit", limit.map(|v| v.to_string())),
+                ("cursor", cursor.clone()),
+            ]);
+            show(out, View::Actors, tenant()?.get(&format!("/v1/actors{q}"), None)?)
+        }
+        Cmd::History {
+            target,
+            seq: Some(seq),
+            ..
+        } => show(
+            out,
+            View::Turn,
+            tenant()?.get(&format!("/v1/actors/{target}/history/{seq}"), None)?,
+        ),
+        Cmd::History {
+            target,
+            seq: None,
+            limit,
+            cursor,
+        } => {
+            let q = query(&[
+                ("limit", limit.map(|v| v.to_string())),
+                ("cursor", cursor.clone()),
+            ]);
+            show(
+                out,
+                View::History,
+                tenant()?.get(&format!("/v1/actors/{target}/history{q}"), None)?,
+            )
+        }
+        Cmd::Map { module } => show(
+            out,
+            View::Map,
+            tenant()?.get(&format!("/v1/modules/{module}/map"), None)?,
+        ),
+        Cmd::Requests {
+            status,
+            limit,
+            cursor,
+        } => {
+            let q = query(&[
+                ("status", status.clone()),
+                ("limit", limit.map(|v| v.to_string())),
+                ("cursor", cursor.clone()),
+            ]);
+            show(out, View::Requests, tenant()?.get(&format!("/v1/requests{q}"), None)?)
+        }
+        Cmd::Ui => {
+            println!("{}/ui", cli.server.trim_end_matches('/'));
+            Ok(())
+        }
         Cmd::Modules | Cmd::Module(ModuleCmd::List) => {
             show(out, View::Modules, tenant()?.get("/v1/modules", None)?)
         }
@@ -611,6 +755,7 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
         webhook_secret: cfg.webhook_secret.clone(),
         secrets_key: cfg.secrets_key.clone(),
         idempotency_retention: cfg.idempotency_retention,
+        history_states: cfg.history_states,
         allow_private_net: cfg.allow_private_net,
         pooling: !cfg.no_pooling,
         ingress_messages: cfg.ingress_messages,
@@ -627,6 +772,8 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
             .concurrent_turns
             .unwrap_or_else(|| dwell::domain::Quotas::defaults(&config.limits).concurrent_turns)
             .clamp(1, dwell::domain::MAX_CONCURRENT_TURNS),
+        history_turns: cfg.history_turns.min(dwell::domain::MAX_HISTORY_TURNS),
+        history_age_s: cfg.history_age.as_secs(),
         ..dwell::domain::Quotas::defaults(&config.limits)
     };
     // Turns run on this runtime. Long turns yield at every epoch tick; checking the

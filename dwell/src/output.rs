@@ -36,6 +36,16 @@ pub enum View<'a> {
     Key,
     /// A dead letter put back into the mailbox.
     Retried,
+    /// A page of actors.
+    Actors,
+    /// A page of an actor's turns.
+    History,
+    /// One turn with its states and diff.
+    Turn,
+    /// A module's process map.
+    Map,
+    /// A page of requests.
+    Requests,
     /// An operation answered `204 No Content`: this line says what was done.
     Done(&'a str),
 }
@@ -140,6 +150,50 @@ fn short_digest(v: &Value) -> String {
     }
 }
 
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v["items"].as_array().into_iter().flatten()
+}
+
+/// The line that says how to get the next page, if there is one.
+fn next(v: &Value) -> String {
+    match v["next_cursor"].as_str() {
+        Some(c) => format!("next: --cursor {c}\n"),
+        None => String::new(),
+    }
+}
+
+/// `call register`, `timer retry`…
+fn message(m: &Value) -> String {
+    match m["label"].as_str() {
+        Some(l) => format!("{} {l}", cell(&m["kind"])),
+        None => cell(&m["kind"]),
+    }
+}
+
+fn outcome(o: &Value) -> String {
+    match o["reason"].as_str() {
+        Some(r) => format!("{}: {r}", cell(&o["status"])),
+        None => cell(&o["status"]),
+    }
+}
+
+/// `reply,set_timer:retry,http_call:pass-1`…
+fn effects(e: &Value) -> String {
+    let list: Vec<String> = e
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| {
+            let kind = cell(&x["kind"]);
+            match x["name"].as_str().or(x["call_id"].as_str()) {
+                Some(n) => format!("{kind}:{n}"),
+                None => kind,
+            }
+        })
+        .collect();
+    if list.is_empty() { "-".into() } else { list.join(",") }
+}
+
 fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
@@ -184,6 +238,115 @@ pub fn text(view: View<'_>, status: u16, v: &Value) -> String {
             }
         }
         View::Request => request(v),
+        View::Actors => {
+            let mut t = Table::new(&["actor", "status", "version", "step", "turns", "updated"]);
+            for a in items(v) {
+                t.row(vec![
+                    format!("{}/{}", cell(&a["module"]), cell(&a["key"])),
+                    cell(&a["status"]),
+                    cell(&a["version"]),
+                    cell(&a["step"]),
+                    cell(&a["turns"]),
+                    time(&a["updated_ms"]),
+                ]);
+            }
+            format!("{t}{}", next(v))
+        }
+        View::History => {
+            let mut t = Table::new(&["seq", "at", "message", "outcome", "step", "effects", "µs"]);
+            for h in items(v) {
+                t.row(vec![
+                    cell(&h["seq"]),
+                    time(&h["at_ms"]),
+                    message(&h["message"]),
+                    outcome(&h["outcome"]),
+                    cell(&h["step"]),
+                    effects(&h["effects"]),
+                    cell(&h["duration_us"]),
+                ]);
+            }
+            format!("{t}{}", next(v))
+        }
+        View::Turn => {
+            let mut out = fields(&[
+                ("seq", cell(&v["seq"])),
+                ("at", time(&v["at_ms"])),
+                ("message", message(&v["message"])),
+                ("body", v["message"]["body"].to_string()),
+                ("outcome", outcome(&v["outcome"])),
+                ("step", cell(&v["step"])),
+                ("effects", effects(&v["effects"])),
+                ("took", format!("{} µs", cell(&v["duration_us"]))),
+            ]);
+            let state = |s: &Value, known: &Value| {
+                if known == &Value::Bool(true) {
+                    pretty(s)
+                } else {
+                    "(not kept)".into()
+                }
+            };
+            let _ = writeln!(out, "state after:\n{}", state(&v["state"], &v["state_known"]));
+            match v["diff"].as_array() {
+                Some(ops) if ops.is_empty() => out.push_str("diff: (none)\n"),
+                Some(ops) => {
+                    out.push_str("diff:\n");
+                    for op in ops {
+                        let _ = match cell(&op["op"]).as_str() {
+                            "add" => writeln!(out, "  + {} = {}", cell(&op["path"]), op["value"]),
+                            "remove" => writeln!(out, "  - {} (was {})", cell(&op["path"]), op["old"]),
+                            _ => writeln!(
+                                out,
+                                "  ~ {} = {} (was {})",
+                                cell(&op["path"]),
+                                op["value"],
+                                op["old"]
+                            ),
+                        };
+                    }
+                }
+                None => out.push_str("diff: (the state before is not kept)\n"),
+            }
+            out
+        }
+        View::Map => {
+            let mut nodes = Table::new(&["step", "entered", "waiting now"]);
+            for n in v["nodes"].as_array().into_iter().flatten() {
+                nodes.row(vec![cell(&n["label"]), cell(&n["count"]), cell(&n["waiting"])]);
+            }
+            let mut edges = Table::new(&["from", "to", "count", "p50", "p95"]);
+            for e in v["edges"].as_array().into_iter().flatten() {
+                edges.row(vec![
+                    cell(&e["from"]),
+                    cell(&e["to"]),
+                    cell(&e["count"]),
+                    format!("{} ms", cell(&e["p50_ms"])),
+                    format!("{} ms", cell(&e["p95_ms"])),
+                ]);
+            }
+            let more = if v["truncated"] == Value::Bool(true) {
+                " (more exist; the map reads the first 5000)"
+            } else {
+                ""
+            };
+            format!(
+                "module {}: {} actors{more}\n{nodes}\n{edges}",
+                cell(&v["module"]),
+                cell(&v["actors"])
+            )
+        }
+        View::Requests => {
+            let mut t = Table::new(&["request", "actor", "status", "created", "settled"]);
+            for r in items(v) {
+                t.row(vec![
+                    cell(&r["request_id"]),
+                    format!("{}/{}", cell(&r["actor"]["module"]), cell(&r["actor"]["key"])),
+                    cell(&r["status"]),
+                    time(&r["created_ms"]),
+                    time(&r["settled_ms"]),
+                ]);
+            }
+            format!("{t}{}", next(v))
+        }
         View::Modules => {
             let mut t = Table::new(&["name", "version", "versions", "digest", "size", "deployed"]);
             for m in v["modules"].as_array().into_iter().flatten() {

@@ -433,6 +433,14 @@ impl Context {
         host::complete()
     }
 
+    /// Name the step the process is in after this turn, e.g. `ctx.step("awaiting
+    /// boarding pass")`: it shows in the actor's history, filters the actor lists
+    /// (`?step=`) and is a node of the module's process map. Without it, a message's
+    /// `type` field names the step. The last call of a turn counts.
+    pub fn step(&mut self, label: &str) {
+        host::step(label)
+    }
+
     pub fn log(&mut self, message: &str) {
         host::log(wit::LogLevel::Info, message)
     }

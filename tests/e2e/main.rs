@@ -16,6 +16,7 @@ mod storage;
 mod tenancy;
 mod tidy;
 mod tls;
+mod visibility;
 mod walkthrough;
 mod webdriver;
 

@@ -180,10 +180,10 @@ impl Driver {
                             .collect(),
                     ),
                 };
-                let turns = vec![CommittedTurn { seq, result }];
+                let turns = vec![CommittedTurn { seq, result, took_us: 7 }];
                 format!(
                     "{:?}",
-                    r.try_tx(|tx| tx.commit_turns(&a, turns, Vec::new(), None, None))
+                    r.try_tx(|tx| tx.commit_turns(&a, turns, Vec::new(), None, None, HISTORY))
                         .map(|(ack, _)| ack.inline_applied)
                 )
             }
@@ -227,11 +227,12 @@ impl Driver {
                         result: (*run || i == 0).then(|| {
                             done(format!("inline{id}").as_bytes(), vec![reply(id, b"ok")])
                         }),
+                        took_us: 0,
                     });
                 }
                 format!(
                     "{:?}",
-                    r.try_tx(|tx| tx.commit_turns(&a, Vec::new(), inline, Some(expect), None))
+                    r.try_tx(|tx| tx.commit_turns(&a, Vec::new(), inline, Some(expect), None, HISTORY))
                         .map(|(ack, acks)| (ack.inline_applied, acks))
                 )
             }

@@ -83,10 +83,12 @@ pub fn a_turn_applies_exactly_once_even_when_committed_again<B: Backend>(make: i
             vec![CommittedTurn {
                 seq: 0,
                 result: done(b"x", vec![]),
+                took_us: 0,
             }],
             Vec::new(),
             None,
             None,
+            HISTORY,
         )
     });
     assert!(matches!(refused, Err(Error::Corrupt(_))), "{refused:?}");
@@ -178,6 +180,7 @@ fn inline(actor: &ActorId, id: u128, result: Option<TurnResult>) -> Inline {
         req: r,
         timer: None,
         result,
+        took_us: 0,
     }
 }
 
@@ -340,6 +343,7 @@ pub fn every_inline_fall_back_enqueues_and_discards_the_outcome<B: Backend>(make
         ),
         timer: Some(5_000),
         result: Some(done(b"X", vec![])),
+        took_us: 0,
     };
     let (ack, acks) = r.commit_inline(&a, vec![t.clone()], Some(seen.clone()));
     assert!(!ack.inline_applied);
@@ -712,10 +716,12 @@ pub fn large_states_point_at_staged_slices<B: Backend>(make: impl Fn() -> B) {
             vec![CommittedTurn {
                 seq: 0,
                 result: done(b"", vec![]),
+                took_us: 0,
             }],
             Vec::new(),
             None,
             Some(staged),
+            HISTORY,
         )
     });
     assert_eq!(r.state(&a).as_deref(), Some(&b"hello world"[..]));
@@ -738,10 +744,12 @@ pub fn large_states_point_at_staged_slices<B: Backend>(make: impl Fn() -> B) {
             vec![CommittedTurn {
                 seq: 0,
                 result: done(b"", vec![]),
+                took_us: 0,
             }],
             Vec::new(),
             None,
             Some(stale),
+            HISTORY,
         )
     });
     assert_eq!(r.state(&a).as_deref(), Some(&b"small"[..]));
@@ -776,11 +784,13 @@ pub fn staged_ids_across_the_whole_u64_range_stay_apart<B: Backend>(make: impl F
                 vec![CommittedTurn {
                     seq: 0,
                     result: done(b"", vec![]),
+                    took_us: 0,
                 }],
                 Vec::new(),
                 None,
                 Some(staged),
-            )
+            HISTORY,
+        )
         });
     }
     for (i, a) in actors.iter().enumerate() {
@@ -883,4 +893,67 @@ pub fn one_transaction_reads_its_own_writes_and_its_prefetched_rows<B: Backend>(
         assert_eq!(t.actor_count(TENANT)?, 7);
         Ok(())
     });
+}
+
+pub fn each_turn_leaves_a_history_record_within_its_retention<B: Backend>(make: impl Fn() -> B) {
+    use dwell_types::history::{EffectNote, Outcome, StateMark};
+    let mut r = rig(make);
+    let a = actor(TENANT, "h");
+    let key = a.storage_key();
+    // MessagePack `{"type": ty}` (a fixmap of one fixstr pair).
+    let typed = |ty: &str| {
+        let mut body = vec![0x81, 0xa4];
+        body.extend_from_slice(b"type");
+        body.push(0xa0 + ty.len() as u8);
+        body.extend_from_slice(ty.as_bytes());
+        event(&body)
+    };
+    // Six turns: named steps, a refusal, a default step from the `type` field.
+    for (seq, body) in ["register", "x", "x", "x", "pay", "x"].iter().enumerate() {
+        accepted(r.enqueue(&a, typed(body)));
+        r.now += 10;
+        let result = match seq {
+            1 => done(b"s1", vec![Effect::Step { label: "waiting".into() }]),
+            3 => TurnResult::Refused {
+                error: "not now".into(),
+                refusal: dwell_types::RefusalCode::Conflict,
+            },
+            5 => done(b"s5", vec![set_timer("t", 99_999), Effect::Step { label: "done".into() }]),
+            n => done(format!("s{n}").as_bytes(), vec![]),
+        };
+        r.commit(&a, seq as u64, result);
+    }
+    let history = r.read(|t| t.history(&key, None, 100));
+    // `HISTORY` keeps 4 records, the states of the last 2 turns.
+    let seqs: Vec<u64> = history.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, [5, 4, 3, 2], "newest first, within retention");
+    let (_, last) = &history[0];
+    assert_eq!(last.step.as_deref(), Some("done"));
+    assert_eq!(last.took_us, 7);
+    assert_eq!(last.at_ms, r.now);
+    assert_eq!(last.outcome, Outcome::Ok);
+    assert_eq!(last.state, StateMark::Kept);
+    assert_eq!(last.state_bytes, Some(2));
+    assert_eq!(last.message.kind, "event");
+    assert_eq!(last.message.label.as_deref(), Some("x"));
+    assert!(matches!(&last.effects[..], [EffectNote::SetTimer { name, due_ms: 99_999 }] if name == "t"));
+    assert_eq!(history[1].1.step.as_deref(), Some("pay"), "the type field names the step");
+    let refused = &history[2].1;
+    assert!(matches!(&refused.outcome, Outcome::Refused { reason } if reason == "not now"));
+    assert_eq!(refused.state, StateMark::Unchanged);
+    assert_eq!(r.read(|t| t.history_state(&key, 5)).as_deref(), Some(&b"s5"[..]));
+    assert_eq!(r.read(|t| t.history_state(&key, 4)).as_deref(), Some(&b"s4"[..]));
+    assert_eq!(r.read(|t| t.history_state(&key, 2)), None, "beyond the kept states");
+    // Paging backwards from a cursor.
+    let page = r.read(|t| t.history(&key, Some(4), 1));
+    assert_eq!(page.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [3]);
+    assert_eq!(r.meta(&a).unwrap().step.as_deref(), Some("done"));
+    // Another actor's history is its own; deleting the actor forgets it.
+    let b = actor(TENANT, "h2");
+    accepted(r.enqueue(&b, typed("register")));
+    r.commit(&b, 0, done(b"b", vec![]));
+    r.tx(|tx| tx.admin(AdminOp::DeleteActor { actor: a.clone() }));
+    assert!(r.read(|t| t.history(&key, None, 100)).is_empty());
+    assert_eq!(r.read(|t| t.history_state(&key, 5)), None);
+    assert_eq!(r.read(|t| t.history(&b.storage_key(), None, 100)).len(), 1);
 }

@@ -183,6 +183,7 @@ impl<T: Tables> Tx<'_, T> {
         };
         self.tables.clear_mail(key)?;
         self.tables.clear_dead(key)?;
+        self.tables.clear_history(key)?;
         self.cancel_all_timers(key, &mut meta)?;
         self.tables.clear_http_pending(key)?;
         self.tables.remove_state(key)?;
@@ -206,6 +207,7 @@ impl<T: Tables> Tx<'_, T> {
         self.tables.clear_mail(&key)?;
         self.cancel_all_timers(&key, &mut meta)?;
         self.tables.clear_dead(&key)?;
+        self.tables.clear_history(&key)?;
         self.tables.remove_state(&key)?;
         self.tables.remove_actor(&key)?;
         let tenant = actor.tenant.0.as_str();

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use dwell_storage::{Backend, Carrier, LARGE, SLICE, Staged, StateRef};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::history::Retention;
 use crate::domain::{ActorId, Envelope, RequestId, TenantId, TimerNames, UnixMs};
 
 pub use crate::domain::records::{
@@ -187,8 +188,9 @@ impl Store {
         &self,
         actor: ActorId,
         turns: Vec<CommittedTurn>,
+        history: Retention,
     ) -> Result<(), Error> {
-        self.commit_batch(actor, turns, Vec::new(), None)
+        self.commit_batch(actor, turns, Vec::new(), None, history)
             .await
             .map(drop)
     }
@@ -201,8 +203,11 @@ impl Store {
         turns: Vec<CommittedTurn>,
         inline: Vec<InlineTurn>,
         expect: Option<Expect>,
+        history: Retention,
     ) -> Result<TurnsAck, Error> {
-        let answer = self.submit_batch(actor, turns, inline, expect).await?;
+        let answer = self
+            .submit_batch(actor, turns, inline, expect, history)
+            .await?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
@@ -214,6 +219,7 @@ impl Store {
         turns: Vec<CommittedTurn>,
         inline: Vec<InlineTurn>,
         expect: Option<Expect>,
+        history: Retention,
     ) -> Result<oneshot::Receiver<Result<TurnsAck, Error>>, Error> {
         let (mut turns, mut inline) = (turns, inline);
         let staged = self.stage_large_state(&mut turns, &mut inline).await?;
@@ -225,6 +231,7 @@ impl Store {
                 inline,
                 expect,
                 staged,
+                history,
                 done,
             })
             .await
@@ -437,6 +444,11 @@ impl Store {
 
     pub fn actor_view(&self, actor: &ActorId, dead_max: usize) -> Result<Option<ActorView>, Error> {
         Ok(self.reads.view(&actor.storage_key(), dead_max)?)
+    }
+
+    /// The read side, for the engine's own lists and history.
+    pub(crate) fn reads(&self) -> &dyn dwell_storage::Reads {
+        self.reads.as_ref()
     }
 
     pub fn request(&self, id: RequestId) -> Result<Option<RequestRecord>, Error> {

@@ -13,6 +13,14 @@ use crate::domain::{
     TurnResult, UnixMs,
 };
 
+
+/// The history these tests' commits keep (a few records, fewer states).
+const HISTORY: crate::domain::history::Retention = crate::domain::history::Retention {
+    turns: 8,
+    states: 2,
+    age_ms: 0,
+};
+
 struct FixedClock;
 
 impl Clock for FixedClock {
@@ -165,6 +173,7 @@ impl Fixture {
                     req,
                     timer: None,
                     result,
+                    took_us: 0,
                     done,
                 }
             })
@@ -172,7 +181,7 @@ impl Fixture {
         self.rt.block_on(async {
             let ack = self
                 .store
-                .commit_batch(self.actor.clone(), Vec::new(), turns, expect)
+                .commit_batch(self.actor.clone(), Vec::new(), turns, expect, HISTORY)
                 .await
                 .unwrap();
             let mut acks = Vec::new();
@@ -186,10 +195,14 @@ impl Fixture {
     /// Commit one mailbox turn, the outcome of message `seq`.
     fn commit_turn(&self, seq: u64, result: TurnResult) {
         self.rt
-            .block_on(
-                self.store
-                    .commit_turns(self.actor.clone(), vec![CommittedTurn { seq, result }]),
-            )
+            .block_on({
+                let turn = CommittedTurn {
+                    seq,
+                    result,
+                    took_us: 0,
+                };
+                self.store.commit_turns(self.actor.clone(), vec![turn], HISTORY)
+            })
             .unwrap();
     }
 
@@ -632,6 +645,7 @@ fn small_commits_are_not_held_up_by_large_states() {
                     req: request(actor, id, None),
                     timer: None,
                     result: answered(id, b"r", &state),
+                    took_us: 0,
                     done,
                 }],
                 Some(Expect {
@@ -639,6 +653,7 @@ fn small_commits_are_not_held_up_by_large_states() {
                     created_ms: meta.as_ref().map(|m| m.created_ms),
                     digest: "d1".into(),
                 }),
+                HISTORY,
             )
             .await
             .unwrap();

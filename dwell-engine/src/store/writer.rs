@@ -26,6 +26,7 @@ pub use dwell_core::{
 
 use super::Error;
 use crate::domain::records::ModuleVersion;
+use crate::domain::history::Retention;
 use crate::domain::{ActorId, Clock, TenantId, TurnResult, UnixMs};
 
 /// Upper bound on operations in one write transaction.
@@ -48,6 +49,8 @@ pub(super) enum Op {
         /// The batch's snapshot, staged in slices (see [`large`]); its carrier turn's
         /// state is empty.
         staged: Option<Staged>,
+        /// The history the actor's tenant keeps.
+        history: Retention,
         done: Done<TurnsAck>,
     },
     /// One slice of a large state (see [`large`]).
@@ -125,6 +128,8 @@ pub struct InlineTurn {
     /// `None`: not run (the actor is complete, its module is unavailable, or the turn
     /// failed): enqueue only.
     pub result: Option<TurnResult>,
+    /// How long the guest ran, for the turn's history record.
+    pub took_us: u64,
     pub done: EnqueueDone,
 }
 
@@ -512,6 +517,7 @@ fn apply_op<T: Tables>(
             inline,
             expect,
             staged,
+            history,
             done,
         } => {
             let mut dones = Vec::with_capacity(inline.len());
@@ -523,10 +529,11 @@ fn apply_op<T: Tables>(
                         req: it.req,
                         timer: it.timer,
                         result: it.result,
+                        took_us: it.took_us,
                     }
                 })
                 .collect();
-            let result = tx.commit_turns(&actor, turns, inline, expect, staged);
+            let result = tx.commit_turns(&actor, turns, inline, expect, staged, history);
             let ((ack, acks), done) = match or_tell(done, result) {
                 Ok(v) => v,
                 Err(failure) => {

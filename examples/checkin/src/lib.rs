@@ -266,6 +266,30 @@ impl Actor for Checkin {
     type Input = Input;
 
     fn handle(&mut self, ctx: &mut Context, msg: Message<Input>) -> Result<(), Error> {
+        self.handle_message(ctx, msg)?;
+        // The step the booking is in, for its history and the module's process map.
+        ctx.step(self.status.step());
+        Ok(())
+    }
+}
+
+impl Status {
+    /// How the process map names this status.
+    fn step(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Registered => "registered",
+            Status::WaitingForCheckin => "waiting for check-in to open",
+            Status::Fetching => "awaiting boarding pass",
+            Status::Retrying => "boarding pass service retry",
+            Status::Issued => "boarding pass issued",
+            Status::Closed => "check-in closed",
+        }
+    }
+}
+
+impl Checkin {
+    fn handle_message(&mut self, ctx: &mut Context, msg: Message<Input>) -> Result<(), Error> {
         match msg {
             Message::Request {
                 reply,

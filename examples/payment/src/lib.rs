@@ -313,6 +313,15 @@ impl Actor for Payment {
     type Input = Input;
 
     fn handle(&mut self, ctx: &mut Context, msg: Message<Input>) -> Result<(), Error> {
+        self.handle_message(ctx, msg)?;
+        // The step the payment is in, for its history and the module's process map.
+        ctx.step(status_text(self.status));
+        Ok(())
+    }
+}
+
+impl Payment {
+    fn handle_message(&mut self, ctx: &mut Context, msg: Message<Input>) -> Result<(), Error> {
         match msg {
             Message::Request {
                 reply,

@@ -322,12 +322,24 @@ impl Actor for Trip {
 
     fn handle(&mut self, ctx: &mut Context, msg: Message<Input>) -> Result<(), Error> {
         match msg {
-            Message::Request { reply, body } => self.book(ctx, reply, body),
-            Message::Event(_) => Err(Error::invalid("book must be a request")),
-            Message::HttpResult(result) => self.answered(ctx, result),
+            Message::Request { reply, body } => self.book(ctx, reply, body)?,
+            Message::Event(_) => return Err(Error::invalid("book must be a request")),
+            Message::HttpResult(result) => self.answered(ctx, result)?,
             // This process sets no timers and asks no other actors.
-            Message::Timer(_) | Message::AskReply(_) => Ok(()),
+            Message::Timer(_) | Message::AskReply(_) => {}
         }
+        // The step the saga is in (`booking hotel`, `cancelling flight`…), for its
+        // history and the module's process map.
+        let current = self.current.as_deref().unwrap_or_default();
+        let step = match self.status {
+            Status::New => "new".to_owned(),
+            Status::Booking => format!("booking {current}"),
+            Status::Cancelling => format!("cancelling {current}"),
+            Status::Booked => "booked".to_owned(),
+            Status::Failed => "failed".to_owned(),
+        };
+        ctx.step(&step);
+        Ok(())
     }
 }
 
