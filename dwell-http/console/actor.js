@@ -141,10 +141,13 @@ export async function historyPage(frame, ctx, module, key) {
           h("a", { href: `${home(module, key)}/history/${t.seq}` }, `#${t.seq}`),
           " ", time(t.at_ms), " · ", duration(t.duration_us / 1000)),
         h("div", { class: "what" },
-          h("strong", {}, t.message.label || t.message.kind), " ",
-          h("span", { class: "muted" }, t.message.kind),
+          h("strong", {}, t.message.label || t.message.kind),
+          t.message.label ? [" ", h("span", { class: "muted" }, t.message.kind)] : null,
+          t.message.body === null || t.message.body === undefined
+            ? null : [" ", h("code", {}, brief(t.message.body, 80))],
           t.step ? [" → ", h("span", { class: "step" }, t.step)] : null),
-        h("div", { class: "outcome" }, outcome(t.outcome), " · state ", bytes(t.state_bytes)),
+        h("div", { class: "outcome" }, outcome(t.outcome), " · ",
+          t.state_changed === false ? "state unchanged" : `state ${bytes(t.state_bytes)}`),
         t.effects.length ? h("ul", { class: "effects" }, t.effects.map(effect)) : null));
     }
     cursor = page.next_cursor;
@@ -187,9 +190,18 @@ export async function turnPage(frame, ctx, module, key, seq) {
     diff(t.diff),
     h("div", { class: "columns" },
       h("section", {}, h("h2", {}, "State as of this turn"),
-        t.state === null ? notice("info", "Not kept for this turn.") : json(t.state, { id: "state-after" })),
+        known(t.state_known, t.state)
+          ? json(t.state, { id: "state-after" })
+          : notice("info", "Not kept: the history keeps the state of the most recent turns only.")),
       h("section", {}, h("h2", {}, "State before"),
-        t.previous_state === null ? notice("info", "Not kept (or the first turn).") : json(t.previous_state, { id: "state-before" })))));
+        known(t.previous_known, t.previous_state)
+          ? json(t.previous_state, { id: "state-before" })
+          : notice("info", "Not kept (or this is the first turn).")))));
+}
+
+/** Was a state kept? The server says so; `null` alone may also be a state. */
+function known(flag, state) {
+  return flag ?? (state !== null && state !== undefined);
 }
 
 function diff(ops) {

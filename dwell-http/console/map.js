@@ -9,7 +9,7 @@ import { duration, h, notice, s, time } from "./dom.js";
 import { unavailable } from "./pages.js";
 
 const NODE_W = 200;
-const NODE_H = 64;
+const NODE_H = 72;
 const GAP_X = 130;
 const GAP_Y = 36;
 const PAD = 24;
@@ -96,8 +96,17 @@ export function layout(nodes, edges) {
   return { pos, back, width, height: height + (back.size ? 40 + back.size * 14 : 0), baseline: height };
 }
 
-function cut(text, max) {
-  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+/** A label in at most two lines of at most `max` characters, cut at words. */
+function lines(text, max) {
+  const out = [""];
+  for (const word of text.split(/\s+/)) {
+    const last = out.length - 1;
+    const joined = out[last] ? `${out[last]} ${word}` : word;
+    if (joined.length <= max || !out[last]) out[last] = joined;
+    else out.push(word);
+  }
+  if (out.length > 2) out.splice(1, out.length - 1, out.slice(1).join(" "));
+  return out.map((l) => (l.length > max ? `${l.slice(0, max - 1)}…` : l));
 }
 
 /** The map as an SVG element. */
@@ -155,9 +164,9 @@ export function draw(map) {
     svg.append(s("g", { class: waiting ? "node waiting" : "node", "data-id": n.id, transform: `translate(${p.x},${p.y})` },
       s("title", {}, `${n.label}: ${n.count} turns reached it; ${n.waiting} actors wait here now`),
       s("rect", { width: NODE_W, height: NODE_H, rx: 8 }),
-      s("text", { x: 12, y: 24, class: "label" }, cut(n.label, 24)),
-      s("text", { x: 12, y: 46, class: "count" }, `${n.count} seen`),
-      s("text", { x: NODE_W - 12, y: 46, "text-anchor": "end", class: "waiting-count" }, `${n.waiting} waiting`)));
+      lines(n.label, 24).map((line, i) => s("text", { x: 12, y: 22 + i * 17, class: "label" }, line)),
+      s("text", { x: 12, y: 60, class: "count" }, `${n.count} seen`),
+      s("text", { x: NODE_W - 12, y: 60, "text-anchor": "end", class: "waiting-count" }, `${n.waiting} waiting`)));
   }
   return svg;
 }
@@ -188,7 +197,9 @@ export async function mapPage(frame, ctx, module) {
     holder.replaceChildren(map.nodes.length
       ? draw(map)
       : notice("info", "No steps recorded yet: the map fills in as actors take turns."));
-    status.textContent = `Live: refreshed every ${REFRESH_MS / 1000} s; last at ${time(Date.now())}.`;
+    const mined = map.actors === undefined ? ""
+      : ` Mined from ${map.actors} actors' history${map.truncated ? " (more exist; not all were read)" : ""}.`;
+    status.textContent = `Live: refreshed every ${REFRESH_MS / 1000} s; last at ${time(Date.now())}.${mined}`;
   };
   const timer = setInterval(refresh, REFRESH_MS);
   ctx.onLeave(() => clearInterval(timer));

@@ -181,9 +181,12 @@ export async function requests(frame, ctx) {
     frame.append(unavailable(e, "Listing requests"));
     return;
   }
+  // Each item is the request as `GET /v1/requests/{id}` shows it (`request_id`, `actor`);
+  // `id`, `module` and `key` at the top are read too.
+  const id = (r) => r.request_id ?? r.id;
   frame.append(table([
-    ["Request", (r) => h("a", { href: `/ui/requests/${enc(r.id)}` }, h("code", {}, r.id))],
-    ["Actor", (r) => actorLink(r.module, r.key)],
+    ["Request", (r) => h("a", { href: `/ui/requests/${enc(id(r))}` }, h("code", {}, id(r)))],
+    ["Actor", (r) => (r.actor ?? r.module) ? actorLink(r.actor?.module ?? r.module, r.actor?.key ?? r.key) : "—"],
     ["Status", (r) => badge(r.status)],
     ["Created", (r) => time(r.created_ms)],
     ["Settled", (r) => time(r.settled_ms)],

@@ -218,8 +218,6 @@ enum Cmd {
         #[arg(long)]
         cursor: Option<String>,
     },
-    /// Print the web console's address (open it in a browser and sign in with a key).
-    Ui,
     /// Show or delete an actor.
     #[command(subcommand)]
     Actor(ActorCmd),
@@ -564,10 +562,6 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
                 ("cursor", cursor.clone()),
             ]);
             show(out, View::Requests, tenant()?.get(&format!("/v1/requests{q}"), None)?)
-        }
-        Cmd::Ui => {
-            println!("{}/ui", cli.server.trim_end_matches('/'));
-            Ok(())
         }
         Cmd::Modules | Cmd::Module(ModuleCmd::List) => {
             show(out, View::Modules, tenant()?.get("/v1/modules", None)?)

@@ -1,9 +1,8 @@
 //! The web console at `/ui` in a real headless Chromium (webdriver.rs): a tenant signs
-//! in, finds an actor and opens it, reads its history, retries a dead letter, and looks
-//! at a process map; each step asserts what the page shows, and leaves a screenshot in
-//! `target/console-screenshots/`. The query endpoints the console reads (actor list,
-//! history, requests, process map) may not be on this server yet: the console then
-//! says so, and the tests check that it does.
+//! in, finds an actor and opens it, reads its history, retries a dead letter, lists
+//! requests and looks at a process map; each step asserts what the page shows (checked
+//! against the API where the API is the truth), and leaves a screenshot in
+//! `target/console-screenshots/`.
 
 use std::time::Duration;
 
@@ -11,18 +10,6 @@ use serde_json::{Value, json};
 
 use crate::harness::Server;
 use crate::webdriver::Browser;
-
-/// Does the server offer `path`, or answer that it has no such endpoint?
-fn offered(server: &Server, path: &str) -> bool {
-    let r = server.get(path);
-    if r.status == 404 {
-        let detail = r.json()["detail"].as_str().unwrap_or("").to_owned();
-        if detail.starts_with("no such endpoint") {
-            return false;
-        }
-    }
-    true
-}
 
 /// Open the console and sign in with `key`; waits for the signed-in frame.
 fn sign_in(b: &Browser, server: &Server, path: &str, key: &str) {
@@ -98,34 +85,30 @@ fn a_tenant_signs_in_finds_an_actor_opens_it_and_reads_its_history() {
 
     // The actor list, filtered by module and narrowed by key.
     b.click("#nav a[data-section=actors]");
-    if offered(&server, "/v1/actors") {
-        b.click("#filter-module option[value=counter]");
-        b.click("#filters button[type=submit]");
-        b.wait_text("#actors", "counter/bob");
-        let list = b.wait_text("#actors", "counter/alice");
-        assert!(b.url().contains("module=counter"), "{}", b.url());
-        assert!(list.contains("active"), "{list}");
-        b.fill("#key-search", "ali");
-        b.until_text_lacks("#actors", "counter/bob");
-        b.screenshot("3-actors");
-        b.click("#actors a.actor-link");
-    } else {
-        b.wait_text(
-            ".unavailable",
-            "Listing actors is not available on this server yet",
-        );
-        b.screenshot("3-actors-unavailable");
-        // Open one by module and key instead; an unknown key says so.
-        b.fill("#open-module", "counter");
-        b.fill("#open-key", "nobody");
-        b.click("#open-actor button[type=submit]");
-        b.wait_text(
-            "#open-actor .notice.error",
-            "There is no actor counter/nobody.",
-        );
-        b.fill("#open-key", "alice");
-        b.click("#open-actor button[type=submit]");
-    }
+    b.click("#filter-module option[value=counter]");
+    b.click("#filters button[type=submit]");
+    b.wait_text("#actors", "counter/bob");
+    let list = b.wait_text("#actors", "counter/alice");
+    assert!(b.url().contains("module=counter"), "{}", b.url());
+    assert_eq!(b.find_all("#actors tbody tr").len(), 2, "{list}");
+    assert!(list.contains("active"), "{list}");
+    b.fill("#key-search", "ali");
+    b.until_text_lacks("#actors", "counter/bob");
+    b.screenshot("3-actors");
+    // A filter that matches nobody says so.
+    b.click("#filter-status option[value=completed]");
+    b.click("#filters button[type=submit]");
+    b.wait_text("#actors", "No actors match.");
+    // Opening one by module and key: an unknown key says so.
+    b.fill("#open-module", "counter");
+    b.fill("#open-key", "nobody");
+    b.click("#open-actor button[type=submit]");
+    b.wait_text(
+        "#open-actor .notice.error",
+        "There is no actor counter/nobody.",
+    );
+    b.goto(&format!("{}/ui/actors?module=counter", server.base));
+    b.click("#actors a.actor-link[href$='/alice']");
 
     // The actor page shows what the API holds.
     let state = b.wait_text("#state", "\"total\": 5");
@@ -142,31 +125,39 @@ fn a_tenant_signs_in_finds_an_actor_opens_it_and_reads_its_history() {
 
     // Its history: the turns newest first, and one turn's state and diff.
     b.click(".tabs a[href$='/history']");
-    if offered(&server, "/v1/actors/counter/alice/history") {
-        let api = server.get("/v1/actors/counter/alice/history").json();
-        let items = api["items"].as_array().unwrap();
-        assert_eq!(items.len(), 2, "{api}");
-        b.wait_for("#timeline li.turn");
-        let shown = b.find_all("#timeline li.turn");
-        assert_eq!(shown.len(), 2);
-        let newest = b.text(&shown[0]).unwrap();
-        assert!(
-            newest.starts_with(&format!("#{}", items[0]["seq"])),
-            "{newest}"
-        );
-        b.screenshot("5-history");
-        // The oldest turn: the state as of it, and what it changed.
-        b.click("#timeline li.turn:last-child .when a");
-        b.wait_text("#state-after", "\"total\": 2");
-        b.wait_text("#diff", "/total");
-        b.screenshot("6-turn");
+    let api = server.get("/v1/actors/counter/alice/history").json();
+    let items = api["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{api}");
+    b.wait_for("#timeline li.turn");
+    let shown = b.find_all("#timeline li.turn");
+    assert_eq!(shown.len(), 2);
+    let newest = b.text(&shown[0]).unwrap();
+    assert!(
+        newest.starts_with(&format!("#{} ", items[0]["seq"])),
+        "{newest}"
+    );
+    assert!(newest.contains("ok"), "{newest}");
+    b.screenshot("5-history");
+    // The newest turn: the state as of it, the one before, and what changed.
+    b.click("#timeline li.turn:first-child .when a");
+    b.wait_text("#state-after", "\"total\": 5");
+    b.wait_text("#state-before", "\"total\": 2");
+    let diff = b.wait_text("#diff", "/total");
+    assert!(diff.contains("/total 2 5"), "{diff}");
+    b.screenshot("6-turn");
+
+    // The requests the calls made, as the API lists them.
+    b.click("#nav a[data-section=requests]");
+    let api = server.get("/v1/requests?limit=50").json();
+    let listed = api["items"].as_array().unwrap().len();
+    if listed == 0 {
+        b.wait_text("#requests", "No requests match.");
     } else {
-        b.wait_text(
-            ".unavailable",
-            "Turn history is not available on this server yet",
-        );
-        b.screenshot("5-history-unavailable");
+        b.wait_for("#requests tbody tr");
+        assert_eq!(b.find_all("#requests tbody tr").len(), listed);
+        b.wait_text("#requests", "counter/alice");
     }
+    b.screenshot("7-requests");
 
     // Signing out forgets the key; a deep link asks for it and then opens.
     b.click("#sign-out");
@@ -239,43 +230,121 @@ fn a_dead_letter_is_retried_from_the_actor_page_and_leaves_the_list() {
     );
     b.scroll_to("#dead-letters");
     b.screenshot("2-retried");
+
+    // The history shows both deliveries the counter refused, with why.
+    let api = server.get("/v1/actors/counter/dl/history").json();
+    let refused = api["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["outcome"]["status"] == "refused")
+        .count();
+    assert_eq!(refused, 2, "{api}");
+    b.click(".tabs a[href$='/history']");
+    b.wait_for("#timeline li.turn.refused");
+    assert_eq!(b.find_all("#timeline li.turn.refused").len(), refused);
+    assert_eq!(b.find_all("#timeline li.turn").len(), 3);
+    b.wait_text("#timeline li.turn.refused", "missing field");
+    b.screenshot("3-history");
 }
 
 #[test]
 fn a_process_map_is_drawn_left_to_right_with_live_counts() {
     let server = Server::start(&[]);
-    server.deploy("counter", "counter");
-    assert_eq!(server.call("counter", "m", json!({"add": 1})).status, 200);
+    server.deploy("checkin", "checkin");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // Three bookings wait for check-in to open; two find the boarding-pass service not
+    // allowed (this server allows no outbound HTTP) and wait to retry.
+    let bookings = [
+        ("LATER1", now + 3_600_000),
+        ("LATER2", now + 3_600_000),
+        ("LATER3", now + 3_600_000),
+        ("DOWN1", now - 60_000),
+        ("DOWN2", now - 60_000),
+    ];
+    for (booking, opens) in bookings {
+        let r = server.event(
+            "checkin",
+            booking,
+            json!({
+                "type": "register", "booking": booking, "passenger": "Ada",
+                "checkin_opens_at_ms": opens, "boarding_pass_url": "http://127.0.0.1:9/passes",
+                "retry_ms": 60_000,
+            }),
+        );
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let map = server.eventually(Duration::from_secs(15), "the steps", || {
+        let map = server.get("/v1/modules/checkin/map").json();
+        let waiting = |id: &str| {
+            map["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["id"] == id)
+                .map(|n| n["waiting"].clone())
+        };
+        (waiting("waiting for check-in to open") == Some(json!(3))
+            && waiting("boarding pass service retry") == Some(json!(2)))
+        .then_some(map)
+    });
     let Some(b) = Browser::start("process-map") else {
         return;
     };
-    sign_in(&b, &server, "/ui/modules/counter/map", &server.key);
-    if offered(&server, "/v1/modules/counter/map") {
-        // The drawing holds every node the server mined, with its counts.
-        let map = server.get("/v1/modules/counter/map").json();
-        b.wait_for("svg#process-map");
-        let nodes = map["nodes"].as_array().unwrap();
-        assert_eq!(b.find_all("svg#process-map g.node").len(), nodes.len());
-        for n in nodes {
-            let el = b.wait_for(&format!(
-                "svg#process-map g.node[data-id='{}']",
-                n["id"].as_str().unwrap()
-            ));
-            let text = b.text(&el).unwrap();
-            assert!(
-                text.contains(&format!("{} waiting", n["waiting"])),
-                "{text}"
-            );
-        }
-        b.wait_text("#map-updated", "Live");
-        b.screenshot("1-counter-map");
-    } else {
-        b.wait_text(
-            ".unavailable",
-            "The process map is not available on this server yet",
+    sign_in(&b, &server, "/ui/modules/checkin/map", &server.key);
+    // The drawing holds every step the server mined, with its counts, and every edge.
+    b.wait_for("svg#process-map");
+    let nodes = map["nodes"].as_array().unwrap();
+    assert_eq!(b.find_all("svg#process-map g.node").len(), nodes.len());
+    for n in nodes {
+        let css = format!(
+            "svg#process-map g.node[data-id='{}']",
+            n["id"].as_str().unwrap()
         );
-        b.screenshot("1-map-unavailable");
+        let text = b.text(&b.wait_for(&css)).unwrap();
+        assert!(text.contains(&format!("{} seen", n["count"])), "{text}");
+        assert!(
+            text.contains(&format!("{} waiting", n["waiting"])),
+            "{text}"
+        );
     }
+    let waiting = b.text(
+        &b.wait_for("svg#process-map g.node.waiting[data-id='waiting for check-in to open']"),
+    );
+    assert!(waiting.unwrap().contains("3 waiting"));
+    let waiting = b
+        .text(&b.wait_for("svg#process-map g.node.waiting[data-id='boarding pass service retry']"));
+    assert!(waiting.unwrap().contains("2 waiting"));
+    let edges = map["edges"].as_array().unwrap();
+    assert!(!edges.is_empty(), "{map}");
+    assert_eq!(b.find_all("svg#process-map g.edge").len(), edges.len());
+    for e in edges {
+        let css = format!(
+            "svg#process-map g.edge[data-from='{}'][data-to='{}']",
+            e["from"].as_str().unwrap(),
+            e["to"].as_str().unwrap()
+        );
+        let text = b.text(&b.wait_for(&css)).unwrap();
+        assert!(
+            text.starts_with(&format!("{}× · p50 ", e["count"])),
+            "{text}"
+        );
+    }
+    b.wait_text("#map-updated", "Mined from 5 actors' history.");
+    b.screenshot("1-checkin-map");
+
+    // Live: another booking that waits shows up without reloading the page.
+    let r = server.event("checkin", "LATER4", json!({
+        "type": "register", "booking": "LATER4", "passenger": "Ada",
+        "checkin_opens_at_ms": now + 3_600_000, "boarding_pass_url": "http://127.0.0.1:9/passes",
+    }));
+    assert_eq!(r.status, 202);
+    b.wait_text(
+        "svg#process-map g.node[data-id='waiting for check-in to open']",
+        "4 waiting",
+    );
 
     // The drawing itself, on a map with a retry loop: steps left to right in the order
     // they follow, the loop drawn back, counts and waiting actors on the boxes.
