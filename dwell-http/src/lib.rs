@@ -1,10 +1,11 @@
 //! The HTTP API (actix-web): the only module that knows actix. Handlers validate input,
 //! convert JSON to MessagePack at the edge, and talk to the [`Engine`] handle; they never
-//! touch storage.
+//! touch storage. The web console's files are served beside the API at `/ui` (console.rs).
 
 mod admin;
 #[doc(hidden)]
 pub mod codec; // public for the fuzzers (`dwell::fuzzing`), not an API
+mod console;
 mod handlers;
 mod malformed;
 mod metrics;
@@ -82,6 +83,8 @@ pub async fn serve(
         App::new()
             .app_data(web::Data::new(state.clone()))
             .configure(routes::register)
+            // Beside the route table, not in it: the console is no API operation.
+            .configure(console::register)
             .default_service(web::to(handlers::no_route))
     };
     // As actix-web's `HttpServer` has it (actix-http's own default is 0): after an early

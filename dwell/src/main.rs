@@ -224,8 +224,6 @@ enum Cmd {
         #[arg(long)]
         cursor: Option<String>,
     },
-    /// Print the web console's address (open it in a browser and sign in with a key).
-    Ui,
     /// Show or delete an actor.
     #[command(subcommand)]
     Actor(ActorCmd),
@@ -238,6 +236,12 @@ enum Cmd {
     /// Issue and revoke tenant API keys (admin key).
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Print the web console's address (sign in there with a tenant key or the admin key).
+    Ui {
+        /// Also open it in the desktop's browser (`xdg-open`, or `open` on macOS).
+        #[arg(long)]
+        open: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -588,10 +592,6 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
                 tenant()?.get(&format!("/v1/requests{q}"), None)?,
             )
         }
-        Cmd::Ui => {
-            println!("{}/ui", cli.server.trim_end_matches('/'));
-            Ok(())
-        }
         Cmd::Modules | Cmd::Module(ModuleCmd::List) => {
             show(out, View::Modules, tenant()?.get("/v1/modules", None)?)
         }
@@ -650,6 +650,7 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             View::Key,
             admin()?.post_json(&format!("/v1/tenants/{tenant}/keys"), "{}")?,
         ),
+        Cmd::Ui { open } => console(&cli.server, *open),
         Cmd::Key(KeyCmd::Revoke { tenant, id }) => show(
             out,
             View::Done(&format!("revoked key {id} of tenant {tenant}")),
@@ -658,14 +659,47 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The data directory the client reads keys from: `$DWELL_DATA` or `./data`.
+fn data_dir() -> PathBuf {
+    std::env::var_os("DWELL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("./data"))
+}
+
 /// A key file written by `dwell serve` at first start, in `$DWELL_DATA` or `./data`.
 fn key_file(name: &str) -> Option<String> {
-    let dir = std::env::var_os("DWELL_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("./data"));
-    std::fs::read_to_string(dir.join(name))
+    std::fs::read_to_string(data_dir().join(name))
         .ok()
         .map(|s| s.trim().to_owned())
+}
+
+/// `dwell ui`: the console's address, and where the key to sign in with is. The key is
+/// never put in the address (it would land in the browser's history).
+fn console(server: &str, open: bool) -> anyhow::Result<()> {
+    let url = format!("{}/ui/", server.trim_end_matches('/'));
+    println!("{url}");
+    let key = data_dir().join("default-tenant.key");
+    if key.is_file() {
+        eprintln!("sign in with the tenant key in {}", key.display());
+    } else {
+        eprintln!("sign in with a tenant's API key (or the admin key, to see the tenants)");
+    }
+    if open {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
+        let status = std::process::Command::new(opener)
+            .arg(&url)
+            .status()
+            .with_context(|| format!("running {opener} (open {url} yourself)"))?;
+        anyhow::ensure!(
+            status.success(),
+            "{opener} failed ({status}); open {url} yourself"
+        );
+    }
+    Ok(())
 }
 
 /// Print a reply; an error reply exits with status 1 after saying what went wrong.

@@ -2,6 +2,7 @@
 //! and real Wasm components built from `examples/`. One test binary (see harness.rs).
 
 mod cli;
+mod console;
 mod examples;
 #[allow(dead_code)]
 mod fake;
@@ -18,6 +19,7 @@ mod tidy;
 mod tls;
 mod visibility;
 mod walkthrough;
+mod webdriver;
 
 /// The example crates the harness builds for wasm32-wasip2.
 pub const GUESTS: &[&str] = &["counter", "checkin", "hostile", "probe", "payment", "trip"];
