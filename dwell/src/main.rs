@@ -663,7 +663,7 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
 fn data_dir() -> PathBuf {
     std::env::var_os("DWELL_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("./data"))
+        .unwrap_or_else(|| PathBuf::from("data"))
 }
 
 /// A key file written by `dwell serve` at first start, in `$DWELL_DATA` or `./data`.
