@@ -341,8 +341,8 @@ mod tests {
         let mut m = Metrics::new(&w);
         m.registry.register("t", "test", h.clone());
         let text = m.encode();
-        assert!(text.contains("t_bucket{le=\"1.0\"} 2\n"), "{text}");
-        assert!(text.contains("t_bucket{le=\"2.0\"} 3\n"), "{text}");
+        assert!(text.contains("t_bucket{le=\"1\"} 2\n"), "{text}");
+        assert!(text.contains("t_bucket{le=\"2\"} 3\n"), "{text}");
         assert!(text.contains("t_bucket{le=\"+Inf\"} 4\n"), "{text}");
         assert!(text.contains("t_sum 6.0\n"), "{text}");
         assert!(text.contains("t_count 4\n"), "{text}");
