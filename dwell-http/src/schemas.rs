@@ -576,14 +576,21 @@ pub struct TurnPath {
     seq: u64,
 }
 
-/// `?limit=&cursor=` of a list.
+/// `?limit=` of a list.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page (default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
-    /// Where to go on from: the `next_cursor` of the page before (opaque).
+}
+
+/// `?cursor=` of the turn history: the `next_cursor` of the page before.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Turns before this one (the `next_cursor` of the page before).
+    #[param(pattern = "^[0-9]{1,15}$")]
     cursor: Option<String>,
 }
 
@@ -607,8 +614,11 @@ pub struct ActorQuery {
     /// Only actors in this step (exact label).
     step: Option<String>,
     /// Only actors updated after this time (Unix milliseconds).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 9007199254740991u64)]
     updated_after: Option<u64>,
+    /// Where to go on from: the `next_cursor` of the page before (opaque; any value is
+    /// a position in the list, an empty one its start).
+    cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -625,6 +635,9 @@ pub struct RequestQuery {
     /// Only requests in this status.
     #[param(inline)]
     status: Option<RequestStatusName>,
+    /// Where to go on from: the `next_cursor` of the page before.
+    #[param(pattern = "^[0-9a-f]{32}$")]
+    cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

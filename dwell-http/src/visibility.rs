@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::domain::history::{EffectNote, Outcome, StateMark, TurnRecord};
@@ -25,7 +24,8 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+/// 2^53 − 1: the largest integer a JSON number holds exactly (and the documented bound).
+const MAX_JSON_INTEGER: u64 = (1 << 53) - 1;
 
 /// The query parameters, refusing any not in `known` (a typo should not silently list
 /// everything).
@@ -132,24 +132,23 @@ pub(super) async fn list_actors(st: web::Data<AppState>, req: HttpRequest) -> Re
             .map(|v| u32::try_from(v).map_err(|_| ApiError::bad_request("version is too large")))
             .transpose()?,
         step: q.get("step").cloned(),
-        updated_after: number(&q, "updated_after")?,
-    };
-    let cursor = match q.get("cursor") {
-        None => None,
-        Some(c) => {
-            let raw = B64.decode(c).map_err(|_| bad_cursor(c))?;
-            let s = String::from_utf8(raw).map_err(|_| bad_cursor(c))?;
-            if !s.contains('/') {
-                return Err(bad_cursor(c));
+        updated_after: match number(&q, "updated_after")? {
+            Some(t) if t > MAX_JSON_INTEGER => {
+                return Err(ApiError::bad_request(format!(
+                    "updated_after must be at most {MAX_JSON_INTEGER}"
+                )));
             }
-            Some(s)
-        }
+            t => t,
+        },
     };
+    // The cursor is the last actor's `module/key`: any string is a position in the
+    // list (the next page starts after it), an empty one its start.
+    let cursor = q.get("cursor").filter(|c| !c.is_empty());
     let page_ = st
         .engine
-        .list_actors(&tenant, &filter, limit, cursor.as_deref())?;
+        .list_actors(&tenant, &filter, limit, cursor.map(String::as_str))?;
     let items = page_.items.iter().map(|(a, m)| actor_json(a, m)).collect();
-    Ok(page(items, page_.next.map(|c| B64.encode(c))))
+    Ok(page(items, page_.next))
 }
 
 fn number(q: &HashMap<String, String>, key: &str) -> Result<Option<u64>> {
@@ -257,7 +256,7 @@ fn turn_json(seq: u64, r: &TurnRecord) -> Value {
     path = "/v1/actors/{module}/{key}/history",
     tag = "visibility",
     security(("tenant_key" = [])),
-    params(wire::ActorPath, wire::PageQuery),
+    params(wire::ActorPath, wire::PageQuery, wire::HistoryQuery),
     responses(
         (status = 200, description = "A page of turns, newest first.", body = wire::HistoryPage),
         (status = 400, description = "A malformed name, limit or cursor."),
@@ -274,7 +273,10 @@ pub(super) async fn actor_history(
     let limit = limit(&q)?;
     let cursor = match q.get("cursor") {
         None => None,
-        Some(c) => Some(c.parse::<u64>().map_err(|_| bad_cursor(c))?),
+        Some(c) if c.len() <= 15 && c.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(c.parse::<u64>().map_err(|_| bad_cursor(c))?)
+        }
+        Some(c) => return Err(bad_cursor(c)),
     };
     let page_ = st
         .engine

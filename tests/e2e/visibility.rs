@@ -366,7 +366,9 @@ fn history_stays_within_its_tenants_retention_and_pages_and_other_tenants_see_no
     );
     server.get("/v1/actors?status=asleep").assert_problem(400);
     server.get("/v1/actors?limit=0").assert_problem(400);
-    server.get("/v1/actors?cursor=%%%").assert_problem(400);
+    server
+        .get("/v1/actors/counter/hot/history?cursor=soon")
+        .assert_problem(400);
     server.get("/v1/actors?colour=red").assert_problem(400);
     server.get("/v1/requests?cursor=xyz").assert_problem(400);
 
