@@ -93,41 +93,21 @@ impl Engine {
             None => format!("{}/", tenant.0),
         };
         let after = cursor.map(|c| format!("{}/{c}", tenant.0));
-        let budget = limit.saturating_mul(SCAN_PER_ITEM).max(SCAN_MIN);
-        let mut items = Vec::new();
-        let mut last: Option<String> = after;
-        let mut scanned = 0;
-        loop {
-            let chunk = (budget - scanned).min(512);
-            let rows = self
-                .reads()
-                .actors(&prefix, last.as_deref(), chunk)
-                .map_err(crate::store::Error::from)?;
-            let exhausted = rows.len() < chunk;
-            for (key, meta) in rows {
-                scanned += 1;
-                let matched = filter.matches(&meta);
-                last = Some(key.clone());
-                if matched && let Some(actor) = ActorId::from_storage_key(&key) {
-                    items.push((actor, meta));
-                    if items.len() >= limit {
-                        return Ok(Page {
-                            items,
-                            next: last.map(|k| cursor_of(&k, tenant)),
-                        });
-                    }
-                }
-            }
-            if exhausted {
-                return Ok(Page { items, next: None });
-            }
-            if scanned >= budget {
-                return Ok(Page {
-                    items,
-                    next: last.map(|k| cursor_of(&k, tenant)),
-                });
-            }
-        }
+        let page = scan(
+            limit,
+            after,
+            |last: Option<&String>, n| self.reads().actors(&prefix, last.map(String::as_str), n),
+            |key, meta| {
+                filter
+                    .matches(&meta)
+                    .then(|| ActorId::from_storage_key(key).map(|a| (a, meta)))
+                    .flatten()
+            },
+        )?;
+        Ok(Page {
+            items: page.items,
+            next: page.next.map(|k| cursor_of(&k, tenant)),
+        })
     }
 
     /// A page of `tenant`'s requests in id order, from after `cursor`, whose status is
@@ -139,40 +119,19 @@ impl Engine {
         limit: usize,
         cursor: Option<RequestId>,
     ) -> Result<Page<(RequestId, RequestRecord), RequestId>, Error> {
-        let budget = limit.saturating_mul(SCAN_PER_ITEM).max(SCAN_MIN);
-        let mut items = Vec::new();
-        let mut last = cursor.map(|c| c.0);
-        let mut scanned = 0;
-        loop {
-            let chunk = (budget - scanned).min(512);
-            let rows = self
-                .reads()
-                .requests(last, chunk)
-                .map_err(crate::store::Error::from)?;
-            let exhausted = rows.len() < chunk;
-            for (id, rec) in rows {
-                scanned += 1;
-                last = Some(id);
-                if &rec.actor.tenant == tenant && status.is_none_or(|s| s == rec.status.name()) {
-                    items.push((RequestId(id), rec));
-                    if items.len() >= limit {
-                        return Ok(Page {
-                            items,
-                            next: last.map(RequestId),
-                        });
-                    }
-                }
-            }
-            if exhausted {
-                return Ok(Page { items, next: None });
-            }
-            if scanned >= budget {
-                return Ok(Page {
-                    items,
-                    next: last.map(RequestId),
-                });
-            }
-        }
+        let page = scan(
+            limit,
+            cursor.map(|c| c.0),
+            |last: Option<&u128>, n| self.reads().requests(last.copied(), n),
+            |id, rec| {
+                (&rec.actor.tenant == tenant && status.is_none_or(|s| s == rec.status.name()))
+                    .then_some((RequestId(*id), rec))
+            },
+        )?;
+        Ok(Page {
+            items: page.items,
+            next: page.next.map(RequestId),
+        })
     }
 
     /// A page of an actor's turn records, newest first, from before `cursor`; `None` if
@@ -316,6 +275,44 @@ impl Engine {
             if exhausted {
                 return Ok(Some(miner.finish(false)));
             }
+        }
+    }
+}
+
+/// One page of a list kept in key order: rows fetched `fetch(after, n)` at a time from
+/// after `after`, those `keep` turns into items collected until `limit` of them, reading
+/// at most [`SCAN_PER_ITEM`] × `limit` (at least [`SCAN_MIN`]) rows. The next page starts
+/// after the last row read; `None` once the table is exhausted.
+fn scan<K: Clone, R, T>(
+    limit: usize,
+    after: Option<K>,
+    mut fetch: impl FnMut(Option<&K>, usize) -> Result<Vec<(K, R)>, dwell_storage::Error>,
+    mut keep: impl FnMut(&K, R) -> Option<T>,
+) -> Result<Page<T, K>, Error> {
+    let budget = limit.saturating_mul(SCAN_PER_ITEM).max(SCAN_MIN);
+    let mut items = Vec::new();
+    let mut last = after;
+    let mut scanned = 0;
+    loop {
+        let chunk = (budget - scanned).min(512);
+        let rows = fetch(last.as_ref(), chunk).map_err(crate::store::Error::from)?;
+        let exhausted = rows.len() < chunk;
+        for (key, row) in rows {
+            scanned += 1;
+            let item = keep(&key, row);
+            last = Some(key);
+            if let Some(item) = item {
+                items.push(item);
+                if items.len() >= limit {
+                    return Ok(Page { items, next: last });
+                }
+            }
+        }
+        if exhausted {
+            return Ok(Page { items, next: None });
+        }
+        if scanned >= budget {
+            return Ok(Page { items, next: last });
         }
     }
 }

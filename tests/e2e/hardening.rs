@@ -145,23 +145,6 @@ fn a_forged_reply_handle_is_refused_and_creates_no_actor() {
     assert_eq!(t["actors"], 1, "only the forger exists: {t}");
 }
 
-/// Create tenant `name` (admin key) with one API key; returns the key.
-fn new_tenant(server: &Server, name: &str) -> String {
-    let admin = format!("Bearer {}", server.admin_key);
-    let r = server.post_json(
-        "/v1/tenants",
-        &json!({"name": name}),
-        &[("authorization", &admin)],
-    );
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let k = server.post_json(
-        &format!("/v1/tenants/{name}/keys"),
-        &json!({}),
-        &[("authorization", &admin)],
-    );
-    k.json()["key"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn a_deleted_tenants_data_work_and_callbacks_are_gone_and_its_name_starts_empty() {
     let receiver = FakeService::start(|_, _| Some((503, vec![], "{}".into())));
@@ -173,7 +156,7 @@ fn a_deleted_tenants_data_work_and_callbacks_are_gone_and_its_name_starts_empty(
         "50",
     ]);
     let admin = format!("Bearer {}", server.admin_key);
-    let key = new_tenant(&server, "doomed");
+    let key = server.new_tenant("doomed");
     let auth = format!("Bearer {key}");
     let as_doomed = |method: &str, path: &str, body: Option<serde_json::Value>| {
         let mut h = vec![
@@ -233,7 +216,7 @@ fn a_deleted_tenants_data_work_and_callbacks_are_gone_and_its_name_starts_empty(
     assert_eq!(as_doomed("GET", "/v1/actors/counter/x", None).status, 401);
 
     // A new tenant of the same name starts empty.
-    let key = new_tenant(&server, "doomed");
+    let key = server.new_tenant("doomed");
     let auth2 = format!("Bearer {key}");
     let as_new = |method: &str, path: &str| {
         server.request(method, path, &[("authorization", auth2.as_str())], None)
@@ -372,7 +355,7 @@ fn a_tenant_whose_callbacks_hang_does_not_delay_another_tenants_callbacks() {
         (hanging.count() >= 8).then_some(())
     });
     // Another tenant's callback goes out at once.
-    let key = new_tenant(&server, "calm");
+    let key = server.new_tenant("calm");
     let auth = format!("Bearer {key}");
     let r = server.request(
         "PUT",

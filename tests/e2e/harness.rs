@@ -330,6 +330,23 @@ impl Server {
         self.post_json(&format!("/v1/actors/{module}/{key}/events"), &json, &[])
     }
 
+    /// Create tenant `name` (admin key) with one API key; returns the key.
+    pub fn new_tenant(&self, name: &str) -> String {
+        let admin = format!("Bearer {}", self.admin_key);
+        let r = self.post_json(
+            "/v1/tenants",
+            &serde_json::json!({"name": name}),
+            &[("authorization", &admin)],
+        );
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let k = self.post_json(
+            &format!("/v1/tenants/{name}/keys"),
+            &serde_json::json!({}),
+            &[("authorization", &admin)],
+        );
+        k.json()["key"].as_str().unwrap().to_owned()
+    }
+
     pub fn actor(&self, module: &str, key: &str) -> Resp {
         self.get(&format!("/v1/actors/{module}/{key}"))
     }

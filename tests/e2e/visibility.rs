@@ -269,23 +269,6 @@ fn state_as_of_a_turn_is_the_state_the_caller_saw_then_and_refusals_leave_it() {
     assert_eq!(t2["step"], "boarding pass issued");
 }
 
-/// Create tenant `name` with one API key; returns `Bearer <key>`.
-fn new_tenant(server: &Server, name: &str) -> String {
-    let admin = format!("Bearer {}", server.admin_key);
-    let r = server.post_json(
-        "/v1/tenants",
-        &json!({"name": name}),
-        &[("authorization", &admin)],
-    );
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let k = server.post_json(
-        &format!("/v1/tenants/{name}/keys"),
-        &json!({}),
-        &[("authorization", &admin)],
-    );
-    format!("Bearer {}", k.json()["key"].as_str().unwrap())
-}
-
 #[test]
 fn history_stays_within_its_tenants_retention_and_pages_and_other_tenants_see_nothing() {
     let server = Server::start(&[]);
@@ -373,7 +356,7 @@ fn history_stays_within_its_tenants_retention_and_pages_and_other_tenants_see_no
     server.get("/v1/requests?cursor=xyz").assert_problem(400);
 
     // Another tenant: nothing of the default tenant's, its own map 404.
-    let other = new_tenant(&server, "other");
+    let other = format!("Bearer {}", server.new_tenant("other"));
     let as_other = |path: &str| server.request("GET", path, &[("authorization", &other)], None);
     as_other("/v1/actors/counter/hot/history").assert_problem(404);
     as_other("/v1/actors/counter/hot/history/39").assert_problem(404);
