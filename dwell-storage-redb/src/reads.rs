@@ -76,13 +76,16 @@ pub(crate) fn history_of(
     max: usize,
 ) -> Result<Vec<(u64, TurnRecord)>, Error> {
     let mut out = Vec::new();
-    let end = before.unwrap_or(u64::MAX);
+    let end = before.map_or(u64::MAX, record_at);
     for entry in table.range((key, 0)..(key, end))?.rev() {
         if out.len() >= max {
             break;
         }
         let (k, v) = entry?;
-        out.push((k.value().1, records::decode(v.value())?));
+        let (seq, is_record) = turn_of(k.value().1);
+        if is_record {
+            out.push((seq, records::decode(v.value())?));
+        }
     }
     Ok(out)
 }
@@ -211,8 +214,8 @@ impl Reads for RedbReads {
 
     fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>> {
         self.read(|txn| {
-            let t = txn.open_table(HISTORY_STATES)?;
-            Ok(t.get((key, seq))?.map(|v| v.value().to_vec()))
+            let t = txn.open_table(HISTORY)?;
+            Ok(t.get((key, state_at(seq)))?.map(|v| v.value().to_vec()))
         })
     }
 

@@ -67,7 +67,6 @@ pub struct RedbTables<'t> {
     tenant_ids: Table<'t, &'static str, &'static str>,
     meta_table: Table<'t, &'static str, &'static [u8]>,
     history: Table<'t, (&'static str, u64), &'static [u8]>,
-    history_states: Table<'t, (&'static str, u64), &'static [u8]>,
     large: LargeTables<'t>,
 }
 
@@ -94,7 +93,6 @@ impl<'t> RedbTables<'t> {
             tenant_ids: txn.open_table(TENANT_IDS).st()?,
             meta_table: txn.open_table(META).st()?,
             history: txn.open_table(HISTORY).st()?,
-            history_states: txn.open_table(HISTORY_STATES).st()?,
             large: LargeTables::open(txn)?,
         })
     }
@@ -244,24 +242,24 @@ impl Tables for RedbTables<'_> {
 
     fn put_history(&mut self, key: &str, seq: u64, rec: &TurnRecord) -> R<()> {
         self.history
-            .insert((key, seq), records::encode(rec).as_slice())
+            .insert((key, record_at(seq)), records::encode(rec).as_slice())
             .st()?;
         Ok(())
     }
 
     fn put_history_state(&mut self, key: &str, seq: u64, state: &[u8]) -> R<()> {
-        self.history_states.insert((key, seq), state).st()?;
+        self.history.insert((key, state_at(seq)), state).st()?;
         Ok(())
     }
 
     fn remove_history(&mut self, key: &str, seq: u64) -> R<()> {
-        self.history.remove((key, seq)).st()?;
-        self.history_states.remove((key, seq)).st()?;
+        self.history.remove((key, record_at(seq))).st()?;
+        self.history.remove((key, state_at(seq))).st()?;
         Ok(())
     }
 
     fn remove_history_state(&mut self, key: &str, seq: u64) -> R<()> {
-        self.history_states.remove((key, seq)).st()?;
+        self.history.remove((key, state_at(seq))).st()?;
         Ok(())
     }
 
@@ -271,18 +269,15 @@ impl Tables for RedbTables<'_> {
 
     fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>> {
         Ok(self
-            .history_states
-            .get((key, seq))
+            .history
+            .get((key, state_at(seq)))
             .st()?
             .map(|v| v.value().to_vec()))
     }
 
     fn clear_history(&mut self, key: &str) -> R<()> {
-        for seq in Self::seqs(&self.history, key)? {
-            self.history.remove((key, seq)).st()?;
-        }
-        for seq in Self::seqs(&self.history_states, key)? {
-            self.history_states.remove((key, seq)).st()?;
+        for k in Self::seqs(&self.history, key)? {
+            self.history.remove((key, k)).st()?;
         }
         Ok(())
     }
