@@ -201,6 +201,7 @@ pub fn event(body: &[u8]) -> Envelope {
         kind: MessageKind::Event,
         body: body.to_vec(),
         enqueued_ms: 0,
+        trace: None,
     }
 }
 
@@ -211,6 +212,7 @@ pub fn request(id: u128) -> Envelope {
         },
         body: Vec::new(),
         enqueued_ms: 0,
+        trace: None,
     }
 }
 
@@ -256,6 +258,7 @@ pub fn http_call(call_id: &str) -> Effect {
         body: Vec::new(),
         timeout_ms: 1000,
         max_attempts: 3,
+        trace: None,
     })
 }
 

@@ -16,7 +16,7 @@ use dwell_types::records::{
 };
 use dwell_types::{
     ActorId, ActorStatus, Effect, Envelope, MessageKind, RefusalCode, ReplyTo, RequestId,
-    RequestStatus, TenantId, TurnResult, UnixMs,
+    RequestStatus, TenantId, TraceParent, TurnResult, UnixMs,
 };
 
 use crate::ops::{
@@ -29,7 +29,13 @@ pub type InlineAck = (usize, EnqueueAck);
 
 /// An answer to a request or an ask: the reply, or the error and (for a refusal) its
 /// class.
-type Answered = (ReplyTo, Result<Vec<u8>, String>, Option<RefusalCode>);
+/// A reply a turn gave, with the turn's trace context.
+type Answered = (
+    ReplyTo,
+    Result<Vec<u8>, String>,
+    Option<RefusalCode>,
+    Option<TraceParent>,
+);
 
 /// What a batch's turns leave to do after their bookkeeping.
 #[derive(Default)]
@@ -107,7 +113,7 @@ impl<'a, T: Tables> Tx<'a, T> {
             self.put_idempotency(tenant, idem, &req.actor, req.request.as_ref(), *seq)?;
         }
         if let (EnqueueAck::Accepted { .. }, Some(new)) = (&ack, req.request) {
-            self.put_request(&req.actor, new)?;
+            self.put_request(&req.actor, new, req.envelope.trace)?;
         }
         Ok(ack)
     }
@@ -131,7 +137,12 @@ impl<'a, T: Tables> Tx<'a, T> {
     }
 
     /// A new pending request record.
-    fn put_request(&mut self, actor: &ActorId, new: NewRequest) -> R<()> {
+    fn put_request(
+        &mut self,
+        actor: &ActorId,
+        new: NewRequest,
+        trace: Option<TraceParent>,
+    ) -> R<()> {
         let rec = RequestRecord {
             actor: actor.clone(),
             status: RequestStatus::Pending,
@@ -139,6 +150,7 @@ impl<'a, T: Tables> Tx<'a, T> {
             settled_ms: None,
             callback_url: new.callback_url,
             callback: None,
+            trace,
         };
         self.tables.put_request(new.id.0, &rec)
     }
@@ -264,6 +276,7 @@ impl<'a, T: Tables> Tx<'a, T> {
             self.outbox_add(Delivery::Callback {
                 request: id.0,
                 url: url.clone(),
+                trace: rec.trace,
             })?;
         }
         self.tables.put_request(id.0, &rec)?;
@@ -277,6 +290,7 @@ impl<'a, T: Tables> Tx<'a, T> {
         to: ReplyTo,
         outcome: Result<Vec<u8>, String>,
         refusal: Option<RefusalCode>,
+        trace: Option<TraceParent>,
     ) -> R<()> {
         match to {
             ReplyTo::Request(id) => {
@@ -294,6 +308,7 @@ impl<'a, T: Tables> Tx<'a, T> {
                     },
                     body: Vec::new(),
                     enqueued_ms: self.now,
+                    trace,
                 };
                 self.enqueue_or_log(&actor, &env)
             }
@@ -320,6 +335,7 @@ impl<'a, T: Tables> Tx<'a, T> {
                     },
                     body: Vec::new(),
                     enqueued_ms: self.now,
+                    trace: env.trace,
                 };
                 if !matches!(self.enqueue(from, &answer)?, EnqueueAck::Accepted { .. }) {
                     tracing::warn!(%actor, asker = %from, "the answer to an undeliverable ask was not delivered either");
@@ -451,7 +467,7 @@ impl<'a, T: Tables> Tx<'a, T> {
                         self.put_idempotency(tenant, idem, actor, it.req.request.as_ref(), seq)?;
                     }
                     if let Some(new) = it.req.request {
-                        self.put_request(actor, new)?;
+                        self.put_request(actor, new, it.req.envelope.trace)?;
                     }
                     let ran = Ran {
                         result,
@@ -479,8 +495,8 @@ impl<'a, T: Tables> Tx<'a, T> {
             self.tables.put_state_ref(&key, r)?;
         }
         self.tables.put_actor(&key, &meta)?;
-        for (to, outcome, refusal) in out.replies {
-            self.reply(actor, to, outcome, refusal)?;
+        for (to, outcome, refusal, trace) in out.replies {
+            self.reply(actor, to, outcome, refusal, trace)?;
         }
         for (to, env) in out.outgoing {
             self.enqueue_or_log(&to, &env)?;
@@ -519,6 +535,8 @@ impl<'a, T: Tables> Tx<'a, T> {
         meta.head_seq = seq + 1;
         meta.updated_ms = self.now;
         self.record_turn(key, meta, seq, &env, &ran)?;
+        // What the turn causes continues the trace under the turn's own span.
+        let trace = env.trace.map(|t| t.turn(key, seq));
         match ran.result {
             TurnResult::Done { state, effects } => {
                 meta.turns += 1;
@@ -534,13 +552,14 @@ impl<'a, T: Tables> Tx<'a, T> {
                             to,
                             outcome,
                             refusal,
-                        } => out.replies.push((to, outcome, refusal)),
+                        } => out.replies.push((to, outcome, refusal, trace)),
                         Effect::Send { to, body } => out.outgoing.push((
                             to,
                             Envelope {
                                 kind: MessageKind::Event,
                                 body,
                                 enqueued_ms: self.now,
+                                trace,
                             },
                         )),
                         Effect::Ask {
@@ -556,6 +575,7 @@ impl<'a, T: Tables> Tx<'a, T> {
                                 },
                                 body,
                                 enqueued_ms: self.now,
+                                trace,
                             },
                         )),
                         Effect::Complete => {
@@ -573,7 +593,8 @@ impl<'a, T: Tables> Tx<'a, T> {
                         Effect::CancelTimer { name } => self.cancel_timer(key, meta, &name)?,
                         // Recorded with the turn (`record_turn`).
                         Effect::Step { .. } => {}
-                        Effect::HttpCall(spec) => {
+                        Effect::HttpCall(mut spec) => {
+                            spec.trace = trace;
                             let call_id = spec.call_id.clone();
                             let id = self.outbox_add(Delivery::Http {
                                 actor: actor.clone(),
@@ -587,7 +608,7 @@ impl<'a, T: Tables> Tx<'a, T> {
             TurnResult::Refused { error, refusal } => match answer_to(&env) {
                 // An answer, not a failure: the caller hears the refusal; the state and
                 // the dead letters stay as they were.
-                Some(to) => out.replies.push((to, Err(error), Some(refusal))),
+                Some(to) => out.replies.push((to, Err(error), Some(refusal), trace)),
                 // Nobody to tell (an event, a timer…): kept where an operator sees it.
                 None => {
                     let error = format!("refused by the actor ({}): {error}", refusal.as_str());
@@ -596,7 +617,7 @@ impl<'a, T: Tables> Tx<'a, T> {
             },
             TurnResult::DeadLetter { error, attempts } => {
                 if let Some(to) = answer_to(&env) {
-                    out.replies.push((to, Err(error.clone()), None));
+                    out.replies.push((to, Err(error.clone()), None, trace));
                 }
                 self.dead_letter(key, meta, seq, env, error, attempts)?;
             }
@@ -740,6 +761,7 @@ impl<'a, T: Tables> Tx<'a, T> {
             },
             body: payload,
             enqueued_ms: self.now,
+            trace: None,
         };
         let ack = self.enqueue_with(&actor, &env, |m| {
             m.timers = m.timers.saturating_sub(1);

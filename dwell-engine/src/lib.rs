@@ -26,6 +26,7 @@ mod tenants;
 #[cfg(test)]
 mod tests;
 mod timers;
+pub mod trace;
 pub mod visibility;
 mod waiters;
 pub mod warm;
@@ -36,7 +37,7 @@ use std::time::Duration;
 
 use crate::domain::{
     ActorId, Clock, Envelope, Limits, MessageKind, QuotaOverrides, Quotas, RequestId, RetryPolicy,
-    TenantId, hash_key, new_key, validate_name,
+    TenantId, TraceParent, hash_key, new_key, validate_name,
 };
 use crate::executor::{Executor, ModuleError};
 pub use crate::store::Storage;
@@ -600,7 +601,9 @@ impl Engine {
     /// or with a repeated `Idempotency-Key`, the first request's id (and `true`).
     /// Register a watch on `id` before calling, so no reply can be missed. `inline`:
     /// the caller will wait for the reply, so the message may be committed together with
-    /// its turn (see [`Engine::ingest`]).
+    /// its turn (see [`Engine::ingest`]). `trace`: the trace context the message
+    /// carries into its turn (and on to what the turn causes, and the callback).
+    #[allow(clippy::too_many_arguments)]
     pub async fn call(
         &self,
         actor: &ActorId,
@@ -609,6 +612,7 @@ impl Engine {
         callback_url: Option<String>,
         idempotency_key: Option<String>,
         inline: bool,
+        trace: Option<TraceParent>,
     ) -> Result<(RequestId, bool), Error> {
         self.check_target(actor)?;
         if let Some(url) = &callback_url {
@@ -621,6 +625,7 @@ impl Engine {
                 kind: MessageKind::Request { request: id },
                 body,
                 enqueued_ms: self.now_ms(),
+                trace,
             },
             request: Some(NewRequest { id, callback_url }),
             idempotency: None,
@@ -644,6 +649,7 @@ impl Engine {
         actor: &ActorId,
         body: Vec<u8>,
         idempotency_key: Option<String>,
+        trace: Option<TraceParent>,
     ) -> Result<(u64, bool), Error> {
         self.check_target(actor)?;
         let mut req = EnqueueRequest {
@@ -652,6 +658,7 @@ impl Engine {
                 kind: MessageKind::Event,
                 body,
                 enqueued_ms: self.now_ms(),
+                trace,
             },
             request: None,
             idempotency: None,

@@ -114,7 +114,11 @@ async fn deliver(inner: &Arc<Inner>, id: u128, entry: OutboxEntry) {
             })
         }
         Delivery::Http { actor, spec } => http_call(inner, id, &entry, actor, spec).await,
-        Delivery::Callback { request, url } => callback(inner, &entry, *request, url).await,
+        Delivery::Callback {
+            request,
+            url,
+            trace,
+        } => callback(inner, &entry, *request, url, *trace).await,
     };
     let Some(update) = update else { return };
     count_attempt(inner, &update);
@@ -179,6 +183,8 @@ async fn http_call(
             },
             body: Vec::new(),
             enqueued_ms: inner.clock.now_ms(),
+            // The result's turn continues the trace of the turn that made the call.
+            trace: spec.trace,
         }),
         callback: None,
     };
@@ -208,6 +214,18 @@ async fn http_call(
     {
         headers.push(("idempotency-key".into(), format!("dwell-{id:032x}")));
     }
+    // The call continues the trace of the turn that made it (a guest's own
+    // `traceparent` is replaced: the host owns the trace context).
+    let span = spec.trace.map(|parent| {
+        let (own, header) = crate::trace::outbound(
+            parent,
+            &[b"http", spec.call_id.as_bytes(), &attempt_no.to_be_bytes()],
+        );
+        headers.retain(|(k, _)| !k.eq_ignore_ascii_case("traceparent"));
+        headers.push(header);
+        (parent, own)
+    });
+    let started = std::time::Instant::now();
     let (method, url, body, read, http) = (
         spec.method.clone(),
         spec.url.clone(),
@@ -221,6 +239,17 @@ async fn http_call(
     .await
     .unwrap_or_else(|e| Attempt::Failed(e.to_string()));
     tracing::debug!(%actor, call = %spec.call_id, attempt = attempt_no, ?result, "outbound attempt");
+    if let Some((parent, own)) = span {
+        exchange_span(
+            format!("{} {}", spec.method, host_of(&spec.url)),
+            parent,
+            own,
+            started.elapsed(),
+            &spec.url,
+            attempt_no,
+            &result,
+        );
+    }
     if result.retryable() && attempt_no < max {
         let (wait, error) = match &result {
             Attempt::Response(r, retry_after) => (
@@ -245,6 +274,7 @@ async fn callback(
     entry: &OutboxEntry,
     request: u128,
     url: &str,
+    trace: Option<dwell_types::TraceParent>,
 ) -> Option<OutboxUpdate> {
     let cfg = &inner.config.outbound;
     let attempt_no = entry.attempts + 1;
@@ -307,15 +337,28 @@ async fn callback(
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
+    // The callback continues the trace of the call it answers.
+    let span = trace.map(|parent| {
+        let own = parent.child(&[
+            b"callback",
+            &request.to_be_bytes(),
+            &attempt_no.to_be_bytes(),
+        ]);
+        (parent, own)
+    });
+    let started = std::time::Instant::now();
     let outcome = match (checked, outbound::sign(&secret, &msg_id, ts, &body)) {
         (Err(e), _) | (_, Err(e)) => Attempt::Failed(e),
         (Ok(()), Ok(signature)) => {
-            let headers = vec![
+            let mut headers = vec![
                 ("content-type".to_owned(), "application/json".to_owned()),
                 ("webhook-id".to_owned(), msg_id),
                 ("webhook-timestamp".to_owned(), ts.to_string()),
                 ("webhook-signature".to_owned(), signature),
             ];
+            if let Some((_, own)) = span {
+                headers.push(("traceparent".to_owned(), own.header()));
+            }
             let (url, timeout, http) = (url.to_owned(), cfg.default_timeout, inner.http.clone());
             // Success is the status alone; the receiver's body is skimmed and dropped.
             tokio::task::spawn_blocking(move || {
@@ -332,6 +375,17 @@ async fn callback(
             .unwrap_or_else(|e| Attempt::Failed(e.to_string()))
         }
     };
+    if let Some((parent, own)) = span {
+        exchange_span(
+            format!("POST {} (callback)", host_of(url)),
+            parent,
+            own,
+            started.elapsed(),
+            url,
+            attempt_no,
+            &outcome,
+        );
+    }
     let error = match &outcome {
         Attempt::Response(r, _) if (200..300).contains(&r.status) => {
             return Some(OutboxUpdate::Finish {
@@ -363,4 +417,50 @@ async fn callback(
         due: inner.clock.now_ms() + wait.as_millis() as u64,
         error,
     })
+}
+
+/// `host[:port]` of a URL, for a span's name (never its path or query: they may carry
+/// identifiers a trace store should not index).
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#']).next().unwrap_or(rest)
+}
+
+/// Export one outbound exchange (a guest's HTTP call or a callback) as a client span.
+fn exchange_span(
+    name: String,
+    parent: dwell_types::TraceParent,
+    own: dwell_types::TraceParent,
+    took: Duration,
+    url: &str,
+    attempt: u32,
+    result: &Attempt,
+) {
+    use crate::trace::{Attribute, Finished, Kind};
+    if !crate::trace::enabled() {
+        return;
+    }
+    let mut attributes = vec![
+        Attribute::new("server.address", host_of(url).to_owned()),
+        Attribute::new("dwell.attempt", i64::from(attempt)),
+    ];
+    let error = match result {
+        Attempt::Response(r, _) => {
+            attributes.push(Attribute::new(
+                "http.response.status_code",
+                i64::from(r.status),
+            ));
+            (r.status >= 400).then(|| format!("HTTP {}", r.status))
+        }
+        Attempt::Failed(e) => Some(e.clone()),
+    };
+    crate::trace::export(Finished {
+        name,
+        kind: Kind::Client,
+        context: own,
+        parent: Some(parent.span_id),
+        took,
+        attributes,
+        error,
+    });
 }

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::history::{Retention, STATE_LIMIT};
-use crate::domain::{ActorId, ActorStatus, Effect, MessageKind, TimerNames, TurnResult};
+use crate::domain::{
+    ActorId, ActorStatus, Effect, MessageKind, TimerNames, TraceParent, TurnResult,
+};
 use crate::executor::{TurnExec, TurnInput};
 use crate::store::{self, ActorMeta, CommittedTurn, EnqueueAck, Expect, InlineTurn, PendingBatch};
 
@@ -380,6 +382,7 @@ async fn run_batch(
                 module,
                 &key,
                 actor,
+                seq,
                 &state,
                 &envelope,
                 timers.clone(),
@@ -469,6 +472,8 @@ async fn run_batch(
                     module,
                     &key,
                     actor,
+                    // Its sequence number if it commits inline, as run.
+                    head + inline.len() as u64,
                     &state,
                     &m.req.envelope,
                     timers.clone(),
@@ -606,6 +611,7 @@ async fn turn(
     module: &Arc<crate::executor::CompiledModule>,
     key: &PoolKey,
     actor: &ActorId,
+    seq: u64,
     state: &Option<Vec<u8>>,
     envelope: &crate::domain::Envelope,
     timers: Arc<TimerNames>,
@@ -678,7 +684,38 @@ async fn turn(
         TurnExec::Refused(e, code) => Ran::Refused(e, code),
         TurnExec::Trapped(e) => Ran::Trapped(e),
     };
+    if let Some(parent) = envelope.trace
+        && crate::trace::enabled()
+    {
+        turn_span(actor, seq, parent, took, &ran);
+    }
     (ran, took)
+}
+
+/// Export a turn as a span under the message's trace context, with the id the writer
+/// gives the turn's context (`TraceParent::turn`).
+fn turn_span(actor: &ActorId, seq: u64, parent: TraceParent, took: Duration, ran: &Ran) {
+    use crate::trace::{Attribute, Finished, Kind};
+    let (outcome, error) = match ran {
+        Ran::Done(..) => ("ok", None),
+        Ran::Refused(e, _) => ("refused", Some(e.clone())),
+        Ran::Trapped(e) => ("trapped", Some(e.clone())),
+    };
+    crate::trace::export(Finished {
+        name: format!("turn {}", actor.module),
+        kind: Kind::Internal,
+        context: parent.turn(&actor.storage_key(), seq),
+        parent: Some(parent.span_id),
+        took,
+        attributes: vec![
+            Attribute::new("dwell.tenant", actor.tenant.0.clone()),
+            Attribute::new("dwell.module", actor.module.clone()),
+            Attribute::new("dwell.actor", actor.key.clone()),
+            Attribute::new("dwell.seq", seq as i64),
+            Attribute::new("dwell.outcome", outcome),
+        ],
+        error,
+    });
 }
 
 /// What a turn's effects change in the runner's view of its actor.

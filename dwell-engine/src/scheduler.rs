@@ -234,6 +234,7 @@ mod tests {
                 kind: MessageKind::Event,
                 body: Vec::new(),
                 enqueued_ms: 0,
+                trace: None,
             },
             request: None,
             idempotency: None,

@@ -112,7 +112,7 @@ impl Rig {
 
     fn event(&self, actor: &ActorId, body: Value) {
         self.rt
-            .block_on(self.engine.send_event(actor, msgpack(body), None))
+            .block_on(self.engine.send_event(actor, msgpack(body), None, None))
             .unwrap();
     }
 
@@ -125,6 +125,7 @@ impl Rig {
                 None,
                 key.map(str::to_owned),
                 false,
+                None,
             ))
             .unwrap()
     }
@@ -402,6 +403,7 @@ fn failed_writes_case(postgres: Option<String>) {
             None,
             None,
             inline,
+            None,
         ))
     };
     for (fault, kind) in [
@@ -414,7 +416,10 @@ fn failed_writes_case(postgres: Option<String>) {
             assert_eq!(format!("{err:?}"), kind, "inline {inline}");
         }
         let event =
-            r.rt.block_on(r.engine.send_event(&a, msgpack(json!({"add": 100})), None));
+            r.rt.block_on(
+                r.engine
+                    .send_event(&a, msgpack(json!({"add": 100})), None, None),
+            );
         assert_eq!(format!("{:?}", event.expect_err("event refused")), kind);
     }
     assert!(

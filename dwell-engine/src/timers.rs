@@ -174,6 +174,7 @@ fn hand_over(
             },
             body: payload,
             enqueued_ms: now,
+            trace: None,
         },
         request: None,
         idempotency: None,

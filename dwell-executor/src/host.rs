@@ -320,6 +320,8 @@ impl host::Host for HostState {
                 body: request.body,
                 timeout_ms: request.timeout_ms,
                 max_attempts: request.max_attempts,
+                // Stamped by the writer with the turn's context.
+                trace: None,
             }),
         )
     }

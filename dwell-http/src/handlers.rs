@@ -10,9 +10,10 @@ use serde_json::json;
 
 use crate::domain::records::{CallbackStatus, Delivery, ModuleVersion, RequestRecord};
 use crate::domain::{
-    ActorId, ActorStatus, RefusalCode, RequestId, RequestStatus, TenantId, validate_name,
+    ActorId, ActorStatus, RefusalCode, RequestId, RequestStatus, TenantId, TraceParent,
+    validate_name,
 };
-use dwell_engine::{AuthError, Caller};
+use dwell_engine::{AuthError, Caller, trace};
 
 use super::AppState;
 use super::codec::{self, read_body};
@@ -411,6 +412,20 @@ pub(super) async fn call_actor(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
+    let span = Ingress::start(&req, "POST /v1/actors/{module}/{key}");
+    let result = call(st, &req, path, payload, span.context).await;
+    span.finish(&result);
+    result
+}
+
+async fn call(
+    st: web::Data<AppState>,
+    req: &HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    trace: Option<TraceParent>,
+) -> Result<HttpResponse> {
+    let req = req.clone();
     // The key first: without a valid one, nothing about the request is looked at (401).
     let actor = actor_from(&st, &req, path.into_inner())?;
     let prefer = codec::prefer(&req)?;
@@ -421,7 +436,7 @@ pub(super) async fn call_actor(
     let inline = !prefer.respond_async;
     let (id, repeat) = st
         .engine
-        .call(&actor, fresh, body, callback, key, inline)
+        .call(&actor, fresh, body, callback, key, inline, trace)
         .await?;
     // A repeated Idempotency-Key answers for the first request.
     let watch = if repeat { st.engine.watch(id) } else { watch };
@@ -486,11 +501,75 @@ pub(super) async fn send_event(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let actor = actor_from(&st, &req, path.into_inner())?;
-    let (body, key) = ingress(&st, &req, &actor, payload).await?;
-    let (seq, repeat) = st.engine.send_event(&actor, body, key).await?;
-    Ok(HttpResponse::Accepted()
-        .json(json!({ "status": "accepted", "seq": seq, "duplicate": repeat })))
+    let span = Ingress::start(&req, "POST /v1/actors/{module}/{key}/events");
+    let result = async {
+        let actor = actor_from(&st, &req, path.into_inner())?;
+        let (body, key) = ingress(&st, &req, &actor, payload).await?;
+        let (seq, repeat) = st
+            .engine
+            .send_event(&actor, body, key, span.context)
+            .await?;
+        Ok(HttpResponse::Accepted()
+            .json(json!({ "status": "accepted", "seq": seq, "duplicate": repeat })))
+    }
+    .await;
+    span.finish(&result);
+    result
+}
+
+/// The trace context a message carries in: the caller's W3C `traceparent` (a malformed
+/// one is ignored, as the specification asks), continued under a server span of ours
+/// when spans are exported — a new trace when the caller sent none.
+struct Ingress {
+    name: &'static str,
+    incoming: Option<TraceParent>,
+    context: Option<TraceParent>,
+    started: std::time::Instant,
+}
+
+impl Ingress {
+    fn start(req: &HttpRequest, name: &'static str) -> Ingress {
+        let incoming = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse);
+        let context = if trace::enabled() {
+            Some(incoming.map_or_else(TraceParent::root, |p| p.fresh_child()))
+        } else {
+            incoming
+        };
+        Ingress {
+            name,
+            incoming,
+            context,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn finish(self, result: &Result<HttpResponse>) {
+        let Some(context) = self.context.filter(|_| trace::enabled()) else {
+            return;
+        };
+        let status = match result {
+            Ok(r) => r.status(),
+            Err(e) => actix_web::ResponseError::status_code(e),
+        };
+        trace::export(trace::Finished {
+            name: self.name.to_owned(),
+            kind: trace::Kind::Server,
+            context,
+            parent: self.incoming.map(|p| p.span_id),
+            took: self.started.elapsed(),
+            attributes: vec![trace::Attribute::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            )],
+            error: status
+                .is_server_error()
+                .then(|| format!("HTTP {}", status.as_u16())),
+        });
+    }
 }
 
 pub(super) fn request_json(id: RequestId, rec: &RequestRecord) -> serde_json::Value {

@@ -409,6 +409,7 @@ mod tests {
             kind: MessageKind::Event,
             body: mp(serde_json::json!({"type": "check_in"})),
             enqueued_ms: 0,
+            trace: None,
         };
         let done = TurnResult::Done {
             state: vec![],
@@ -439,6 +440,7 @@ mod tests {
             kind: MessageKind::Timer { name: "t".into() },
             body: vec![7; BODY_LIMIT * 3],
             enqueued_ms: 0,
+            trace: None,
         };
         let rec = TurnRecord::new(
             0,

@@ -8,6 +8,7 @@ mod message;
 mod policy;
 pub mod records;
 mod tenancy;
+pub mod trace;
 
 pub use ids::{ActorId, Digest, RequestId, TenantId, validate_name};
 #[doc(hidden)]
@@ -21,6 +22,7 @@ pub use tenancy::{
     HISTORY_AGE_S, HISTORY_TURNS, MAX_CONCURRENT_TURNS, MAX_HISTORY_TURNS, QuotaOverrides, Quotas,
     TokenBucket, hash_key, is_private, key_id, new_key, same_hash,
 };
+pub use trace::TraceParent;
 
 /// A guest's MessagePack as JSON, or, when it has no JSON form (binary, non-string map
 /// keys), a JSON object carrying it in base64.

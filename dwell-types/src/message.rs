@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ActorId, RequestId, UnixMs, validate_name};
+use crate::trace::TraceParent;
 
 /// Why a message is in a mailbox. Bodies are MessagePack.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,10 @@ pub struct Envelope {
     #[serde(with = "serde_bytes_vec")]
     pub body: Vec<u8>,
     pub enqueued_ms: UnixMs,
+    /// The trace context the message carries (from the call's `traceparent`, or from the
+    /// turn that sent it). Records written before tracing existed have none.
+    #[serde(default)]
+    pub trace: Option<TraceParent>,
 }
 
 /// A response received from an outbound HTTP call.
@@ -56,6 +61,9 @@ pub struct HttpCallSpec {
     pub body: Vec<u8>,
     pub timeout_ms: u32,
     pub max_attempts: u32,
+    /// The turn that made the call, as trace context for its `traceparent` header.
+    #[serde(default)]
+    pub trace: Option<TraceParent>,
 }
 
 /// Where a reply goes.
@@ -292,6 +300,7 @@ mod tests {
             kind: MessageKind::Event,
             body: vec![1, 2, 3],
             enqueued_ms: 7,
+            trace: None,
         };
         let bytes = rmp_serde::to_vec(&e).unwrap();
         let back: Envelope = rmp_serde::from_slice(&bytes).unwrap();

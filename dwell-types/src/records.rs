@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ActorId, ActorStatus, Envelope, HttpCallSpec, QuotaOverrides, RequestStatus, UnixMs};
+use crate::{
+    ActorId, ActorStatus, Envelope, HttpCallSpec, QuotaOverrides, RequestStatus, TraceParent,
+    UnixMs,
+};
 
 /// An actor's bookkeeping (its state snapshot lives in its own table so that an enqueue
 /// does not rewrite it).
@@ -42,6 +45,9 @@ pub struct RequestRecord {
     pub callback_url: Option<String>,
     /// Delivery of the callback, once the request has settled.
     pub callback: Option<CallbackStatus>,
+    /// The call's trace context, for its callback's `traceparent`.
+    #[serde(default)]
+    pub trace: Option<TraceParent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,7 +67,13 @@ pub enum Delivery {
         spec: HttpCallSpec,
     },
     /// A request's result, POSTed to its callback URL.
-    Callback { request: u128, url: String },
+    Callback {
+        request: u128,
+        url: String,
+        /// The call's trace context, for the `traceparent` header.
+        #[serde(default)]
+        trace: Option<TraceParent>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -256,6 +256,8 @@ pub struct ServeConfig {
     pub ca_cert: Option<PathBuf>,
     /// A second listener serving `GET /metrics` without a key.
     pub metrics_listen: Option<String>,
+    /// Export spans over OTLP/HTTP to this collector (e.g. `http://127.0.0.1:4318`).
+    pub otlp_endpoint: Option<String>,
     pub log_format: LogFormat,
 }
 
@@ -311,6 +313,7 @@ impl Default for ServeConfig {
             tls_key: None,
             ca_cert: None,
             metrics_listen: None,
+            otlp_endpoint: None,
             log_format: LogFormat::Text,
         }
     }
@@ -356,6 +359,7 @@ pub const KEYS: &[&str] = &[
     "tls_key",
     "ca_cert",
     "metrics_listen",
+    "otlp_endpoint",
     "log_format",
 ];
 
@@ -371,6 +375,7 @@ const STRINGS: &[&str] = &[
     "tls_key",
     "ca_cert",
     "metrics_listen",
+    "otlp_endpoint",
 ];
 /// Keys whose environment value is a comma-separated list.
 const LISTS: &[&str] = &["deploy", "allow_http"];
@@ -422,6 +427,14 @@ impl ServeConfig {
         {
             return bad("metrics_listen", "is empty".into());
         }
+        if let Some(url) = &self.otlp_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad(
+                "otlp_endpoint",
+                format!("{url:?} is not an http:// or https:// URL"),
+            );
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             let key = if self.tls_cert.is_some() {
                 "tls_key"
@@ -454,6 +467,7 @@ impl ServeConfig {
             ("tls_key", self.tls_key.is_none()),
             ("ca_cert", self.ca_cert.is_none()),
             ("metrics_listen", self.metrics_listen.is_none()),
+            ("otlp_endpoint", self.otlp_endpoint.is_none()),
         ]
         .into_iter()
         .filter_map(|(k, unset)| unset.then_some(k))
@@ -752,6 +766,12 @@ pub struct ServeFlags {
     #[arg(long, value_name = "ADDR", help_heading = "Server")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// Export OpenTelemetry spans (calls, turns, outbound HTTP, callbacks) over OTLP/HTTP
+    /// to this collector, e.g. `http://127.0.0.1:4318` [default: not exported; a caller's
+    /// `traceparent` is still carried through].
+    #[arg(long, value_name = "URL", help_heading = "Server")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
     /// Log lines as text or as JSON objects, one per line [default: text].
     #[arg(long, value_name = "FORMAT", help_heading = "Server")]
     #[serde(skip_serializing_if = "Option::is_none")]

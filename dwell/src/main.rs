@@ -755,6 +755,10 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
         (None, None) => None,
         _ => anyhow::bail!("tls_cert and tls_key go together: set both for HTTPS, or neither"),
     };
+    if let Some(endpoint) = &cfg.otlp_endpoint {
+        dwell::engine::trace::install(endpoint, "dwell").map_err(anyhow::Error::msg)?;
+        tracing::info!(%endpoint, "exporting spans over OTLP/HTTP");
+    }
     let limits = Limits {
         turn_time: cfg.turn_time,
         memory_bytes: cfg.memory.as_usize(),
@@ -888,6 +892,8 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
     if !closed.wait(Duration::from_secs(10)) {
         tracing::warn!("the store did not close in time; the next start will repair it");
     }
+    // The spans still batched go out before the process ends.
+    dwell::engine::trace::shutdown();
     Ok(())
 }
 

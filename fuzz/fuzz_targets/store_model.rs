@@ -377,7 +377,7 @@ impl Model {
                 name: name.to_owned(),
             },
             body: payload,
-            enqueued_ms: self.now,
+            enqueued_ms: self.now, trace: None,
         };
         self.enqueue(i, env);
         true
@@ -418,7 +418,7 @@ impl Model {
                             Envelope {
                                 kind: MessageKind::Event,
                                 body,
-                                enqueued_ms: now,
+                                enqueued_ms: now, trace: None,
                             },
                         )),
                         Effect::Complete => {
@@ -783,7 +783,7 @@ impl Harness {
         let env = Envelope {
             kind,
             body,
-            enqueued_ms: self.model.now,
+            enqueued_ms: self.model.now, trace: None,
         };
         (env, id)
     }
@@ -1139,7 +1139,7 @@ impl Harness {
                 let env = Envelope {
                     kind: MessageKind::Timer { name: name.clone() },
                     body: payload,
-                    enqueued_ms: self.model.now,
+                    enqueued_ms: self.model.now, trace: None,
                 };
                 let mut state = self.model.actors[i]
                     .as_ref()

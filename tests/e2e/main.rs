@@ -17,6 +17,7 @@ mod storage;
 mod tenancy;
 mod tidy;
 mod tls;
+mod tracing;
 mod visibility;
 mod walkthrough;
 mod webdriver;

@@ -191,7 +191,7 @@ fn engine_phase(
                         break;
                     }
                     match engine
-                        .send_event(&ids[(i % actors) as usize], body.clone(), None)
+                        .send_event(&ids[(i % actors) as usize], body.clone(), None, None)
                         .await
                     {
                         Ok(_) => ok += 1,

@@ -339,6 +339,7 @@ pub fn every_inline_fall_back_enqueues_and_discards_the_outcome<B: Backend>(make
                 },
                 body: Vec::new(),
                 enqueued_ms: 0,
+                trace: None,
             },
         ),
         timer: Some(5_000),
@@ -515,6 +516,7 @@ pub fn the_outbox_retries_then_finishes_with_a_result_message<B: Backend>(make: 
         kind: MessageKind::Event,
         body: b"http result".to_vec(),
         enqueued_ms: 0,
+        trace: None,
     };
     r.tx(|tx| {
         tx.outbox_update(

@@ -113,6 +113,7 @@ fn request(actor: &ActorId, id: RequestId, key: Option<&str>) -> EnqueueRequest 
             kind: MessageKind::Request { request: id },
             body: b"in".to_vec(),
             enqueued_ms: 1,
+            trace: None,
         },
         request: Some(NewRequest {
             id,
