@@ -257,7 +257,8 @@ fn check(f: &Fixture, bytes: &[u8], expect: Expect, u: &mut Unstructured<'_>) {
             let envelope = Envelope {
                 kind,
                 body,
-                enqueued_ms: 1, trace: None,
+                enqueued_ms: 1,
+                trace: None,
             };
             let input = TurnInput {
                 actor: &actor,

@@ -377,7 +377,8 @@ impl Model {
                 name: name.to_owned(),
             },
             body: payload,
-            enqueued_ms: self.now, trace: None,
+            enqueued_ms: self.now,
+            trace: None,
         };
         self.enqueue(i, env);
         true
@@ -418,7 +419,8 @@ impl Model {
                             Envelope {
                                 kind: MessageKind::Event,
                                 body,
-                                enqueued_ms: now, trace: None,
+                                enqueued_ms: now,
+                                trace: None,
                             },
                         )),
                         Effect::Complete => {
@@ -783,7 +785,8 @@ impl Harness {
         let env = Envelope {
             kind,
             body,
-            enqueued_ms: self.model.now, trace: None,
+            enqueued_ms: self.model.now,
+            trace: None,
         };
         (env, id)
     }
@@ -1139,7 +1142,8 @@ impl Harness {
                 let env = Envelope {
                     kind: MessageKind::Timer { name: name.clone() },
                     body: payload,
-                    enqueued_ms: self.model.now, trace: None,
+                    enqueued_ms: self.model.now,
+                    trace: None,
                 };
                 let mut state = self.model.actors[i]
                     .as_ref()
