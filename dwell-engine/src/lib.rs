@@ -786,6 +786,16 @@ impl Engine {
         m.active_actors.set(gauge(actors));
         m.inbox.set(gauge(inbox));
         m.timers_loaded.set(gauge(inner.schedule.loaded()));
+        // Durable totals, read from the store now (one short read transaction).
+        match inner.store.backlog() {
+            Ok(b) => {
+                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                m.mailbox.set(count(b.mailbox));
+                m.timers_pending.set(count(b.timers));
+                m.outbox_pending.set(count(b.outbox));
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the backlog"),
+        }
         m.instances_in_use
             .set(gauge(inner.executor.instances_in_use()));
         m.instances_idle.set(gauge(inner.warm.idle()));

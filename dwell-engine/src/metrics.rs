@@ -24,6 +24,9 @@
 //! | `dwell_inbox_messages` | gauge | | messages handed to runners in memory, waiting for their turn |
 //! | `dwell_active_actors` | gauge | | actors with a runner |
 //! | `dwell_timers_loaded` | gauge | | pending timers due within the next second, held by the timer worker |
+//! | `dwell_mailbox_messages` | gauge | | unprocessed messages in all durable mailboxes (read from the store when scraped) |
+//! | `dwell_timers_pending` | gauge | | pending durable timers of all actors (read from the store when scraped) |
+//! | `dwell_outbox_pending` | gauge | | outbound calls and callbacks not yet delivered (read from the store when scraped) |
 //! | `dwell_timer_lateness_seconds` | histogram | | how late a due timer was handed to its actor |
 //! | `dwell_outbox_due` | gauge | | outbox deliveries due at the worker's last look (at most 1024) |
 //! | `dwell_outbox_in_flight` | gauge | | outbox deliveries being attempted |
@@ -198,6 +201,9 @@ pub(crate) struct Metrics {
     pub inbox: Gauge,
     pub active_actors: Gauge,
     pub timers_loaded: Gauge,
+    pub mailbox: Gauge,
+    pub timers_pending: Gauge,
+    pub outbox_pending: Gauge,
     pub instances_in_use: Gauge,
     pub instances_idle: Gauge,
 }
@@ -273,6 +279,18 @@ impl Metrics {
             "dwell_timers_loaded",
             "Pending timers due within the next second, held in memory",
         );
+        let mailbox = gauge(
+            "dwell_mailbox_messages",
+            "Unprocessed messages in the durable mailboxes of all actors",
+        );
+        let timers_pending = gauge(
+            "dwell_timers_pending",
+            "Pending (set, not yet fired) durable timers of all actors",
+        );
+        let outbox_pending = gauge(
+            "dwell_outbox_pending",
+            "Outbound calls and callbacks not yet delivered (due or waiting to retry)",
+        );
         let instances_in_use = gauge("dwell_instances_in_use", "Wasm instances running a turn");
         let instances_idle = gauge(
             "dwell_instances_idle",
@@ -293,6 +311,9 @@ impl Metrics {
             inbox,
             active_actors,
             timers_loaded,
+            mailbox,
+            timers_pending,
+            outbox_pending,
             instances_in_use,
             instances_idle,
             registry,

@@ -413,6 +413,24 @@ impl Reads for PgReads {
         })
     }
 
+    /// Counted when scraped (a scrape every few seconds; `count(*)` reads the tables).
+    fn backlog(&self) -> R<dwell_storage::Backlog> {
+        self.on(|c| {
+            let row = rows(
+                c,
+                "SELECT (SELECT count(*) FROM mailbox), (SELECT count(*) FROM timers), \
+                 (SELECT count(*) FROM outbox)",
+                &[],
+            )?;
+            let n = |i: usize| row.first().map_or(0, |r| unbig(r.get(i)));
+            Ok(dwell_storage::Backlog {
+                mailbox: n(0),
+                timers: n(1),
+                outbox: n(2),
+            })
+        })
+    }
+
     fn ready_actors(&self) -> R<Vec<String>> {
         self.on(|c| {
             Ok(

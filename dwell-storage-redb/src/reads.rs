@@ -292,6 +292,17 @@ impl Reads for RedbReads {
         self.read(|txn| Ok(txn.open_table(ACTORS)?.len()?))
     }
 
+    /// Table lengths: redb keeps each table's length in its header.
+    fn backlog(&self) -> R<dwell_storage::Backlog> {
+        self.read(|txn| {
+            Ok(dwell_storage::Backlog {
+                mailbox: txn.open_table(MAILBOX)?.len()?,
+                timers: txn.open_table(TIMERS)?.len()?,
+                outbox: txn.open_table(OUTBOX)?.len()?,
+            })
+        })
+    }
+
     /// The mailbox holds only unprocessed messages, so it is its own index: one seek
     /// per actor with mail, not a scan of every actor.
     fn ready_actors(&self) -> R<Vec<String>> {

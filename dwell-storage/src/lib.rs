@@ -25,7 +25,7 @@ mod reads;
 mod tables;
 
 pub use backend::Backend;
-pub use reads::{Pending, Reads, View};
+pub use reads::{Backlog, Pending, Reads, View};
 pub use tables::{Tables, TimerKey};
 
 use serde::{Deserialize, Serialize};

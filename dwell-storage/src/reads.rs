@@ -11,6 +11,17 @@ use crate::{Error, TimerKey};
 
 type R<T> = Result<T, Error>;
 
+/// What waits durably over all actors ([`Reads::backlog`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Backlog {
+    /// Unprocessed messages in mailboxes.
+    pub mailbox: u64,
+    /// Pending timers.
+    pub timers: u64,
+    /// Outbound calls and callbacks not yet delivered (due or waiting for a retry).
+    pub outbox: u64,
+}
+
 /// Up to `max` pending messages of an actor, with its meta, its state and the names of
 /// its pending timers: what a runner needs for its next batch of turns.
 #[derive(Debug, Clone)]
@@ -64,6 +75,8 @@ pub trait Reads: Send + Sync {
     fn tenant_actor_count(&self, tenant: &str) -> R<u64>;
     /// Actors of every tenant.
     fn actor_total(&self) -> R<u64>;
+    /// What waits, durably, over every actor: for the metrics.
+    fn backlog(&self) -> R<Backlog>;
     /// Storage keys of the actors with unprocessed mail.
     fn ready_actors(&self) -> R<Vec<String>>;
     fn next_timer_due(&self) -> R<Option<UnixMs>>;

@@ -161,3 +161,56 @@ fn json_logs_are_one_json_object_per_line() {
         assert!(v["fields"].is_object(), "{line}");
     }
 }
+
+#[test]
+fn the_durable_backlog_gauges_count_pending_timers_and_undelivered_calls() {
+    // Every call to this service fails, so a check-in's pass fetch stays in the outbox.
+    let passes = crate::fake::FakeService::start(|_, _| crate::fake::answer(503, "down"));
+    let server = Server::start(&["--allow-private-net", "--allow-http", &passes.host_port()]);
+    server.deploy("checkin", "checkin");
+    let before = scrape_as_admin(&server);
+    assert_eq!(value(&before, "dwell_timers_pending", &[]), 0.0);
+    assert_eq!(value(&before, "dwell_mailbox_messages", &[]), 0.0);
+    assert_eq!(value(&before, "dwell_outbox_pending", &[]), 0.0);
+    let far = 4_000_000_000_000u64; // check-in opens long after this test
+    let register = |booking: &str, opens_ms: u64| {
+        let r = server.event(
+            "checkin",
+            booking,
+            json!({
+                "type": "register",
+                "booking": booking,
+                "passenger": "Ada",
+                "checkin_opens_at_ms": opens_ms,
+                "boarding_pass_url": format!("{}/pass", passes.url),
+                "retry_ms": 3_600_000,
+            }),
+        );
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    };
+    // Three wait for check-in to open (one timer each); one fetches its pass now, from
+    // a service that keeps failing: the call waits in the outbox between attempts.
+    for b in ["T1", "T2", "T3"] {
+        register(b, far);
+    }
+    register("NOW1", 1);
+    let scrape = server.eventually(Duration::from_secs(10), "the backlog gauges", || {
+        let s = scrape_as_admin(&server);
+        (value(&s, "dwell_timers_pending", &[]) >= 3.0
+            && value(&s, "dwell_outbox_pending", &[]) >= 1.0
+            && value(&s, "dwell_mailbox_messages", &[]) == 0.0)
+            .then_some(s)
+    });
+    assert_eq!(
+        value(&scrape, "dwell_timers_pending", &[]),
+        3.0 + timers_of(&server, "NOW1"),
+        "the three open timers, and whatever the fetching check-in has set"
+    );
+    assert_eq!(value(&scrape, "dwell_outbox_pending", &[]), 1.0);
+}
+
+/// How many timers the actor has pending, from its API view.
+fn timers_of(server: &Server, booking: &str) -> f64 {
+    let v = server.actor("checkin", booking).json();
+    v["timers"].as_array().map_or(0, Vec::len) as f64
+}

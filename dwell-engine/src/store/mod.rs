@@ -505,4 +505,9 @@ impl Store {
     pub fn actor_count(&self) -> Result<u64, Error> {
         Ok(self.reads.actor_total()?)
     }
+
+    /// Mailbox messages, pending timers and outbox entries over all actors.
+    pub fn backlog(&self) -> Result<dwell_storage::Backlog, Error> {
+        Ok(self.reads.backlog()?)
+    }
 }
