@@ -28,6 +28,8 @@ pub use opentelemetry::trace::SpanKind as Kind;
 struct Export {
     tracer: SdkTracer,
     provider: SdkTracerProvider,
+    /// The share of new traces that are sampled.
+    ratio: f64,
 }
 
 static EXPORT: OnceLock<Export> = OnceLock::new();
@@ -38,9 +40,10 @@ pub fn enabled() -> bool {
 }
 
 /// Export spans to the OTLP/HTTP collector at `endpoint` (its base, e.g.
-/// `http://127.0.0.1:4318`, or the full `…/v1/traces`) as service `service`. Once per
-/// process; spans are batched (the SDK's `OTEL_BSP_*` variables tune the batches).
-pub fn install(endpoint: &str, service: &str) -> Result<(), String> {
+/// `http://127.0.0.1:4318`, or the full `…/v1/traces`) as service `service`, sampling
+/// `ratio` of the traces the node starts. Once per process; spans are batched (the SDK's
+/// `OTEL_BSP_*` variables tune the batches).
+pub fn install(endpoint: &str, service: &str, ratio: f64) -> Result<(), String> {
     let url = if endpoint.trim_end_matches('/').ends_with("/v1/traces") {
         endpoint.to_owned()
     } else {
@@ -63,8 +66,23 @@ pub fn install(endpoint: &str, service: &str) -> Result<(), String> {
         .build();
     let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "dwell");
     EXPORT
-        .set(Export { tracer, provider })
+        .set(Export {
+            tracer,
+            provider,
+            ratio,
+        })
         .map_err(|_| "tracing export is already installed".to_owned())
+}
+
+/// The context of a trace the node starts (a call that brought none): sampled with the
+/// configured ratio, so a trace is kept or dropped whole, downstream included (the
+/// `traceparent` the node sends carries the decision).
+pub fn new_trace() -> TraceParent {
+    let ratio = EXPORT.get().map_or(0.0, |e| e.ratio);
+    TraceParent {
+        sampled: ratio >= 1.0 || rand::random::<f64>() < ratio,
+        ..TraceParent::root()
+    }
 }
 
 /// Send what is batched and stop exporting (at shutdown).

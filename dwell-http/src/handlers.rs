@@ -535,7 +535,7 @@ impl Ingress {
             .and_then(|v| v.to_str().ok())
             .and_then(TraceParent::parse);
         let context = if trace::enabled() {
-            Some(incoming.map_or_else(TraceParent::root, |p| p.fresh_child()))
+            Some(incoming.map_or_else(trace::new_trace, |p| p.fresh_child()))
         } else {
             incoming
         };

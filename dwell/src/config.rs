@@ -258,6 +258,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<String>,
     /// Export spans over OTLP/HTTP to this collector (e.g. `http://127.0.0.1:4318`).
     pub otlp_endpoint: Option<String>,
+    /// The share of new traces (calls that bring no `traceparent`) that are sampled.
+    pub otlp_sample_ratio: f64,
     pub log_format: LogFormat,
 }
 
@@ -314,6 +316,7 @@ impl Default for ServeConfig {
             ca_cert: None,
             metrics_listen: None,
             otlp_endpoint: None,
+            otlp_sample_ratio: 1.0,
             log_format: LogFormat::Text,
         }
     }
@@ -360,6 +363,7 @@ pub const KEYS: &[&str] = &[
     "ca_cert",
     "metrics_listen",
     "otlp_endpoint",
+    "otlp_sample_ratio",
     "log_format",
 ];
 
@@ -426,6 +430,12 @@ impl ServeConfig {
             .is_some_and(|l| l.trim().is_empty())
         {
             return bad("metrics_listen", "is empty".into());
+        }
+        if !(0.0..=1.0).contains(&self.otlp_sample_ratio) {
+            return bad(
+                "otlp_sample_ratio",
+                format!("{} is not between 0 and 1", self.otlp_sample_ratio),
+            );
         }
         if let Some(url) = &self.otlp_endpoint
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -772,6 +782,11 @@ pub struct ServeFlags {
     #[arg(long, value_name = "URL", help_heading = "Server")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
+    /// The share of new traces (calls and events that bring no `traceparent`) whose spans
+    /// are exported, 0 to 1; a caller's own sampling decision is always kept [default: 1].
+    #[arg(long, value_name = "RATIO", help_heading = "Server")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_sample_ratio: Option<f64>,
     /// Log lines as text or as JSON objects, one per line [default: text].
     #[arg(long, value_name = "FORMAT", help_heading = "Server")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -756,7 +756,8 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
         _ => anyhow::bail!("tls_cert and tls_key go together: set both for HTTPS, or neither"),
     };
     if let Some(endpoint) = &cfg.otlp_endpoint {
-        dwell::engine::trace::install(endpoint, "dwell").map_err(anyhow::Error::msg)?;
+        dwell::engine::trace::install(endpoint, "dwell", cfg.otlp_sample_ratio)
+            .map_err(anyhow::Error::msg)?;
         tracing::info!(%endpoint, "exporting spans over OTLP/HTTP");
     }
     let limits = Limits {

@@ -231,3 +231,47 @@ fn without_an_exporter_the_callers_trace_still_reaches_the_outbound_call() {
     pay(&server, "p2", &provider, &[]);
     assert_eq!(provider.received()[1].header("traceparent"), None);
 }
+
+#[test]
+fn a_sample_ratio_of_zero_drops_the_nodes_own_traces_whole_and_keeps_the_callers() {
+    let collector = FakeService::start(|_, _| answer(200, ""));
+    let provider = FakeService::start(|_, _| answer(200, r#"{"status":"approved"}"#));
+    let server = Server::start_with_env(
+        &[
+            "--allow-private-net",
+            "--allow-http",
+            &provider.host_port(),
+            "--otlp-endpoint",
+            &collector.url,
+            "--otlp-sample-ratio",
+            "0",
+        ],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    server.deploy("payment", "payment");
+    // The node's own trace is not sampled, and says so downstream (flags 00).
+    pay(&server, "p1", &provider, &[]);
+    let tp = provider.received()[0]
+        .header("traceparent")
+        .expect("a traceparent")
+        .to_owned();
+    assert!(
+        tp.starts_with("00-") && tp.ends_with("-00"),
+        "not sampled: {tp}"
+    );
+    let own_trace = tp.split('-').nth(1).unwrap().to_owned();
+    // The caller's sampled trace is exported whatever the ratio.
+    pay(&server, "p2", &provider, &[("traceparent", CALLER)]);
+    assert_eq!(traceparent(&provider.received()[1]).0, TRACE_ID);
+    server.eventually(Duration::from_secs(15), "the caller's spans", || {
+        let all = spans(&collector);
+        (all.iter().filter(|s| s.trace == TRACE_ID).count() >= 4).then_some(())
+    });
+    let traces: std::collections::BTreeSet<String> =
+        spans(&collector).into_iter().map(|s| s.trace).collect();
+    assert!(
+        !traces.contains(&own_trace),
+        "the unsampled trace was not exported"
+    );
+    assert_eq!(traces.len(), 1, "only the caller's trace: {traces:?}");
+}
