@@ -138,8 +138,8 @@ values = ["respond-async", "wait=0", "wait=0.5", "respond-async, wait=1"]
 
 # A request that fits the document may still be refused for what no schema can say;
 # these statuses are then not a finding of "schema-valid request rejected".
-# Any bytes fit the upload's `format: binary`, but only a component of the dwell:actor
-# world is a module (422).
+# Any bytes fit the upload's "format: binary", but only a component of the dwell:actor
+# world is a module (422). (No backticks in this document: the heredoc expands them.)
 [[operations]]
 include-name = "PUT /v1/modules/{name}"
 checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 422, 429]
