@@ -646,6 +646,7 @@ impl<'a, T: Tables> Tx<'a, T> {
             .map(|r| r.len)
             .or(new_state.map(|s| s.len() as u64));
         let mut rec = TurnRecord::new(self.now, ran.took_us, env, &ran.result, size);
+        rec.trace = env.trace.map(|t| t.turn(key, seq));
         if let Some(step) = &rec.step
             && meta.step.as_ref() != Some(step)
         {

@@ -753,6 +753,13 @@ pub struct Turn {
     state_bytes: Option<u64>,
     /// Whether it wrote a state (refused and dead-lettered turns do not).
     state_changed: bool,
+    /// The W3C trace the turn ran in (32 hex digits; `null` when its message carried no
+    /// trace context).
+    #[schema(required = true)]
+    trace_id: Option<String>,
+    /// The turn's span in that trace (16 hex digits), as exported with `--otlp-endpoint`.
+    #[schema(required = true)]
+    span_id: Option<String>,
 }
 
 /// A page of turns, newest first.

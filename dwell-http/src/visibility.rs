@@ -247,6 +247,8 @@ fn turn_json(seq: u64, r: &TurnRecord) -> Value {
         "outcome": outcome,
         "state_bytes": r.state_bytes,
         "state_changed": r.state != StateMark::Unchanged,
+        "trace_id": r.trace.map(|t| format!("{:032x}", t.trace_id)),
+        "span_id": r.trace.map(|t| format!("{:016x}", t.span_id)),
     })
 }
 

@@ -60,6 +60,9 @@ pub struct TurnRecord {
     pub state_bytes: Option<u64>,
     /// What happened to the state: see [`StateMark`].
     pub state: StateMark,
+    /// The turn's own trace context (its span), when the message carried one.
+    #[serde(default)]
+    pub trace: Option<crate::TraceParent>,
 }
 
 /// Whether the state after a turn can be shown.
@@ -284,6 +287,7 @@ impl TurnRecord {
             outcome,
             state_bytes: state,
             state: mark,
+            trace: None,
         }
     }
 }

@@ -195,6 +195,26 @@ fn one_trace_runs_from_the_call_through_its_turns_to_the_outbound_call_and_the_c
         pay_turn.attributes["dwell.seq"]
     );
 
+    // The actor's history names each turn's trace and span: the ones exported.
+    let history = server.get("/v1/actors/payment/p1/history").json();
+    let items = history["items"].as_array().unwrap();
+    let in_trace: Vec<&Value> = items.iter().filter(|t| t["trace_id"] == TRACE_ID).collect();
+    assert_eq!(
+        in_trace.len(),
+        2,
+        "the pay turn and the result's turn: {history:#}"
+    );
+    for t in &in_trace {
+        let span = t["span_id"].as_str().unwrap();
+        assert_eq!(by_id[span].name, "turn payment");
+        assert_eq!(by_id[span].attributes["dwell.seq"], t["seq"].to_string());
+    }
+    assert!(
+        items
+            .iter()
+            .any(|t| t["trace_id"].is_null() || t["trace_id"] != TRACE_ID),
+        "the open call brought no trace of the caller's"
+    );
     let hook_span = by_id
         .get(hook_parent.as_str())
         .expect("the callback's traceparent names an exported span");
