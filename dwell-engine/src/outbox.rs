@@ -217,12 +217,9 @@ async fn http_call(
     // The call continues the trace of the turn that made it (a guest's own
     // `traceparent` is replaced: the host owns the trace context).
     let span = spec.trace.map(|parent| {
-        let (own, header) = crate::trace::outbound(
-            parent,
-            &[b"http", spec.call_id.as_bytes(), &attempt_no.to_be_bytes()],
-        );
+        let own = parent.child(&[b"http", spec.call_id.as_bytes(), &attempt_no.to_be_bytes()]);
         headers.retain(|(k, _)| !k.eq_ignore_ascii_case("traceparent"));
-        headers.push(header);
+        headers.push(("traceparent".to_owned(), own.header()));
         (parent, own)
     });
     let started = std::time::Instant::now();

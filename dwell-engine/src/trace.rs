@@ -209,10 +209,3 @@ impl opentelemetry_http::HttpClient for Collector {
             .body(body.into())?)
     }
 }
-
-/// The `traceparent` header for an outbound exchange made under `parent`, and the
-/// exchange's own span context.
-pub fn outbound(parent: TraceParent, salt: &[&[u8]]) -> (TraceParent, (String, String)) {
-    let own = parent.child(salt);
-    (own, ("traceparent".to_owned(), own.header()))
-}

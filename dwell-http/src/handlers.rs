@@ -425,12 +425,11 @@ async fn call(
     payload: web::Payload,
     trace: Option<TraceParent>,
 ) -> Result<HttpResponse> {
-    let req = req.clone();
     // The key first: without a valid one, nothing about the request is looked at (401).
-    let actor = actor_from(&st, &req, path.into_inner())?;
-    let prefer = codec::prefer(&req)?;
-    let callback = callback_url(&req)?;
-    let (body, key) = ingress(&st, &req, &actor, payload).await?;
+    let actor = actor_from(&st, req, path.into_inner())?;
+    let prefer = codec::prefer(req)?;
+    let callback = callback_url(req)?;
+    let (body, key) = ingress(&st, req, &actor, payload).await?;
     let fresh = RequestId::random();
     let watch = st.engine.watch(fresh);
     let inline = !prefer.respond_async;
@@ -453,7 +452,7 @@ async fn call(
         .ok_or_else(|| ApiError::not_found("the request vanished"))?;
     let mut resp = match rec.status {
         RequestStatus::Pending => accepted(id, "pending"),
-        RequestStatus::Completed { reply } => reply_response(&req, StatusCode::OK, id, &reply),
+        RequestStatus::Completed { reply } => reply_response(req, StatusCode::OK, id, &reply),
         RequestStatus::Failed { error, refusal } => return Err(failed(id, &error, refusal)),
     };
     if prefer.wait.is_some() {

@@ -173,20 +173,9 @@ fn the_durable_backlog_gauges_count_pending_timers_and_undelivered_calls() {
     assert_eq!(value(&before, "dwell_mailbox_messages", &[]), 0.0);
     assert_eq!(value(&before, "dwell_outbox_pending", &[]), 0.0);
     let far = 4_000_000_000_000u64; // check-in opens long after this test
+    let url = format!("{}/pass", passes.url);
     let register = |booking: &str, opens_ms: u64| {
-        let r = server.event(
-            "checkin",
-            booking,
-            json!({
-                "type": "register",
-                "booking": booking,
-                "passenger": "Ada",
-                "checkin_opens_at_ms": opens_ms,
-                "boarding_pass_url": format!("{}/pass", passes.url),
-                "retry_ms": 3_600_000,
-            }),
-        );
-        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        crate::visibility::register(&server, booking, opens_ms, &url, 3_600_000)
     };
     // Three wait for check-in to open (one timer each); one fetches its pass now, from
     // a service that keeps failing: the call waits in the outbox between attempts.

@@ -56,7 +56,9 @@ fn effect<'a>(turn: &'a Value, kind: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} effect in {turn:#}"))
 }
 
-fn register(server: &Server, booking: &str, opens_ms: u64, url: &str, retry_ms: u64) {
+/// Register check-in `booking` (an event): check-in opens at `opens_ms`, the boarding
+/// pass comes from `url`, fetches are retried after `retry_ms`.
+pub(crate) fn register(server: &Server, booking: &str, opens_ms: u64, url: &str, retry_ms: u64) {
     let r = server.event(
         "checkin",
         booking,
