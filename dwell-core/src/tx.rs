@@ -226,6 +226,7 @@ impl<'a, T: Tables> Tx<'a, T> {
             updated_ms: self.now,
             timers: 0,
             step: None,
+            history: Default::default(),
         }))
     }
 
@@ -655,18 +656,11 @@ impl<'a, T: Tables> Tx<'a, T> {
         if !keep.is_on() {
             return Ok(());
         }
-        if let Some(state) = new_state.filter(|s| s.len() <= STATE_LIMIT && keep.states > 0) {
+        let state = new_state.filter(|s| s.len() <= STATE_LIMIT && keep.states > 0);
+        if state.is_some() {
             rec.state = StateMark::Kept;
-            self.tables.put_history_state(key, seq, state)?;
-            if let Some(old) = seq.checked_sub(keep.states) {
-                self.tables.remove_history_state(key, old)?;
-            }
         }
-        self.tables.put_history(key, seq, &rec)?;
-        if let Some(old) = seq.checked_sub(keep.turns) {
-            self.tables.remove_history(key, old)?;
-        }
-        Ok(())
+        self.tables.put_history(key, meta, seq, &rec, state, keep)
     }
 
     fn dead_letter(

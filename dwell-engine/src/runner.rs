@@ -266,6 +266,7 @@ fn new_actor(inner: &Inner, actor: &ActorId) -> Option<PendingBatch> {
             updated_ms: 0,
             timers: 0,
             step: None,
+            history: Default::default(),
         },
         state: None,
         messages: Vec::new(),

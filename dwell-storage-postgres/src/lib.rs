@@ -28,7 +28,7 @@ use batch::{
 use std::cell::RefCell;
 
 use dwell_storage::{Error, StateRef, Tables, TimerKey};
-use dwell_types::history::TurnRecord;
+use dwell_types::history::{Retention, TurnRecord};
 use dwell_types::records::{
     ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, PurgeJob,
     RequestRecord, TenantRecord,
@@ -745,28 +745,27 @@ impl Tables for PgTables<'_> {
         Ok(())
     }
 
-    fn put_history(&mut self, key: &str, seq: u64, rec: &TurnRecord) -> R<()> {
-        self.put(&HISTORY, vec![t(key), V::I(big(seq))], vec![V::B(enc(rec))]);
-        Ok(())
-    }
-
-    fn put_history_state(&mut self, key: &str, seq: u64, state: &[u8]) -> R<()> {
-        self.put(
-            &HISTORY_STATES,
-            vec![t(key), V::I(big(seq))],
-            vec![V::B(state.to_vec())],
-        );
-        Ok(())
-    }
-
-    fn remove_history(&mut self, key: &str, seq: u64) -> R<()> {
-        self.remove(&HISTORY, vec![t(key), V::I(big(seq))]);
-        self.remove(&HISTORY_STATES, vec![t(key), V::I(big(seq))]);
-        Ok(())
-    }
-
-    fn remove_history_state(&mut self, key: &str, seq: u64) -> R<()> {
-        self.remove(&HISTORY_STATES, vec![t(key), V::I(big(seq))]);
+    fn put_history(
+        &mut self,
+        key: &str,
+        _meta: &mut ActorMeta,
+        seq: u64,
+        rec: &TurnRecord,
+        state: Option<&[u8]>,
+        keep: Retention,
+    ) -> R<()> {
+        let at = |seq| vec![t(key), V::I(big(seq))];
+        self.put(&HISTORY, at(seq), vec![V::B(enc(rec))]);
+        if let Some(state) = state {
+            self.put(&HISTORY_STATES, at(seq), vec![V::B(state.to_vec())]);
+        }
+        if let Some(old) = seq.checked_sub(keep.states) {
+            self.remove(&HISTORY_STATES, at(old));
+        }
+        if let Some(old) = seq.checked_sub(keep.turns) {
+            self.remove(&HISTORY, at(old));
+            self.remove(&HISTORY_STATES, at(old));
+        }
         Ok(())
     }
 

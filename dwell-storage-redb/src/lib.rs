@@ -10,6 +10,8 @@
 //! - `tables` — [`dwell_storage::Tables`] over the open tables of one write
 //!   transaction, keeping redb's secondary tables in step.
 //! - `reads` — [`dwell_storage::Reads`].
+//! - `history` — turn history: append-only logs shared by all actors, swept from the
+//!   front.
 //! - `large` — slices of large states.
 //! - `records` — the on-disk record format (a version byte, then MessagePack).
 //!
@@ -18,6 +20,7 @@
 //! ([`dwell_storage::Backend::recover`]; a full disk that gets room again needs no
 //! restart) and readers take the current handle per call.
 
+mod history;
 mod large;
 mod reads;
 mod records;
@@ -25,7 +28,7 @@ mod schema;
 mod tables;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use redb::Database;
@@ -97,6 +100,8 @@ pub(crate) struct Cell {
     current: RwLock<Option<Arc<Database>>>,
     /// The last write failed for lack of space (and none has succeeded since).
     full: AtomicBool,
+    /// See [`history::SLACK`].
+    history_slack: AtomicU64,
 }
 
 impl Cell {
@@ -151,6 +156,15 @@ pub struct Redb {
     cell: Arc<Cell>,
 }
 
+impl Redb {
+    /// How far the history logs may grow past twice their live entries before a sweep
+    /// (default [`history::SLACK`]); tests of the sweep make it small.
+    #[doc(hidden)]
+    pub fn set_history_slack(&self, entries: u64) {
+        self.cell.history_slack.store(entries, Ordering::Relaxed);
+    }
+}
+
 impl dwell_storage::Backend for Redb {
     type Tables<'t> = RedbTables<'t>;
 
@@ -162,7 +176,9 @@ impl dwell_storage::Backend for Redb {
         let txn = db.begin_write().map_err(storage_error)?;
         let out = {
             let mut tables = RedbTables::open(&txn)?;
-            f(&mut tables)?
+            let out = f(&mut tables)?;
+            tables.finish(self.cell.history_slack.load(Ordering::Relaxed))?;
+            out
         };
         txn.commit().map_err(storage_error)?;
         Ok(out)
@@ -216,6 +232,7 @@ fn open_dir(dir: &Path) -> Result<(Redb, RedbReads), Error> {
         current: RwLock::new(Some(Arc::new(database))),
         path,
         full: AtomicBool::new(false),
+        history_slack: AtomicU64::new(history::SLACK),
     });
     Ok((Redb { cell: cell.clone() }, RedbReads { db: cell }))
 }

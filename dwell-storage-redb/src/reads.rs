@@ -10,7 +10,7 @@ use crate::records::{
     self, ActorMeta, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord, TenantRecord,
 };
 use crate::schema::*;
-use crate::{Cell, Error, large};
+use crate::{Cell, Error, history, large};
 use dwell_types::UnixMs;
 use dwell_types::history::TurnRecord;
 
@@ -41,6 +41,19 @@ impl RedbReads {
         counts().expect("read the tables of large states")
     }
 
+    /// Entries in the history logs: (turn records, states). For tests of the sweep.
+    #[doc(hidden)]
+    pub fn history_log_len(&self) -> (u64, u64) {
+        let counts = || -> Result<_, Error> {
+            let txn = self.db.get()?.begin_read()?;
+            Ok((
+                txn.open_table(history::TURN_LOG)?.len()?,
+                txn.open_table(history::STATE_LOG)?.len()?,
+            ))
+        };
+        counts().expect("read the history logs")
+    }
+
     /// `f` in one read transaction of the current file.
     fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T, Error>) -> R<T> {
         let run = || {
@@ -65,29 +78,6 @@ impl RedbReads {
             Ok(out)
         })
     }
-}
-
-/// Up to `max` records of an actor's history below `before`, newest first (the write
-/// transaction's tables and the readers share it).
-pub(crate) fn history_of(
-    table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    key: &str,
-    before: Option<u64>,
-    max: usize,
-) -> Result<Vec<(u64, TurnRecord)>, Error> {
-    let mut out = Vec::new();
-    let end = before.map_or(u64::MAX, record_at);
-    for entry in table.range((key, 0)..(key, end))?.rev() {
-        if out.len() >= max {
-            break;
-        }
-        let (k, v) = entry?;
-        let (seq, is_record) = turn_of(k.value().1);
-        if is_record {
-            out.push((seq, records::decode(v.value())?));
-        }
-    }
-    Ok(out)
 }
 
 fn meta_of(txn: &ReadTransaction, key: &str) -> Result<Option<ActorMeta>, Error> {
@@ -209,13 +199,18 @@ impl Reads for RedbReads {
     }
 
     fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>> {
-        self.read(|txn| history_of(&txn.open_table(HISTORY)?, key, before, max))
+        self.read(|txn| match meta_of(txn, key)? {
+            Some(meta) => {
+                history::records_of(&txn.open_table(history::TURN_LOG)?, &meta, before, max)
+            }
+            None => Ok(Vec::new()),
+        })
     }
 
     fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>> {
-        self.read(|txn| {
-            let t = txn.open_table(HISTORY)?;
-            Ok(t.get((key, state_at(seq)))?.map(|v| v.value().to_vec()))
+        self.read(|txn| match meta_of(txn, key)? {
+            Some(meta) => history::state_of(&txn.open_table(history::STATE_LOG)?, &meta, seq),
+            None => Ok(None),
         })
     }
 

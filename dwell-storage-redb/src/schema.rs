@@ -45,30 +45,9 @@ pub const TENANT_IDS: TableDefinition<&str, &str> = TableDefinition::new("tenant
 /// node settings (e.g. the admin key's hash)
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// `(actor, 2·seq)` → [`dwell_types::history::TurnRecord`]: the turn that handled message
-/// `seq`; `(actor, 2·seq + 1)` → the state after that turn (guest MessagePack, as given),
-/// when kept. One table with the two interleaved, so that a commit appending a turn and
-/// trimming a recent state dirties one leaf of one B-tree rather than a leaf in each of
-/// two (measured: the second table cost sync calls ~25% of their throughput).
-pub const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("turn_history");
-
-/// The key of turn `seq`'s record in [`HISTORY`].
-pub fn record_at(seq: u64) -> u64 {
-    seq << 1
-}
-
-/// The key of the state after turn `seq` in [`HISTORY`].
-pub fn state_at(seq: u64) -> u64 {
-    seq << 1 | 1
-}
-
-/// The turn a [`HISTORY`] key belongs to, and whether it holds a record (not a state).
-pub fn turn_of(k: u64) -> (u64, bool) {
-    (k >> 1, k & 1 == 0)
-}
-
 pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
-    txn.open_table(HISTORY)?;
+    txn.open_table(crate::history::TURN_LOG)?;
+    txn.open_table(crate::history::STATE_LOG)?;
     txn.open_table(ACTORS)?;
     txn.open_table(STATES)?;
     txn.open_table(MAILBOX)?;
@@ -88,9 +67,9 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(TENANT_ACTORS)?;
     txn.open_table(TENANT_IDS)?;
     txn.open_table(META)?;
-    // The two history tables of the first history format (one release, records and
-    // states apart) are dropped: history is an aid, not state to carry over.
-    for old in ["history", "history_states"] {
+    // The history tables of earlier formats (records and states apart, then one table
+    // keyed by actor) are dropped: history is an aid, not state to carry over.
+    for old in ["history", "history_states", "turn_history"] {
         txn.delete_table(TableDefinition::<(&str, u64), &[u8]>::new(old))?;
     }
     Ok(())

@@ -15,7 +15,9 @@ use crate::records::{
     RequestRecord, TenantRecord,
 };
 use crate::schema::*;
-use dwell_types::history::TurnRecord;
+use dwell_types::history::{Retention, TurnRecord};
+
+use crate::history::{self, Log, STATE_LOG, TURN_LOG};
 use dwell_types::{Envelope, UnixMs};
 
 type R<T> = Result<T, Error>;
@@ -66,7 +68,8 @@ pub struct RedbTables<'t> {
     tenant_actors: Table<'t, &'static str, u64>,
     tenant_ids: Table<'t, &'static str, &'static str>,
     meta_table: Table<'t, &'static str, &'static [u8]>,
-    history: Table<'t, (&'static str, u64), &'static [u8]>,
+    turn_log: Log<'t>,
+    state_log: Log<'t>,
     large: LargeTables<'t>,
 }
 
@@ -92,9 +95,18 @@ impl<'t> RedbTables<'t> {
             tenant_actors: txn.open_table(TENANT_ACTORS).st()?,
             tenant_ids: txn.open_table(TENANT_IDS).st()?,
             meta_table: txn.open_table(META).st()?,
-            history: txn.open_table(HISTORY).st()?,
+            turn_log: Log::open(txn, TURN_LOG, history::turns, "history_live_turns")?,
+            state_log: Log::open(txn, STATE_LOG, history::states, "history_live_states")?,
             large: LargeTables::open(txn)?,
         })
+    }
+
+    /// End of the transaction's work: sweep the history logs (see [`crate::history`]).
+    pub(crate) fn finish(&mut self, slack: u64) -> R<()> {
+        let (meta, actors) = (&mut self.meta_table, &mut self.actors);
+        self.turn_log.finish(meta, actors, slack)?;
+        self.state_log.finish(meta, actors, slack)?;
+        Ok(())
     }
 
     /// The sequence numbers under `key` in a `(actor, seq)` table.
@@ -240,44 +252,57 @@ impl Tables for RedbTables<'_> {
         Ok(())
     }
 
-    fn put_history(&mut self, key: &str, seq: u64, rec: &TurnRecord) -> R<()> {
-        self.history
-            .insert((key, record_at(seq)), records::encode(rec).as_slice())
-            .st()?;
-        Ok(())
-    }
-
-    fn put_history_state(&mut self, key: &str, seq: u64, state: &[u8]) -> R<()> {
-        self.history.insert((key, state_at(seq)), state).st()?;
-        Ok(())
-    }
-
-    fn remove_history(&mut self, key: &str, seq: u64) -> R<()> {
-        self.history.remove((key, record_at(seq))).st()?;
-        self.history.remove((key, state_at(seq))).st()?;
-        Ok(())
-    }
-
-    fn remove_history_state(&mut self, key: &str, seq: u64) -> R<()> {
-        self.history.remove((key, state_at(seq))).st()?;
+    fn put_history(
+        &mut self,
+        key: &str,
+        meta: &mut ActorMeta,
+        seq: u64,
+        rec: &TurnRecord,
+        state: Option<&[u8]>,
+        keep: Retention,
+    ) -> R<()> {
+        let head = &mut meta.history;
+        let record = records::encode(rec);
+        let m = &self.meta_table;
+        self.turn_log
+            .append(m, head, key, seq, &record, keep.turns)?;
+        match state {
+            Some(state) => self
+                .state_log
+                .append(m, head, key, seq, state, keep.states)?,
+            None => {
+                let floor = (seq + 1).saturating_sub(keep.states);
+                head.states.floor = head.states.floor.max(floor);
+            }
+        }
         Ok(())
     }
 
     fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>> {
-        crate::reads::history_of(&self.history, key, before, max).map_err(Into::into)
+        let Some(meta) = self.actor(key)? else {
+            return Ok(Vec::new());
+        };
+        Ok(history::records_of(
+            self.turn_log.table(),
+            &meta,
+            before,
+            max,
+        )?)
     }
 
     fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>> {
-        Ok(self
-            .history
-            .get((key, state_at(seq)))
-            .st()?
-            .map(|v| v.value().to_vec()))
+        let Some(meta) = self.actor(key)? else {
+            return Ok(None);
+        };
+        Ok(history::state_of(self.state_log.table(), &meta, seq)?)
     }
 
     fn clear_history(&mut self, key: &str) -> R<()> {
-        for k in Self::seqs(&self.history, key)? {
-            self.history.remove((key, k)).st()?;
+        // The entries stay until a sweep finds them without a live chain.
+        if let Some(mut meta) = self.actor(key)? {
+            let m = &self.meta_table;
+            self.turn_log.forget(m, &mut meta.history)?;
+            self.state_log.forget(m, &mut meta.history)?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 
-use dwell_types::history::TurnRecord;
+use dwell_types::history::{Retention, TurnRecord};
 use dwell_types::records::{
     ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, PurgeJob,
     RequestRecord, TenantRecord,
@@ -152,24 +152,17 @@ impl<T: Tables> Tables for Faulty<'_, T> {
         self.inner.clear_dead(key)
     }
 
-    fn put_history(&mut self, key: &str, seq: u64, rec: &TurnRecord) -> R<()> {
+    fn put_history(
+        &mut self,
+        key: &str,
+        meta: &mut ActorMeta,
+        seq: u64,
+        rec: &TurnRecord,
+        state: Option<&[u8]>,
+        keep: Retention,
+    ) -> R<()> {
         self.faults.check()?;
-        self.inner.put_history(key, seq, rec)
-    }
-
-    fn put_history_state(&mut self, key: &str, seq: u64, state: &[u8]) -> R<()> {
-        self.faults.check()?;
-        self.inner.put_history_state(key, seq, state)
-    }
-
-    fn remove_history(&mut self, key: &str, seq: u64) -> R<()> {
-        self.faults.check()?;
-        self.inner.remove_history(key, seq)
-    }
-
-    fn remove_history_state(&mut self, key: &str, seq: u64) -> R<()> {
-        self.faults.check()?;
-        self.inner.remove_history_state(key, seq)
+        self.inner.put_history(key, meta, seq, rec, state, keep)
     }
 
     fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>> {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use dwell_types::history::TurnRecord;
+use dwell_types::history::{Retention, TurnRecord};
 use dwell_types::records::{
     ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, PurgeJob,
     RequestRecord, TenantRecord,
@@ -194,22 +194,27 @@ impl Tables for MemTables {
         Ok(())
     }
 
-    fn put_history(&mut self, key: &str, seq: u64, rec: &TurnRecord) -> R<()> {
-        self.history.insert((key.to_owned(), seq), rec.clone());
-        Ok(())
-    }
-    fn put_history_state(&mut self, key: &str, seq: u64, state: &[u8]) -> R<()> {
-        self.history_states
-            .insert((key.to_owned(), seq), state.to_vec());
-        Ok(())
-    }
-    fn remove_history(&mut self, key: &str, seq: u64) -> R<()> {
-        self.history.remove(&(key.to_owned(), seq));
-        self.history_states.remove(&(key.to_owned(), seq));
-        Ok(())
-    }
-    fn remove_history_state(&mut self, key: &str, seq: u64) -> R<()> {
-        self.history_states.remove(&(key.to_owned(), seq));
+    fn put_history(
+        &mut self,
+        key: &str,
+        _meta: &mut ActorMeta,
+        seq: u64,
+        rec: &TurnRecord,
+        state: Option<&[u8]>,
+        keep: Retention,
+    ) -> R<()> {
+        let at = |seq| (key.to_owned(), seq);
+        self.history.insert(at(seq), rec.clone());
+        if let Some(state) = state {
+            self.history_states.insert(at(seq), state.to_vec());
+        }
+        if let Some(old) = seq.checked_sub(keep.states) {
+            self.history_states.remove(&at(old));
+        }
+        if let Some(old) = seq.checked_sub(keep.turns) {
+            self.history.remove(&at(old));
+            self.history_states.remove(&at(old));
+        }
         Ok(())
     }
     fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>> {

@@ -1,7 +1,7 @@
 //! [`Tables`]: the logical tables of one write transaction, typed.
 
 use dwell_types::UnixMs;
-use dwell_types::history::TurnRecord;
+use dwell_types::history::{Retention, TurnRecord};
 use dwell_types::records::{
     ActorMeta, DeadLetter, IdempotencyRecord, KeyRecord, ModuleRecord, OutboxEntry, RequestRecord,
     TenantRecord,
@@ -64,21 +64,27 @@ pub trait Tables {
     fn take_dead(&mut self, key: &str, seq: u64) -> R<Option<DeadLetter>>;
     fn clear_dead(&mut self, key: &str) -> R<()>;
 
-    // --- turn history: (actor, seq) → record, and the state after that turn ---
-    /// Record turn `seq` (replacing a record of that seq).
-    fn put_history(&mut self, key: &str, seq: u64, rec: &TurnRecord) -> R<()>;
-    /// Keep `state` as the state after turn `seq`.
-    fn put_history_state(&mut self, key: &str, seq: u64, state: &[u8]) -> R<()>;
-    /// Forget record `seq` and its state, if there are.
-    fn remove_history(&mut self, key: &str, seq: u64) -> R<()>;
-    /// Forget the state kept with record `seq` (the record stays).
-    fn remove_history_state(&mut self, key: &str, seq: u64) -> R<()>;
+    // --- turn history: the actor's recent turn records and the states after them ---
+    /// Record turn `seq` of the actor and, when given, the state after it; records older
+    /// than the last `keep.turns` and states older than the last `keep.states` turns
+    /// go (at once, or later by a sweep that never shows them again). `meta` is the
+    /// actor's record, written by the caller after this call: a backend may keep where
+    /// the history lies in it (`meta.history`).
+    fn put_history(
+        &mut self,
+        key: &str,
+        meta: &mut ActorMeta,
+        seq: u64,
+        rec: &TurnRecord,
+        state: Option<&[u8]>,
+        keep: Retention,
+    ) -> R<()>;
     /// Up to `max` of the actor's records with a seq below `before` (all if `None`),
     /// newest first.
     fn history(&self, key: &str, before: Option<u64>, max: usize) -> R<Vec<(u64, TurnRecord)>>;
     /// The state kept with record `seq`.
     fn history_state(&self, key: &str, seq: u64) -> R<Option<Vec<u8>>>;
-    /// Forget the actor's whole history.
+    /// Forget the actor's whole history (before its record is removed).
     fn clear_history(&mut self, key: &str) -> R<()>;
 
     // --- requests: id → record ---

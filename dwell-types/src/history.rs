@@ -43,6 +43,31 @@ impl Retention {
     }
 }
 
+/// An actor's place in a backend's history logs (see [`crate::records::ActorMeta`]):
+/// one chain of turn records and one of states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryHead {
+    pub turns: Chain,
+    pub states: Chain,
+}
+
+/// One actor's entries in an append-only log shared by all actors: each entry names the
+/// position of the actor's entry before it, newest first from `head`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    /// Position of the newest entry (`None`: none yet).
+    pub head: Option<u64>,
+    /// Every entry of the chain lies at or after this position: an entry under the
+    /// actor's key before it belongs to an earlier actor of that name, or is a copy left
+    /// behind when the chain moved.
+    pub base: u64,
+    /// Entries of turns below this sequence number have fallen out of the retention.
+    pub floor: u64,
+    /// How many entries the chain counts towards the log's live total (at most the
+    /// retention's count).
+    pub len: u64,
+}
+
 /// One committed turn, as the history shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TurnRecord {

@@ -32,6 +32,10 @@ pub struct ActorMeta {
     /// [`crate::history::step_of`]).
     #[serde(default)]
     pub step: Option<String>,
+    /// Where the actor's history lies, for a backend that keeps all actors' history in
+    /// one log (redb); backends with per-actor tables leave it as it is.
+    #[serde(default)]
+    pub history: crate::history::HistoryHead,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

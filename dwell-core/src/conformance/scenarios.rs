@@ -987,4 +987,15 @@ pub fn each_turn_leaves_a_history_record_within_its_retention<B: Backend>(make: 
     assert!(r.read(|t| t.history(&key, None, 100)).is_empty());
     assert_eq!(r.read(|t| t.history_state(&key, 5)), None);
     assert_eq!(r.read(|t| t.history(&b.storage_key(), None, 100)).len(), 1);
+    // An actor made again under that name starts with no history of the first.
+    accepted(r.enqueue(&a, typed("again")));
+    r.commit(&a, 0, done(b"new", vec![]));
+    let again = r.read(|t| t.history(&key, None, 100));
+    assert_eq!(again.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [0]);
+    assert_eq!(again[0].1.message.label.as_deref(), Some("again"));
+    assert_eq!(r.read(|t| t.history_state(&key, 5)), None);
+    assert_eq!(
+        r.read(|t| t.history_state(&key, 0)).as_deref(),
+        Some(&b"new"[..])
+    );
 }
