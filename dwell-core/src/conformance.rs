@@ -367,6 +367,7 @@ macro_rules! conformance_tests {
             staged_ids_across_the_whole_u64_range_stay_apart,
             one_transaction_reads_its_own_writes_and_its_prefetched_rows,
             each_turn_leaves_a_history_record_within_its_retention,
+            an_upgrade_switches_version_and_state_together_and_can_be_rolled_back,
         );
     };
     (@call $make:expr; $($name:ident),* $(,)?) => {

@@ -59,6 +59,28 @@ pub enum AdminOp {
         seq: u64,
         new_request: RequestId,
     },
+    /// Move an actor to version `to_version` (`to_digest`) of its module at a turn
+    /// boundary, with `state` (what the new version's `migrate` made of the old one):
+    /// only if it is still on `from_digest` with mailbox head `head_seq`, i.e. no turn
+    /// committed since that state was read. Version, digest and state change together;
+    /// what the actor was is kept under `undo_key` (an [`UpgradeUndo`]).
+    ///
+    /// [`UpgradeUndo`]: dwell_types::upgrade::UpgradeUndo
+    UpgradeActor {
+        actor: ActorId,
+        from_digest: String,
+        head_seq: u64,
+        to_version: u32,
+        to_digest: String,
+        state: Option<Vec<u8>>,
+        undo_key: String,
+    },
+    /// Undo the move kept under `undo_key`: only if the actor is still on the version it
+    /// moved to and no turn has changed its state since (then the undo record goes).
+    RollbackActor {
+        actor: ActorId,
+        undo_key: String,
+    },
 }
 
 /// Limits the writer enforces.
@@ -172,7 +194,8 @@ pub struct Expect {
 pub struct TurnsAck {
     /// The actor's meta after the commit (`None` if it does not exist).
     pub meta: Option<ActorMeta>,
-    /// Every inline turn was committed as run (none fell back to the mailbox).
+    /// Every inline turn was committed as run (none fell back to the mailbox), and the
+    /// mailbox turns ran on the version the actor is on.
     pub inline_applied: bool,
 }
 

@@ -409,7 +409,14 @@ impl<'a, T: Tables> Tx<'a, T> {
             }
         };
         let mut out = TurnOutput::default();
+        // Turns run on another version than the actor is on now (an upgrade or rollback
+        // committed meanwhile) are ignored: the runner reads the store and runs them again.
+        let on_version = expect.as_ref().is_none_or(|e| e.digest == meta.digest);
         for (i, turn) in turns.into_iter().enumerate() {
+            if !on_version {
+                tracing::info!(%actor, seq = turn.seq, "turn run on a replaced version ignored");
+                break;
+            }
             // Exactly once: a turn whose message is no longer the head was committed before.
             if turn.seq != meta.head_seq {
                 tracing::warn!(%actor, seq = turn.seq, head = meta.head_seq, "stale turn ignored");
@@ -516,7 +523,7 @@ impl<'a, T: Tables> Tx<'a, T> {
         // the mailbox of an existing actor and leave its meta as written above.
         Ok(TurnsAck {
             meta: Some(meta),
-            inline_applied: applied_all,
+            inline_applied: applied_all && on_version,
         })
     }
 

@@ -13,6 +13,9 @@
 //! A trapped instance is dropped; a healthy one may be kept warm and reused for a later
 //! turn of any actor of the same tenant and module version ([`Warm`]) — safe because the
 //! state snapshot, not the instance, is the truth.
+//!
+//! A module may also export `migrate` (the `migrating-actor` world): [`Executor::migrate`]
+//! looks it up by name, so modules of the plain `actor` world still load.
 
 mod cpu;
 mod host;
@@ -98,6 +101,19 @@ pub enum TurnExec {
     /// one (`refuse-as`). Not retried.
     Refused(String, Option<dwell_types::RefusalCode>),
     /// A trap, time-budget or memory-limit breach, or an invalid output. Retried.
+    Trapped(String),
+}
+
+/// What a call of a module's `migrate` produced.
+#[derive(Debug, PartialEq)]
+pub enum MigrateExec {
+    /// The state to continue from.
+    Migrated(Vec<u8>),
+    /// The module exports no `migrate` (the plain `actor` world): the state moves as it is.
+    Unsupported,
+    /// `migrate` refused the state.
+    Refused(String),
+    /// A trap, a limit, or an invalid output.
     Trapped(String),
 }
 
@@ -356,6 +372,49 @@ impl Executor {
                 Err(InstantiateError::Trapped(describe_trap(&e, &store)))
             }
             Err(e) => Err(InstantiateError::Other(format!("{e:#}"))),
+        }
+    }
+
+    /// Call `migrate` of `module` on `state`, an actor's state on version `from_version`
+    /// of the module, in a fresh instance under the turn limits. Effects it records are
+    /// dropped: nothing is performed.
+    pub async fn migrate(
+        &self,
+        module: &CompiledModule,
+        input: TurnInput<'_>,
+        from_version: u32,
+        state: &[u8],
+    ) -> MigrateExec {
+        let _in_use = InUse::new(&self.in_use);
+        let mut store = self.new_store();
+        store.data_mut().memory_limit = input.limits.memory_bytes;
+        store
+            .data_mut()
+            .turn
+            .begin(input.actor, input.now_ms, input.timers, &input.limits);
+        store.set_epoch_deadline(1);
+        let instance = match module.pre.instance_pre().instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => return MigrateExec::Trapped(describe_trap(&e, &store)),
+        };
+        let Some(func) = instance.get_func(&mut store, "migrate") else {
+            return MigrateExec::Unsupported;
+        };
+        let typed = match func.typed::<(u32, &[u8]), (Result<Vec<u8>, String>,)>(&store) {
+            Ok(f) => f,
+            Err(e) => return MigrateExec::Refused(format!("`migrate` has the wrong type: {e}")),
+        };
+        let out = typed.call_async(&mut store, (from_version, state)).await;
+        store.data_mut().turn.end_logs();
+        match out {
+            Ok((Ok(s),)) if s.len() > input.limits.state_bytes => MigrateExec::Trapped(format!(
+                "the migrated state is {} bytes, over the limit of {} bytes",
+                s.len(),
+                input.limits.state_bytes
+            )),
+            Ok((Ok(s),)) => MigrateExec::Migrated(s),
+            Ok((Err(e),)) => MigrateExec::Refused(truncate(e, 4096)),
+            Err(e) => MigrateExec::Trapped(describe_trap(&e, &store)),
         }
     }
 

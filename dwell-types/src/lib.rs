@@ -9,6 +9,7 @@ mod policy;
 pub mod records;
 mod tenancy;
 pub mod trace;
+pub mod upgrade;
 
 pub use ids::{ActorId, Digest, RequestId, TenantId, validate_name};
 #[doc(hidden)]

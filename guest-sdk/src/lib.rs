@@ -43,7 +43,7 @@ use serde::de::DeserializeOwned;
 #[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "actor",
+        world: "migrating-actor",
         path: "../wit",
         pub_export_macro: true,
         default_bindings_module: "dwell_sdk::bindings",
@@ -57,7 +57,7 @@ use bindings::dwell::actor::types as wit;
 pub mod prelude {
     pub use crate::{
         Actor, ActorRef, AskReply, Context, Error, HttpRequest, HttpResponse, HttpResult, Message,
-        Refusal, ReplyHandle, Timer, export_actor,
+        Refusal, ReplyHandle, Timer, decode_state, export_actor,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -479,12 +479,32 @@ pub trait Actor: Default + Serialize + DeserializeOwned {
     /// Handle one message. Mutate `self`; record effects on `ctx`. Returning `Err`
     /// refuses the message: state and effects of this turn are discarded.
     fn handle(&mut self, ctx: &mut Context, msg: Message<Self::Input>) -> Result<(), Error>;
+
+    /// Take over the state an actor had on an older version of this module
+    /// (`from_version`; `state` as that version encoded it — see [`decode_state`]) when an
+    /// upgrade moves it here. `Ok(None)`, the default, keeps the bytes as they are;
+    /// `Err` refuses the move and the actor stays on its version. Runs in a sandbox:
+    /// effects are not allowed here.
+    fn migrate(from_version: u32, state: &[u8]) -> Result<Option<Self>, Error> {
+        let _ = (from_version, state);
+        Ok(None)
+    }
+}
+
+/// Decode a state as the SDK encodes it (MessagePack), e.g. an older version's state
+/// type in [`Actor::migrate`].
+pub fn decode_state<T: DeserializeOwned>(state: &[u8]) -> Result<T, Error> {
+    rmp_serde::from_slice(state).map_err(|e| Error::new(format!("cannot decode the state: {e}")))
 }
 
 #[doc(hidden)]
 pub struct Adapter<A>(PhantomData<A>);
 
 impl<A: Actor> bindings::Guest for Adapter<A> {
+    fn migrate(from_version: u32, state: Vec<u8>) -> Result<Vec<u8>, String> {
+        Adapter::<A>::migrate(from_version, state)
+    }
+
     fn handle(state: Option<Vec<u8>>, msg: wit::Message) -> Result<Vec<u8>, String> {
         run_turn::<A>(state, msg).map_err(|e| {
             if let Some(r) = e.refusal {
@@ -492,6 +512,15 @@ impl<A: Actor> bindings::Guest for Adapter<A> {
             }
             e.message
         })
+    }
+}
+
+impl<A: Actor> Adapter<A> {
+    fn migrate(from_version: u32, state: Vec<u8>) -> Result<Vec<u8>, String> {
+        match A::migrate(from_version, &state).map_err(|e| e.message)? {
+            Some(new) => encode(&new).map_err(|e| e.message),
+            None => Ok(state),
+        }
     }
 }
 

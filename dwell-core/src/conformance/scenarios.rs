@@ -999,3 +999,74 @@ pub fn each_turn_leaves_a_history_record_within_its_retention<B: Backend>(make: 
         Some(&b"new"[..])
     );
 }
+
+pub fn an_upgrade_switches_version_and_state_together_and_can_be_rolled_back<B: Backend>(
+    make: impl Fn() -> B,
+) {
+    use dwell_types::upgrade::UpgradeUndo;
+    let mut r = rig(make);
+    let a = actor(TENANT, "u");
+    accepted(r.enqueue(&a, event(b"1")));
+    r.commit(&a, 0, done(b"v1-state", vec![]));
+    let upgrade = |head_seq: u64, from: &str| AdminOp::UpgradeActor {
+        actor: a.clone(),
+        from_digest: from.into(),
+        head_seq,
+        to_version: 2,
+        to_digest: "d2".into(),
+        state: Some(b"v2-state".to_vec()),
+        undo_key: "undo/u".into(),
+    };
+    // Only from the version and head the state was migrated at.
+    assert!(!r.tx(|tx| tx.admin(upgrade(0, "d1"))), "a turn committed since");
+    assert!(!r.tx(|tx| tx.admin(upgrade(1, "d9"))), "not on that version");
+    assert_eq!(r.state(&a).as_deref(), Some(&b"v1-state"[..]));
+    assert!(r.tx(|tx| tx.admin(upgrade(1, "d1"))));
+    let meta = r.meta(&a).unwrap();
+    assert_eq!((meta.version, meta.digest.as_str()), (2, "d2"));
+    assert_eq!(r.state(&a).as_deref(), Some(&b"v2-state"[..]));
+    let undo = r
+        .read(|t| t.meta("undo/u"))
+        .and_then(|b| UpgradeUndo::from_bytes(&b))
+        .expect("undo kept");
+    assert_eq!((undo.version, undo.digest.as_str()), (1, "d1"));
+    assert_eq!(undo.state.as_deref(), Some(&b"v1-state"[..]));
+
+    // A turn its runner ran on the old version is not applied: the message stays.
+    accepted(r.enqueue(&a, event(b"2")));
+    let stale = Expect {
+        head_seq: 2,
+        created_ms: Some(meta.created_ms),
+        digest: "d1".into(),
+    };
+    let turns = vec![CommittedTurn {
+        seq: 1,
+        result: done(b"old-code", vec![]),
+        took_us: 1,
+    }];
+    let (ack, _) = r.tx(|tx| {
+        tx.commit_turns(&a, turns, Vec::new(), Some(stale), None, HISTORY)
+    });
+    assert!(!ack.inline_applied, "the runner must read the store again");
+    assert_eq!(r.meta(&a).unwrap().head_seq, 1);
+    assert_eq!(r.mail(&a).len(), 1);
+    assert_eq!(r.state(&a).as_deref(), Some(&b"v2-state"[..]));
+
+    // Rolled back while no turn changed the new state; once only.
+    let rollback = || AdminOp::RollbackActor {
+        actor: a.clone(),
+        undo_key: "undo/u".into(),
+    };
+    assert!(r.tx(|tx| tx.admin(rollback())));
+    let meta = r.meta(&a).unwrap();
+    assert_eq!((meta.version, meta.digest.as_str()), (1, "d1"));
+    assert_eq!(r.state(&a).as_deref(), Some(&b"v1-state"[..]));
+    assert!(!r.tx(|tx| tx.admin(rollback())), "the undo record is gone");
+
+    // Moved again, then a turn on the new version: a rollback leaves it there.
+    assert!(r.tx(|tx| tx.admin(upgrade(1, "d1"))));
+    r.commit(&a, 1, done(b"v2-after", vec![]));
+    assert!(!r.tx(|tx| tx.admin(rollback())));
+    assert_eq!(r.meta(&a).unwrap().version, 2);
+    assert_eq!(r.state(&a).as_deref(), Some(&b"v2-after"[..]));
+}

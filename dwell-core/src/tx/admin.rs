@@ -1,9 +1,10 @@
 //! The operator's writes on [`Tx`]: tenants, keys, settings, module versions, actor
-//! deletion (its waiting requests fail), dead-letter retries, and the batched purge of a
-//! deleted tenant.
+//! deletion (its waiting requests fail), dead-letter retries, an actor's move to another
+//! module version and its rollback, and the batched purge of a deleted tenant.
 
 use dwell_storage::{Error, Tables};
 use dwell_types::records::{Delivery, ModuleRecord, ModuleVersion, PURGE_PREFIX, PurgeJob};
+use dwell_types::upgrade::UpgradeUndo;
 use dwell_types::{ActorId, MessageKind, RequestId, RequestStatus, TenantId};
 
 use super::Tx;
@@ -70,6 +71,22 @@ impl<T: Tables> Tx<'_, T> {
             }
             AdminOp::DeleteActor { actor } => self.delete_actor(&actor),
             AdminOp::PurgeTenant { id, max } => self.purge_tenant(&id, max),
+            AdminOp::UpgradeActor {
+                actor,
+                from_digest,
+                head_seq,
+                to_version,
+                to_digest,
+                state,
+                undo_key,
+            } => self.upgrade_actor(
+                &actor,
+                (&from_digest, head_seq),
+                (to_version, to_digest),
+                state,
+                &undo_key,
+            ),
+            AdminOp::RollbackActor { actor, undo_key } => self.rollback_actor(&actor, &undo_key),
             AdminOp::RetryDeadLetter {
                 actor,
                 seq,
@@ -224,6 +241,69 @@ impl<T: Tables> Tx<'_, T> {
                 },
             )?;
         }
+        Ok(true)
+    }
+
+    fn upgrade_actor(
+        &mut self,
+        actor: &ActorId,
+        (from_digest, head_seq): (&str, u64),
+        (to_version, to_digest): (u32, String),
+        state: Option<Vec<u8>>,
+        undo_key: &str,
+    ) -> R<bool> {
+        let key = actor.storage_key();
+        let Some(mut meta) = self.tables.actor(&key)? else {
+            return Ok(false);
+        };
+        if meta.digest != from_digest || meta.head_seq != head_seq {
+            return Ok(false);
+        }
+        let undo = UpgradeUndo {
+            version: meta.version,
+            digest: std::mem::replace(&mut meta.digest, to_digest.clone()),
+            state: self.tables.state(&key)?,
+            to_version,
+            to_digest,
+            turns: meta.turns,
+            head_seq,
+            at_ms: self.now,
+        };
+        meta.version = to_version;
+        meta.updated_ms = self.now;
+        match &state {
+            Some(s) => self.tables.put_state(&key, s)?,
+            None => self.tables.remove_state(&key)?,
+        }
+        self.tables.put_actor(&key, &meta)?;
+        self.tables.put_meta(undo_key, &undo.to_bytes())?;
+        Ok(true)
+    }
+
+    fn rollback_actor(&mut self, actor: &ActorId, undo_key: &str) -> R<bool> {
+        let key = actor.storage_key();
+        let Some(undo) = self
+            .tables
+            .meta(undo_key)?
+            .and_then(|b| UpgradeUndo::from_bytes(&b))
+        else {
+            return Ok(false);
+        };
+        let Some(mut meta) = self.tables.actor(&key)? else {
+            return Ok(false);
+        };
+        if meta.digest != undo.to_digest || meta.turns != undo.turns {
+            return Ok(false);
+        }
+        meta.version = undo.version;
+        meta.digest = undo.digest;
+        meta.updated_ms = self.now;
+        match &undo.state {
+            Some(s) => self.tables.put_state(&key, s)?,
+            None => self.tables.remove_state(&key)?,
+        }
+        self.tables.put_actor(&key, &meta)?;
+        self.tables.remove_meta(undo_key)?;
         Ok(true)
     }
 

@@ -27,6 +27,15 @@
 //!
 //! Outbound calls use call id `pass-<attempt>`, at most 2 HTTP attempts of 2 s each; a
 //! result for any other call id (a stale attempt) is ignored.
+//!
+//! Versions, for the live-upgrade walkthrough and tests (one source, cargo features; the
+//! crates `checkin-v2` and `checkin-v3` build it with them):
+//! - 1 (no feature): the state keeps the pass as `pass`; check-ins are answered
+//!   `{"pass": "..."}`.
+//! - 2 (`v2`): the state keeps it as `boarding: {code, issued_at_ms}` and check-ins are
+//!   answered `{"boarding_pass": {"code": "...", "issued_at_ms": ...}}`; `migrate` turns a
+//!   version-1 state into this one (waiting callers included).
+//! - 3 (`v3`): version 2 with a defect: it traps on every `check_in`.
 use std::time::Duration;
 
 use dwell_sdk::prelude::*;
@@ -74,9 +83,70 @@ struct Checkin {
     next_retry_ms: u64,
     /// Why the last fetch failed.
     last_error: Option<String>,
+    #[cfg(not(feature = "v2"))]
     pass: Option<String>,
+    /// The pass and when it was issued (unknown for a pass migrated from version 1).
+    #[cfg(feature = "v2")]
+    #[serde(default)]
+    boarding: Option<BoardingPass>,
     /// Check-in callers waiting for the pass.
     waiting: Vec<ReplyHandle>,
+    /// The version this state was migrated from, if it was.
+    #[cfg(feature = "v2")]
+    #[serde(default)]
+    migrated_from: Option<u32>,
+}
+
+#[cfg(feature = "v2")]
+#[derive(Clone, Serialize, Deserialize)]
+struct BoardingPass {
+    code: String,
+    issued_at_ms: Option<u64>,
+}
+
+/// Where the pass is kept and how a check-in is answered: version 1.
+#[cfg(not(feature = "v2"))]
+impl Checkin {
+    fn has_pass(&self) -> bool {
+        self.pass.is_some()
+    }
+
+    fn keep_pass(&mut self, _ctx: &Context, pass: String) {
+        self.pass = Some(pass);
+    }
+
+    fn answer(&self, ctx: &mut Context, to: &ReplyHandle) -> Result<(), Error> {
+        let pass = self.pass.as_deref().unwrap_or_default();
+        ctx.reply(to, &Pass { pass })
+    }
+}
+
+/// Where the pass is kept and how a check-in is answered: version 2.
+#[cfg(feature = "v2")]
+impl Checkin {
+    fn has_pass(&self) -> bool {
+        self.boarding.is_some()
+    }
+
+    fn keep_pass(&mut self, ctx: &Context, code: String) {
+        self.boarding = Some(BoardingPass {
+            code,
+            issued_at_ms: Some(ctx.now_ms()),
+        });
+    }
+
+    fn answer(&self, ctx: &mut Context, to: &ReplyHandle) -> Result<(), Error> {
+        #[derive(Serialize)]
+        struct Answer<'a> {
+            boarding_pass: &'a Option<BoardingPass>,
+        }
+        ctx.reply(
+            to,
+            &Answer {
+                boarding_pass: &self.boarding,
+            },
+        )
+    }
 }
 
 #[derive(Deserialize)]
@@ -97,6 +167,7 @@ struct Register {
     retry_ms: Option<u64>,
 }
 
+#[cfg(not(feature = "v2"))]
 #[derive(Serialize)]
 struct Pass<'a> {
     pass: &'a str,
@@ -245,12 +316,12 @@ impl Checkin {
 
     /// The pass exists: remember it and answer everyone waiting.
     fn issue(&mut self, ctx: &mut Context, pass: String) -> Result<(), Error> {
-        for waiter in self.waiting.drain(..) {
-            ctx.reply(&waiter, &Pass { pass: &pass })?;
+        self.keep_pass(ctx, pass);
+        for waiter in std::mem::take(&mut self.waiting) {
+            self.answer(ctx, &waiter)?;
         }
         ctx.cancel_timer(OPEN_TIMER);
         ctx.cancel_timer(RETRY_TIMER);
-        self.pass = Some(pass);
         self.status = Status::Issued;
         self.last_error = None;
         Ok(())
@@ -270,6 +341,26 @@ impl Actor for Checkin {
         // The step the booking is in, for its history and the module's process map.
         ctx.step(self.status.step());
         Ok(())
+    }
+
+    /// From version 1: the same fields, but the pass was a bare string under `pass`.
+    #[cfg(feature = "v2")]
+    fn migrate(from_version: u32, state: &[u8]) -> Result<Option<Self>, Error> {
+        #[derive(Deserialize)]
+        struct Version1 {
+            pass: Option<String>,
+        }
+        if from_version >= 2 {
+            return Ok(None);
+        }
+        let mut new: Checkin = decode_state(state)?;
+        let old: Version1 = decode_state(state)?;
+        new.boarding = old.pass.map(|code| BoardingPass {
+            code,
+            issued_at_ms: None,
+        });
+        new.migrated_from = Some(from_version);
+        Ok(Some(new))
     }
 }
 
@@ -294,20 +385,23 @@ impl Checkin {
             Message::Request {
                 reply,
                 body: Input::CheckIn,
-            } => match &self.pass {
-                Some(pass) => ctx.reply(&reply, &Pass { pass }),
-                None if self.status == Status::Closed
+            } => {
+                if cfg!(feature = "v3") {
+                    panic!("version 3 cannot check in");
+                }
+                if self.has_pass() {
+                    self.answer(ctx, &reply)
+                } else if self.status == Status::Closed
                     || self
                         .checkin_closes_at_ms
-                        .is_some_and(|close| ctx.now_ms() >= close) =>
+                        .is_some_and(|close| ctx.now_ms() >= close)
                 {
                     Err(self.closed_error())
-                }
-                None => {
+                } else {
                     self.waiting.push(reply);
                     Ok(())
                 }
-            },
+            }
             Message::Event(Input::CheckIn) => Err(Error::invalid("check_in must be a request")),
             Message::Request {
                 reply,
