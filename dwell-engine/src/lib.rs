@@ -26,6 +26,7 @@ mod tenants;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod upgrades;
 pub mod trace;
 pub mod visibility;
 mod waiters;
@@ -50,6 +51,7 @@ pub use clock::{ManualClock, SystemClock};
 pub use outbound::{OutboundConfig, check_allowed, new_secret, sign};
 pub use registry::Registry;
 pub use tenants::{AuthError, Caller, TenantInfo};
+pub use upgrades::UpgradeError;
 
 /// Engine settings (the server's configuration, minus HTTP).
 #[derive(Debug, Clone)]
@@ -454,7 +456,13 @@ impl Engine {
         for actor in ready {
             runner::wake(&inner, actor);
         }
-        Ok(Engine { inner })
+        let engine = Engine { inner };
+        let resume = engine.clone();
+        engine
+            .inner
+            .rt
+            .spawn(async move { resume.resume_upgrades().await });
+        Ok(engine)
     }
 
     pub fn limits(&self) -> &Limits {

@@ -38,7 +38,7 @@ const MAX_JSON_INTEGER: u64 = (1 << 53) - 1;
 
 /// An admin body: one JSON object (serde would also read a struct from an array, which
 /// the document does not allow), with integers as JSON Schema counts them (`5.0` is 5).
-async fn json_body<T: serde::de::DeserializeOwned>(
+pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
     st: &AppState,
     req: &HttpRequest,
     payload: web::Payload,

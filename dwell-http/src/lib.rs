@@ -13,6 +13,7 @@ mod openapi;
 mod problem;
 mod routes;
 mod schemas;
+mod upgrades;
 mod visibility;
 
 use std::net::TcpListener;

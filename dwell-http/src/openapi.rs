@@ -39,6 +39,7 @@ pub const ADMIN_KEY: &str = "admin_key";
         (name = "actors", description = "Calls, events and inspection of actors"),
         (name = "requests", description = "Requests waiting for or holding a reply"),
         (name = "visibility", description = "Lists, turn history and process maps of many processes"),
+        (name = "upgrades", description = "Live upgrades: move running actors to another module version"),
         (name = "tenants", description = "Admin: tenants and their API keys"),
         (name = "service", description = "Health, readiness and this document"),
     )

@@ -8,7 +8,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use super::problem::ApiError;
-use super::{admin, handlers, metrics, openapi, visibility};
+use super::{admin, handlers, metrics, openapi, upgrades, visibility};
 
 /// `routes! { "/path" => { METHOD module::handler, ... }, ... }` expands to [`ROUTES`],
 /// [`register`] and [`Operations`] (the handlers' `#[utoipa::path]` descriptions).
@@ -55,6 +55,12 @@ routes! {
         DELETE handlers::delete_module,
     },
     "/v1/modules/{name}/map" => { GET visibility::process_map },
+    "/v1/modules/{name}/upgrades" => {
+        POST upgrades::start_upgrade,
+        GET upgrades::list_upgrades,
+    },
+    "/v1/modules/{name}/upgrades/{id}" => { GET upgrades::get_upgrade },
+    "/v1/modules/{name}/upgrades/{id}/rollback" => { POST upgrades::rollback_upgrade },
     "/v1/actors" => { GET visibility::list_actors },
     "/v1/actors/{module}/{key}" => {
         POST handlers::call_actor,

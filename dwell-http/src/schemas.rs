@@ -66,6 +66,21 @@ pub struct DeadLetterPath {
     seq: u64,
 }
 
+/// `{name}/upgrades/{id}` of an upgrade run.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct UpgradePath {
+    /// The module's name.
+    #[param(
+        pattern = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$",
+        min_length = 1,
+        max_length = 128
+    )]
+    name: String,
+    /// The run's id (`up_…`).
+    id: String,
+}
+
 /// `{id}` of a request.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -833,4 +848,163 @@ pub struct ProcessMapView {
     actors: u64,
     /// More actors exist than were read (at most 5000 are).
     truncated: bool,
+}
+
+// ---- live upgrades ----
+
+/// `"all"`: every actor on the `from` version.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectAll {
+    All,
+}
+
+/// Which actors on the `from` version a run takes.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum UpgradeSelect {
+    All(SelectAll),
+    /// These actors (by key), those of them on `from`.
+    Keys {
+        #[schema(max_items = 10000)]
+        keys: Vec<String>,
+    },
+    /// A stable share of them, by a hash of the key.
+    Percent {
+        #[schema(minimum = 0, maximum = 100)]
+        percent: u8,
+    },
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpgradeMode {
+    DryRun,
+    Apply,
+    Canary,
+}
+
+/// When a canary rolls back (every field has a default).
+#[derive(Serialize, ToSchema)]
+pub struct CanaryPolicy {
+    /// Share of the selected actors moved first (default 10).
+    #[schema(minimum = 0, maximum = 100)]
+    percent: Option<u8>,
+    /// Turns watched per moved actor (default 3).
+    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    turns: Option<u32>,
+    /// Failed turns over watched turns above this: roll back (default 0.2).
+    #[schema(minimum = 0, maximum = 1)]
+    max_failure_ratio: Option<f64>,
+    /// Watch at most this many seconds, then decide (default 300).
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    wait_s: Option<u64>,
+}
+
+/// `POST /v1/modules/{name}/upgrades`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"from": 1, "to": 2, "select": "all", "mode": "dry-run"}))]
+pub struct UpgradePlan {
+    /// The version the actors are on.
+    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    from: u32,
+    /// The version to move them to.
+    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    to: u32,
+    select: UpgradeSelect,
+    mode: UpgradeMode,
+    /// Apply although the dry run found problems (default false).
+    force: Option<bool>,
+    canary: Option<CanaryPolicy>,
+    /// Recorded turns replayed per actor, most recent first (default 10).
+    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    replay_turns: Option<u32>,
+}
+
+/// One recorded turn replayed on the new version.
+#[derive(Serialize, ToSchema)]
+pub struct UpgradeTurn {
+    seq: u64,
+    /// The message, as the history names it (`call check_in`, `timer open`…).
+    message: String,
+    /// What the old version did: `ok`, `refused` or `dead_letter`.
+    was: String,
+    /// What the new one does: `ok`, `refused: …`, `trapped: …` or `not replayed: …`.
+    now: String,
+    /// The state after it equals the recorded one, migrated (when both are known).
+    state_same: Option<bool>,
+    /// Its effects match the recorded ones.
+    effects_same: Option<bool>,
+}
+
+/// One actor in a dry run.
+#[derive(Serialize, ToSchema)]
+pub struct UpgradeActor {
+    key: String,
+    /// `migrated`, `unchanged` (the bytes move as they are) or `failed: …`.
+    migrate: String,
+    /// What would go wrong, in words.
+    problem: Option<String>,
+    turns: Vec<UpgradeTurn>,
+}
+
+/// A canary's watch.
+#[derive(Serialize, ToSchema)]
+pub struct CanaryReport {
+    moved: u64,
+    watched_turns: u64,
+    failed_turns: u64,
+    /// `passed`, `rolled back: …`, or empty while watching.
+    verdict: String,
+}
+
+/// What the dry run found and what the run did.
+#[derive(Serialize, ToSchema)]
+pub struct UpgradeReport {
+    /// Actors on `from` that the selection took.
+    selected: u64,
+    replayed_turns: u64,
+    not_replayed_turns: u64,
+    migrate_failed: u64,
+    would_trap: u64,
+    would_refuse: u64,
+    state_differs: u64,
+    effects_differ: u64,
+    /// Actors with a problem: migrate failed, a turn would trap or newly refuse.
+    problems: u64,
+    /// Per actor, those with problems first (at most 200).
+    actors: Vec<UpgradeActor>,
+    moved: u64,
+    skipped: u64,
+    rolled_back: u64,
+    /// Moved actors a rollback left on the new version (turns changed their state).
+    kept: u64,
+    canary: Option<CanaryReport>,
+}
+
+/// An upgrade run.
+#[derive(Serialize, ToSchema)]
+pub struct UpgradeRun {
+    #[schema(example = "up_1f3a9c0d2b4e6f70")]
+    id: String,
+    module: String,
+    plan: UpgradePlan,
+    /// `planned` (a dry run), `refused`, `applying`, `watching`, `rolling_back`,
+    /// `completed` or `rolled_back`.
+    status: String,
+    /// Why it was refused or rolled back.
+    reason: Option<String>,
+    created_ms: u64,
+    updated_ms: u64,
+    watch_since_ms: Option<u64>,
+    report: UpgradeReport,
+}
+
+/// `GET /v1/modules/{name}/upgrades`: every run, newest first, in one page.
+#[derive(Serialize, ToSchema)]
+pub struct UpgradeRunList {
+    items: Vec<UpgradeRun>,
+    /// Always null.
+    next_cursor: Option<String>,
 }
