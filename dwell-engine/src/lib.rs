@@ -26,8 +26,8 @@ mod tenants;
 #[cfg(test)]
 mod tests;
 mod timers;
-mod upgrades;
 pub mod trace;
+mod upgrades;
 pub mod visibility;
 mod waiters;
 pub mod warm;

@@ -75,7 +75,9 @@ impl Engine {
         plan: UpgradePlan,
     ) -> Result<UpgradeRun, UpgradeError> {
         if plan.from == plan.to {
-            return Err(UpgradeError::Invalid("`from` and `to` are the same version".into()));
+            return Err(UpgradeError::Invalid(
+                "`from` and `to` are the same version".into(),
+            ));
         }
         if let Select::Percent { percent } = plan.select
             && percent > 100
@@ -117,7 +119,9 @@ impl Engine {
         if run.status.active() {
             let engine = self.clone();
             let answer = run.clone();
-            self.inner.rt.spawn(async move { engine.drive(cx, run).await });
+            self.inner
+                .rt
+                .spawn(async move { engine.drive(cx, run).await });
             return Ok(answer);
         }
         Ok(run)
@@ -141,7 +145,13 @@ impl Engine {
     pub fn upgrade_runs(&self, tenant: &TenantId, name: &str) -> Result<Vec<UpgradeRun>, Error> {
         let prefix = run_key(&tenant.0, name, "");
         let mut runs = Vec::new();
-        for key in self.inner.store.reads().meta_keys(&prefix).map_err(store::Error::from)? {
+        for key in self
+            .inner
+            .store
+            .reads()
+            .meta_keys(&prefix)
+            .map_err(store::Error::from)?
+        {
             if let Some(run) = self
                 .inner
                 .store
@@ -200,12 +210,19 @@ impl Engine {
             };
             let tenant = TenantId(tenant.to_owned());
             tracing::info!(run = %run.id, module = %run.module, "resuming an upgrade run");
-            match self.upgrade_ctx(&tenant, &run.module.clone(), &run.plan).await {
+            match self
+                .upgrade_ctx(&tenant, &run.module.clone(), &run.plan)
+                .await
+            {
                 Ok(cx) => {
                     let engine = self.clone();
-                    self.inner.rt.spawn(async move { engine.drive(cx, run).await });
+                    self.inner
+                        .rt
+                        .spawn(async move { engine.drive(cx, run).await });
                 }
-                Err(e) => tracing::error!(run = %run.id, error = %e, "cannot resume an upgrade run"),
+                Err(e) => {
+                    tracing::error!(run = %run.id, error = %e, "cannot resume an upgrade run")
+                }
             }
         }
     }
@@ -266,7 +283,12 @@ impl Engine {
             let mut out = Vec::new();
             for k in keys {
                 let actor = ActorId::new(cx.tenant.clone(), &cx.module, k);
-                if self.inner.store.actor_meta(&actor)?.is_some_and(|m| on_from(&m)) {
+                if self
+                    .inner
+                    .store
+                    .actor_meta(&actor)?
+                    .is_some_and(|m| on_from(&m))
+                {
                     out.push(actor);
                 }
             }
@@ -390,11 +412,13 @@ impl Engine {
                 }
                 if t.now.starts_with("trapped") && !trapped {
                     trapped = true;
-                    a.problem.get_or_insert(format!("turn {seq} ({}) {}", t.message, t.now));
+                    a.problem
+                        .get_or_insert(format!("turn {seq} ({}) {}", t.message, t.now));
                 }
                 if t.now.starts_with("refused") && t.was == "ok" && !refused {
                     refused = true;
-                    a.problem.get_or_insert(format!("turn {seq} ({}) {}", t.message, t.now));
+                    a.problem
+                        .get_or_insert(format!("turn {seq} ({}) {}", t.message, t.now));
                 }
                 state_differs |= t.state_same == Some(false);
                 effects_differ |= t.effects_same == Some(false);
@@ -445,13 +469,18 @@ impl Engine {
             effects_same: None,
         };
         let kind = match (note.kind.as_str(), &note.label, &note.from) {
-            ("call", _, Some(from)) => RequestId::parse(from).map(|request| MessageKind::Request { request }),
+            ("call", _, Some(from)) => {
+                RequestId::parse(from).map(|request| MessageKind::Request { request })
+            }
             ("event", _, _) => Some(MessageKind::Event),
             ("timer", Some(name), _) => Some(MessageKind::Timer { name: name.clone() }),
             _ => None,
         };
         let Some(kind) = kind else {
-            t.now = format!("not replayed: the history does not keep what a {} carries", note.kind);
+            t.now = format!(
+                "not replayed: the history does not keep what a {} carries",
+                note.kind
+            );
             return Ok(t);
         };
         if !note.complete() {
@@ -475,13 +504,22 @@ impl Engine {
         };
         let message = envelope(kind, note.body.clone());
         let input = self.input(cx, actor, record.at_ms, before.as_deref(), &message);
-        match self.inner.executor.run_turn(&cx.to.module, &mut None, input).await {
+        match self
+            .inner
+            .executor
+            .run_turn(&cx.to.module, &mut None, input)
+            .await
+        {
             TurnExec::Done { state, effects } => {
                 t.now = "ok".into();
                 let notes: Vec<EffectNote> = effects.iter().filter_map(EffectNote::of).collect();
                 t.effects_same = Some(notes == record.effects);
                 if let Known::State(after) = entry.state {
-                    let expected = self.migrate(cx, actor, after.as_deref()).await.ok().flatten();
+                    let expected = self
+                        .migrate(cx, actor, after.as_deref())
+                        .await
+                        .ok()
+                        .flatten();
                     t.state_same = expected.map(|e| e == state);
                 }
             }
@@ -501,7 +539,9 @@ impl Engine {
     async fn drive_inner(&self, cx: &Ctx, run: &mut UpgradeRun) -> Result<(), Error> {
         loop {
             match run.status {
-                RunStatus::Applying if run.plan.mode == Mode::Canary && run.watch_since_ms.is_none() => {
+                RunStatus::Applying
+                    if run.plan.mode == Mode::Canary && run.watch_since_ms.is_none() =>
+                {
                     let all = self.selected(cx, &run.plan.select)?;
                     let share = run.plan.canary.percent;
                     let mut first: Vec<ActorId> = all
@@ -545,7 +585,12 @@ impl Engine {
     }
 
     /// Move `actors` (those still on the `from` version) one commit each.
-    async fn move_actors(&self, cx: &Ctx, run: &mut UpgradeRun, actors: &[ActorId]) -> Result<(), Error> {
+    async fn move_actors(
+        &self,
+        cx: &Ctx,
+        run: &mut UpgradeRun,
+        actors: &[ActorId],
+    ) -> Result<(), Error> {
         let mut since_save = 0;
         for actor in actors {
             let mut moved = false;
@@ -597,7 +642,13 @@ impl Engine {
     fn moved(&self, run: &UpgradeRun) -> Result<Vec<(ActorId, String, UpgradeUndo)>, Error> {
         let prefix = format!("{UNDO_PREFIX}{}/", run.id);
         let mut out = Vec::new();
-        for key in self.inner.store.reads().meta_keys(&prefix).map_err(store::Error::from)? {
+        for key in self
+            .inner
+            .store
+            .reads()
+            .meta_keys(&prefix)
+            .map_err(store::Error::from)?
+        {
             let Some(actor) = ActorId::from_storage_key(&key[prefix.len()..]) else {
                 continue;
             };
@@ -638,7 +689,11 @@ impl Engine {
                     .filter(|(_, r)| !matches!(r.outcome, Outcome::Ok))
                     .count() as u64;
             }
-            let ratio = if watched == 0 { 0.0 } else { failed as f64 / watched as f64 };
+            let ratio = if watched == 0 {
+                0.0
+            } else {
+                failed as f64 / watched as f64
+            };
             let canary = run.report.canary.get_or_insert_with(Default::default);
             canary.moved = moved.len() as u64;
             canary.watched_turns = watched;

@@ -393,7 +393,12 @@ impl Executor {
             .turn
             .begin(input.actor, input.now_ms, input.timers, &input.limits);
         store.set_epoch_deadline(1);
-        let instance = match module.pre.instance_pre().instantiate_async(&mut store).await {
+        let instance = match module
+            .pre
+            .instance_pre()
+            .instantiate_async(&mut store)
+            .await
+        {
             Ok(i) => i,
             Err(e) => return MigrateExec::Trapped(describe_trap(&e, &store)),
         };

@@ -31,7 +31,11 @@ impl From<UpgradeError> for ApiError {
     }
 }
 
-fn module_of(st: &AppState, req: &HttpRequest, module: &str) -> Result<dwell_engine::domain::TenantId> {
+fn module_of(
+    st: &AppState,
+    req: &HttpRequest,
+    module: &str,
+) -> Result<dwell_engine::domain::TenantId> {
     let tenant = tenant(st, req)?;
     name("module name", module)?;
     if !st.engine.module_exists(&tenant, module) {
@@ -122,7 +126,9 @@ pub(super) async fn get_upgrade(
     let tenant = module_of(&st, &req, &module)?;
     match st.engine.upgrade_run(&tenant, &module, &id)? {
         Some(run) => Ok(HttpResponse::Ok().json(run)),
-        None => Err(ApiError::not_found(format!("module {module:?} has no upgrade run {id:?}"))),
+        None => Err(ApiError::not_found(format!(
+            "module {module:?} has no upgrade run {id:?}"
+        ))),
     }
 }
 
@@ -150,6 +156,8 @@ pub(super) async fn rollback_upgrade(
     let tenant = module_of(&st, &req, &module)?;
     match st.engine.rollback_upgrade(&tenant, &module, &id).await? {
         Some(run) => Ok(HttpResponse::Ok().json(run)),
-        None => Err(ApiError::not_found(format!("module {module:?} has no upgrade run {id:?}"))),
+        None => Err(ApiError::not_found(format!(
+            "module {module:?} has no upgrade run {id:?}"
+        ))),
     }
 }

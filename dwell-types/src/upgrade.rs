@@ -45,9 +45,13 @@ pub enum All {
 #[serde(untagged)]
 pub enum Select {
     All(All),
-    Keys { keys: Vec<String> },
+    Keys {
+        keys: Vec<String>,
+    },
     /// A stable share of them (by a hash of the key): the same actors every time.
-    Percent { percent: u8 },
+    Percent {
+        percent: u8,
+    },
 }
 
 /// When a canary rolls back.
@@ -286,17 +290,21 @@ mod tests {
 
     #[test]
     fn a_plan_reads_as_the_api_writes_it() {
-        let p: UpgradePlan = serde_json::from_str(
-            r#"{"from": 1, "to": 2, "select": "all", "mode": "dry-run"}"#,
-        )
-        .unwrap();
+        let p: UpgradePlan =
+            serde_json::from_str(r#"{"from": 1, "to": 2, "select": "all", "mode": "dry-run"}"#)
+                .unwrap();
         assert_eq!(p.select, Select::All(All::All));
         assert_eq!((p.mode, p.force, p.replay_turns), (Mode::DryRun, false, 10));
         let p: UpgradePlan = serde_json::from_str(
             r#"{"from": 1, "to": 2, "select": {"keys": ["a"]}, "mode": "apply", "force": true}"#,
         )
         .unwrap();
-        assert_eq!(p.select, Select::Keys { keys: vec!["a".into()] });
+        assert_eq!(
+            p.select,
+            Select::Keys {
+                keys: vec!["a".into()]
+            }
+        );
         let p: UpgradePlan = serde_json::from_str(
             r#"{"from": 1, "to": 2, "select": {"percent": 10}, "mode": "canary", "canary": {"turns": 1}}"#,
         )
@@ -330,6 +338,10 @@ mod tests {
         assert!((800..1200).contains(&ten), "{ten}");
         assert!(keys.iter().all(|k| in_percent(k, 100)));
         assert!(!keys.iter().any(|k| in_percent(k, 0)));
-        assert!(keys.iter().filter(|k| in_percent(k, 10)).all(|k| in_percent(k, 50)));
+        assert!(
+            keys.iter()
+                .filter(|k| in_percent(k, 10))
+                .all(|k| in_percent(k, 50))
+        );
     }
 }

@@ -18,9 +18,19 @@ mod tenancy;
 mod tidy;
 mod tls;
 mod tracing;
+mod upgrades;
 mod visibility;
 mod walkthrough;
 mod webdriver;
 
 /// The example crates the harness builds for wasm32-wasip2.
-pub const GUESTS: &[&str] = &["counter", "checkin", "hostile", "probe", "payment", "trip"];
+pub const GUESTS: &[&str] = &[
+    "counter",
+    "checkin",
+    "checkin-v2",
+    "checkin-v3",
+    "hostile",
+    "probe",
+    "payment",
+    "trip",
+];

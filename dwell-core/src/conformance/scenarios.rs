@@ -1018,8 +1018,14 @@ pub fn an_upgrade_switches_version_and_state_together_and_can_be_rolled_back<B: 
         undo_key: "undo/u".into(),
     };
     // Only from the version and head the state was migrated at.
-    assert!(!r.tx(|tx| tx.admin(upgrade(0, "d1"))), "a turn committed since");
-    assert!(!r.tx(|tx| tx.admin(upgrade(1, "d9"))), "not on that version");
+    assert!(
+        !r.tx(|tx| tx.admin(upgrade(0, "d1"))),
+        "a turn committed since"
+    );
+    assert!(
+        !r.tx(|tx| tx.admin(upgrade(1, "d9"))),
+        "not on that version"
+    );
     assert_eq!(r.state(&a).as_deref(), Some(&b"v1-state"[..]));
     assert!(r.tx(|tx| tx.admin(upgrade(1, "d1"))));
     let meta = r.meta(&a).unwrap();
@@ -1044,9 +1050,7 @@ pub fn an_upgrade_switches_version_and_state_together_and_can_be_rolled_back<B: 
         result: done(b"old-code", vec![]),
         took_us: 1,
     }];
-    let (ack, _) = r.tx(|tx| {
-        tx.commit_turns(&a, turns, Vec::new(), Some(stale), None, HISTORY)
-    });
+    let (ack, _) = r.tx(|tx| tx.commit_turns(&a, turns, Vec::new(), Some(stale), None, HISTORY));
     assert!(!ack.inline_applied, "the runner must read the store again");
     assert_eq!(r.meta(&a).unwrap().head_seq, 1);
     assert_eq!(r.mail(&a).len(), 1);
