@@ -51,7 +51,7 @@ pub use clock::{ManualClock, SystemClock};
 pub use outbound::{OutboundConfig, check_allowed, new_secret, sign};
 pub use registry::Registry;
 pub use tenants::{AuthError, Caller, TenantInfo};
-pub use upgrades::UpgradeError;
+pub use upgrades::{Hotfix, UpgradeError};
 
 /// Engine settings (the server's configuration, minus HTTP).
 #[derive(Debug, Clone)]

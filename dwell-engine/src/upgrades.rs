@@ -35,6 +35,21 @@ const WATCH_EVERY: Duration = Duration::from_millis(200);
 /// Tries to move one actor whose turns keep committing under the migration.
 const MOVE_TRIES: usize = 5;
 
+/// A dead letter run on another version ([`Engine::hotfix_dead_letter`]).
+#[derive(Debug, Clone, Default)]
+pub struct Hotfix {
+    /// `migrated`, `unchanged`, `not needed` (already on that version) or `failed: …`.
+    pub migrate: String,
+    /// `ok`, `refused: …` or `trapped: …` (empty when migrate failed).
+    pub outcome: String,
+    /// The state after the turn, when it went through.
+    pub state: Option<Vec<u8>>,
+    pub effects: Vec<EffectNote>,
+    /// Applied: the message is back in the mailbox (`Some(id)` of the new request, for a
+    /// request).
+    pub retried: Option<Option<RequestId>>,
+}
+
 /// Why a run cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeError {
@@ -46,6 +61,12 @@ pub enum UpgradeError {
     Invalid(String),
     #[error(transparent)]
     Engine(#[from] Error),
+}
+
+impl From<store::Error> for UpgradeError {
+    fn from(e: store::Error) -> Self {
+        UpgradeError::Engine(e.into())
+    }
 }
 
 /// One version of the module, compiled.
@@ -89,7 +110,7 @@ impl Engine {
                 "`canary.percent` is at most 100 and `canary.max_failure_ratio` within 0..1".into(),
             ));
         }
-        let cx = self.upgrade_ctx(tenant, name, &plan).await?;
+        let cx = self.upgrade_ctx(tenant, name, (plan.from, plan.to)).await?;
         let now = self.now_ms();
         let mut run = UpgradeRun {
             id: format!("up_{:016x}", rand::random::<u64>()),
@@ -183,6 +204,95 @@ impl Engine {
         Ok(Some(run))
     }
 
+    /// A dead letter's message run again on version `version` of its actor's module
+    /// (the actor's state migrated to it): dry (`apply == false`: nothing performed,
+    /// the outcome shown) or for real (the actor moves to that version, then the message
+    /// goes back into its mailbox). `None` if the actor has no such dead letter.
+    pub async fn hotfix_dead_letter(
+        &self,
+        actor: &ActorId,
+        seq: u64,
+        version: u32,
+        apply: bool,
+    ) -> Result<Option<Hotfix>, UpgradeError> {
+        let Some(batch) = self.inner.store.pending(actor, 0)? else {
+            return Ok(None);
+        };
+        let Some(dead) = self
+            .inner
+            .store
+            .actor_view(actor, usize::MAX)?
+            .and_then(|v| v.dead_letters.into_iter().find(|(s, _)| *s == seq))
+            .map(|(_, d)| d)
+        else {
+            return Ok(None);
+        };
+        let cx = self
+            .upgrade_ctx(&actor.tenant, &actor.module, (batch.meta.version, version))
+            .await?;
+        let moves = batch.meta.version != version;
+        let state = if moves {
+            match self.migrate(&cx, actor, batch.state.as_deref()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    return Ok(Some(Hotfix {
+                        migrate: format!("failed: {e}"),
+                        ..Hotfix::default()
+                    }));
+                }
+            }
+        } else {
+            batch.state.clone()
+        };
+        let mut fix = Hotfix {
+            migrate: if !moves {
+                "not needed".into()
+            } else if state == batch.state {
+                "unchanged".into()
+            } else {
+                "migrated".into()
+            },
+            ..Hotfix::default()
+        };
+        let input = self.input(&cx, actor, self.now_ms(), state.as_deref(), &dead.envelope);
+        match self
+            .inner
+            .executor
+            .run_turn(&cx.to.module, &mut None, input)
+            .await
+        {
+            TurnExec::Done { state, effects } => {
+                fix.outcome = "ok".into();
+                fix.state = Some(state);
+                fix.effects = effects.iter().filter_map(EffectNote::of).collect();
+            }
+            TurnExec::Refused(e, _) => fix.outcome = format!("refused: {e}"),
+            TurnExec::Trapped(e) => fix.outcome = format!("trapped: {e}"),
+        }
+        if !apply {
+            return Ok(Some(fix));
+        }
+        if moves {
+            let op = store::AdminOp::UpgradeActor {
+                actor: actor.clone(),
+                from_digest: cx.from.digest.clone(),
+                head_seq: batch.meta.head_seq,
+                to_version: cx.to.number,
+                to_digest: cx.to.digest.clone(),
+                state,
+                undo_key: undo_key(&format!("hotfix-{seq}"), &actor.storage_key()),
+            };
+            if !self.inner.store.admin(op).await? {
+                return Err(UpgradeError::Invalid(
+                    "the actor took a turn meanwhile; look at the dry run again".into(),
+                ));
+            }
+            runner::wake(&self.inner, actor.clone());
+        }
+        fix.retried = Some(self.retry_dead_letter(actor, seq).await?.flatten());
+        Ok(Some(fix))
+    }
+
     /// Resume the runs a stop interrupted.
     pub(crate) async fn resume_upgrades(&self) {
         let keys = match self.inner.store.reads().meta_keys(RUN_PREFIX) {
@@ -211,7 +321,7 @@ impl Engine {
             let tenant = TenantId(tenant.to_owned());
             tracing::info!(run = %run.id, module = %run.module, "resuming an upgrade run");
             match self
-                .upgrade_ctx(&tenant, &run.module.clone(), &run.plan)
+                .upgrade_ctx(&tenant, &run.module.clone(), (run.plan.from, run.plan.to))
                 .await
             {
                 Ok(cx) => {
@@ -231,7 +341,7 @@ impl Engine {
         &self,
         tenant: &TenantId,
         name: &str,
-        plan: &UpgradePlan,
+        (from, to): (u32, u32),
     ) -> Result<Ctx, UpgradeError> {
         let record = self
             .modules(tenant)?
@@ -270,8 +380,8 @@ impl Engine {
         Ok(Ctx {
             tenant: tenant.clone(),
             module: name.to_owned(),
-            from: version(plan.from).await?,
-            to: version(plan.to).await?,
+            from: version(from).await?,
+            to: version(to).await?,
             limits,
         })
     }

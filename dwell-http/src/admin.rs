@@ -54,7 +54,7 @@ pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
 }
 
 /// `value` with every number that has no fraction, and fits, as an integer.
-fn integral(value: Value) -> Value {
+pub(super) fn integral(value: Value) -> Value {
     match value {
         Value::Number(n) => match n.as_f64() {
             Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() <= MAX_JSON_INTEGER as f64 => {

@@ -294,7 +294,7 @@ fn reply_response(
     }
 }
 
-fn accepted(id: RequestId, status: &str) -> HttpResponse {
+pub(super) fn accepted(id: RequestId, status: &str) -> HttpResponse {
     HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/v1/requests/{id}")))
         .insert_header(("dwell-request-id", id.to_string()))
@@ -785,25 +785,40 @@ pub(super) async fn delete_actor(
 }
 
 /// Put a dead letter back into its actor's mailbox; a request gets a new request id.
+/// With a body naming a `version`, the message is run on that version of the module
+/// instead (a hotfix): `dry_run: true` shows what it would do, nothing performed;
+/// otherwise the actor moves to that version (its state migrated) and the message goes
+/// back into its mailbox.
 #[utoipa::path(
     post,
     path = "/v1/actors/{module}/{key}/dead-letters/{seq}/retry",
     tag = "actors",
     security(("tenant_key" = [])),
     params(wire::DeadLetterPath),
+    request_body(content = Option<wire::HotfixRequest>, description = "Optional: run it on another version."),
     responses(
+        (status = 200, description = "A dry run on another version: what it would do.", body = wire::HotfixDryRun),
         (status = 202, description = "Back in the mailbox, durable.", body = wire::Retried),
-        (status = 400, description = "Not a valid module name or actor key."),
+        (status = 400, description = "Not a valid module name or actor key, or a malformed body."),
         (status = 404, description = "No such dead letter."),
+        (status = 408, description = "The body did not arrive within the server's `body_timeout`."),
+        (status = 413, description = "The body is over 64 KiB."),
+        (status = 409, description = "The actor took a turn while it was being moved."),
+        (status = 422, description = "No such version."),
     ),
 )]
 pub(super) async fn retry_dead_letter(
     st: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String, u64)>,
+    payload: web::Payload,
 ) -> Result<HttpResponse> {
     let (module, key, seq) = path.into_inner();
     let actor = actor_from(&st, &req, (module, key))?;
+    let body = read_body(&req, payload, 64 << 10, st.config.body_timeout).await?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        return super::upgrades::hotfix(&st, &actor, seq, &body).await;
+    }
     match st.engine.retry_dead_letter(&actor, seq).await? {
         None => Err(ApiError::not_found(format!(
             "actor {actor} has no dead letter {seq}"

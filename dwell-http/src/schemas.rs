@@ -1008,3 +1008,29 @@ pub struct UpgradeRunList {
     /// Always null.
     next_cursor: Option<String>,
 }
+
+/// Run a dead letter on another version of its actor's module.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HotfixRequest {
+    /// The version to run it on (the actor's state is migrated to it).
+    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    version: u32,
+    /// Only show what it would do (default false: move the actor and retry).
+    dry_run: Option<bool>,
+}
+
+/// What a dead letter would do on another version; nothing was performed.
+#[derive(Serialize, ToSchema)]
+pub struct HotfixDryRun {
+    dry_run: bool,
+    version: u32,
+    /// `migrated`, `unchanged`, `not needed` (already on it) or `failed: …`.
+    migrate: String,
+    /// `ok`, `refused: …` or `trapped: …`.
+    outcome: String,
+    /// The state after the turn, as JSON, when it went through.
+    state: Option<Value>,
+    /// Its effects, as the history shows them.
+    effects: Vec<Value>,
+}

@@ -9,7 +9,7 @@ use dwell_engine::UpgradeError;
 use dwell_engine::domain::upgrade::UpgradePlan;
 
 use super::AppState;
-use super::admin::json_body;
+use super::admin::{integral, json_body};
 use super::handlers::{name, tenant};
 use super::problem::ApiError;
 use super::schemas as wire;
@@ -159,5 +159,72 @@ pub(super) async fn rollback_upgrade(
         None => Err(ApiError::not_found(format!(
             "module {module:?} has no upgrade run {id:?}"
         ))),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HotfixRequest {
+    version: u32,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// A dead letter run on another version: see `handlers::retry_dead_letter`.
+pub(super) async fn hotfix(
+    st: &AppState,
+    actor: &dwell_engine::domain::ActorId,
+    seq: u64,
+    body: &[u8],
+) -> Result<HttpResponse> {
+    let invalid =
+        |e: &dyn std::fmt::Display| ApiError::bad_request(format!("invalid request body: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| invalid(&e))?;
+    if !value.is_object() {
+        return Err(invalid(&"expected a JSON object"));
+    }
+    let ask: HotfixRequest = serde_json::from_value(integral(value)).map_err(|e| invalid(&e))?;
+    let apply = !ask.dry_run;
+    let fix = match st
+        .engine
+        .hotfix_dead_letter(actor, seq, ask.version, apply)
+        .await
+    {
+        Ok(Some(fix)) => fix,
+        Ok(None) => {
+            return Err(ApiError::not_found(format!(
+                "actor {actor} has no dead letter {seq}"
+            )));
+        }
+        Err(UpgradeError::Invalid(e)) if apply => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "actor-changed",
+                "The actor changed",
+                e,
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut v = serde_json::json!({
+        "version": ask.version,
+        "migrate": fix.migrate,
+        "outcome": fix.outcome,
+        "state": fix.state.as_deref().map(dwell_engine::domain::msgpack_to_json),
+        "effects": fix.effects.iter().map(super::visibility::effect_json).collect::<Vec<_>>(),
+    });
+    match fix.retried {
+        None if apply => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "hotfix-failed",
+            "Not applied",
+            format!("migrate {}: the actor stays on its version", fix.migrate),
+        )),
+        None => {
+            v["dry_run"] = serde_json::json!(true);
+            Ok(HttpResponse::Ok().json(v))
+        }
+        Some(Some(id)) => Ok(super::handlers::accepted(id, "pending")),
+        Some(None) => Ok(HttpResponse::Accepted().json(serde_json::json!({"status": "accepted"}))),
     }
 }

@@ -201,7 +201,7 @@ pub(super) async fn list_requests(
     Ok(page(items, page_.next.map(|id| id.to_string())))
 }
 
-fn effect_json(e: &EffectNote) -> Value {
+pub(super) fn effect_json(e: &EffectNote) -> Value {
     match e {
         EffectNote::Reply { to, ok } => json!({"kind": "reply", "to": to, "ok": ok}),
         EffectNote::Send { to } => json!({"kind": "send", "to": to}),

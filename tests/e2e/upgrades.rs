@@ -301,6 +301,53 @@ fn a_v3_that_traps_is_caught_by_the_dry_run_and_apply_refuses_it_unless_forced()
     assert_eq!(actor(&server, "TR2")["version"], 1);
     let runs = server.get("/v1/modules/checkin/upgrades").json();
     assert_eq!(runs["items"].as_array().unwrap().len(), 4, "{runs:#}");
+
+    // On version 3 a check-in traps and is dead-lettered; a hotfix runs it on version 2,
+    // dry first (nothing performed), then for real.
+    let location = check_in(&server, "TR1");
+    let failed = settled(&server, &location);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let dead = server.eventually(LONG, "the dead letter", || {
+        let a = actor(&server, "TR1");
+        a["dead_letters"].as_array().unwrap().first().cloned()
+    });
+    let seq = dead["seq"].as_u64().unwrap();
+    let retry = format!("/v1/actors/checkin/TR1/dead-letters/{seq}/retry");
+    let dry = server.post_json(&retry, &json!({"version": 2, "dry_run": true}), &[]);
+    assert_eq!(dry.status, 200, "{}", body(&dry));
+    let dry = dry.json();
+    assert_eq!(dry["outcome"], "ok", "{dry:#}");
+    assert_eq!(dry["migrate"], "unchanged", "v2 keeps a v3 state: {dry:#}");
+    assert_eq!(
+        dry["state"]["waiting"].as_array().unwrap().len(),
+        2,
+        "{dry:#}"
+    );
+    let on3 = actor(&server, "TR1");
+    assert_eq!(on3["version"], 3, "a dry run moves nothing");
+    assert_eq!(on3["dead_letters"].as_array().unwrap().len(), 1);
+    let wrong = server.post_json(&retry, &json!({"version": 7, "dry_run": true}), &[]);
+    wrong.assert_problem(422);
+    server
+        .post_json(&retry, &json!({"version": "two"}), &[])
+        .assert_problem(400);
+
+    let applied = server.post_json(&retry, &json!({"version": 2}), &[]);
+    assert_eq!(applied.status, 202, "{}", body(&applied));
+    let again = applied.header("location").expect("a new request");
+    let on2 = actor(&server, "TR1");
+    assert_eq!(on2["version"], 2, "{on2:#}");
+    assert!(
+        on2["dead_letters"].as_array().unwrap().is_empty(),
+        "{on2:#}"
+    );
+    server.event(
+        "checkin",
+        "TR1",
+        json!({"type": "boarding_pass_ready", "pass": "BP-TR1"}),
+    );
+    let done = settled(&server, &again);
+    assert_eq!(done["reply"]["boarding_pass"]["code"], "BP-TR1", "{done}");
 }
 
 /// The keys of the check-in actors on `version`.
