@@ -816,7 +816,10 @@ pub(super) async fn retry_dead_letter(
     let (module, key, seq) = path.into_inner();
     let actor = actor_from(&st, &req, (module, key))?;
     let body = read_body(&req, payload, 64 << 10, st.config.body_timeout).await?;
-    if !body.iter().all(u8::is_ascii_whitespace) {
+    // No body (or `{}`): put it back as it is.
+    let plain = body.iter().all(u8::is_ascii_whitespace)
+        || serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v == json!({}));
+    if !plain {
         return super::upgrades::hotfix(&st, &actor, seq, &body).await;
     }
     match st.engine.retry_dead_letter(&actor, seq).await? {

@@ -236,11 +236,103 @@ enum Cmd {
     /// Issue and revoke tenant API keys (admin key).
     #[command(subcommand)]
     Key(KeyCmd),
+    /// A module's versions and how many of its actors are on each.
+    Versions {
+        /// The module's name.
+        module: String,
+    },
+    /// Move running actors to another version of their module: `plan` (a dry run),
+    /// `apply` (or a canary), `rollback`; `list` and `show` the runs.
+    #[command(subcommand)]
+    Upgrade(UpgradeCmd),
     /// Print the web console's address (sign in there with a tenant key or the admin key).
     Ui {
         /// Also open it in the desktop's browser (`xdg-open`, or `open` on macOS).
         #[arg(long)]
         open: bool,
+    },
+}
+
+/// Which actors a run takes and where they go.
+#[derive(clap::Args)]
+struct UpgradeArgs {
+    /// The module's name.
+    module: String,
+    /// The version the actors are on.
+    #[arg(long)]
+    from: u32,
+    /// The version to move them to.
+    #[arg(long)]
+    to: u32,
+    /// Only these actors (keys, comma-separated) [default: all on `--from`].
+    #[arg(long, value_delimiter = ',', conflicts_with = "percent")]
+    keys: Vec<String>,
+    /// Only this share of them (a stable choice by key).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    percent: Option<u8>,
+    /// Recorded turns replayed per actor in the dry run [default: 10].
+    #[arg(long)]
+    replay_turns: Option<u32>,
+}
+
+impl UpgradeArgs {
+    fn plan(&self, mode: &str) -> serde_json::Value {
+        let select = match (&self.keys, self.percent) {
+            (keys, _) if !keys.is_empty() => serde_json::json!({ "keys": keys }),
+            (_, Some(p)) => serde_json::json!({ "percent": p }),
+            _ => serde_json::json!("all"),
+        };
+        let mut plan = serde_json::json!({
+            "from": self.from, "to": self.to, "select": select, "mode": mode,
+        });
+        if let Some(n) = self.replay_turns {
+            plan["replay_turns"] = n.into();
+        }
+        plan
+    }
+}
+
+#[derive(Subcommand)]
+enum UpgradeCmd {
+    /// A dry run: replay each actor's recent turns on the new version in a sandbox and
+    /// report what would differ; nothing moves.
+    Plan(UpgradeArgs),
+    /// Move the actors (refused if the dry run finds problems, unless `--force`).
+    Apply {
+        #[command(flatten)]
+        args: UpgradeArgs,
+        /// Move this share first and watch their next turns: roll them back by
+        /// themselves if too many fail, else move the rest.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        canary: Option<u8>,
+        /// Turns watched per canary actor [default: 3].
+        #[arg(long, requires = "canary")]
+        canary_turns: Option<u32>,
+        /// Apply although the dry run found problems.
+        #[arg(long)]
+        force: bool,
+        /// Wait until the run has finished (completed or rolled back).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Roll back the actors a run moved (each unless a turn changed its new state).
+    Rollback {
+        /// The module's name.
+        module: String,
+        /// The run's id (`up_…`).
+        id: String,
+    },
+    /// A module's runs, newest first.
+    List {
+        /// The module's name.
+        module: String,
+    },
+    /// One run and its report.
+    Show {
+        /// The module's name.
+        module: String,
+        /// The run's id (`up_…`).
+        id: String,
     },
 }
 
@@ -291,6 +383,13 @@ enum DeadLetterCmd {
         target: String,
         /// The dead letter's sequence number (see `dead-letter list`).
         seq: u64,
+        /// Run it on this version of the module instead (the actor moves there, its
+        /// state migrated): a hotfix.
+        #[arg(long)]
+        version: Option<u32>,
+        /// With `--version`: only show what it would do there; nothing is performed.
+        #[arg(long, requires = "version")]
+        dry_run: bool,
     },
 }
 
@@ -615,14 +714,32 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             View::DeadLetters,
             tenant()?.get(&format!("/v1/actors/{target}"), None)?,
         ),
-        Cmd::DeadLetter(DeadLetterCmd::Retry { target, seq }) => show(
-            out,
-            View::Retried,
-            tenant()?.post_json(
-                &format!("/v1/actors/{target}/dead-letters/{seq}/retry"),
-                "{}",
-            )?,
-        ),
+        Cmd::DeadLetter(DeadLetterCmd::Retry {
+            target,
+            seq,
+            version,
+            dry_run,
+        }) => {
+            let body = match version {
+                Some(v) => serde_json::json!({ "version": v, "dry_run": dry_run }),
+                None => serde_json::json!({}),
+            };
+            let view = if *dry_run {
+                View::Hotfix
+            } else {
+                View::Retried
+            };
+            show(
+                out,
+                view,
+                tenant()?.post_json(
+                    &format!("/v1/actors/{target}/dead-letters/{seq}/retry"),
+                    &body.to_string(),
+                )?,
+            )
+        }
+        Cmd::Versions { module } => show(out, View::Versions, versions(&tenant()?, module)?),
+        Cmd::Upgrade(cmd) => upgrade(out, &tenant()?, cmd),
         Cmd::Tenant(TenantCmd::Create { name }) => {
             let body = serde_json::json!({ "name": name }).to_string();
             show(out, View::Tenant, admin()?.post_json("/v1/tenants", &body)?)
@@ -655,6 +772,94 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             out,
             View::Done(&format!("revoked key {id} of tenant {tenant}")),
             admin()?.delete(&format!("/v1/tenants/{tenant}/keys/{id}"))?,
+        ),
+    }
+}
+
+/// `dwell versions`: the module with, per version, how many of its actors are on it
+/// (counted through the actor list, page by page).
+fn versions(client: &Client, module: &str) -> anyhow::Result<Reply> {
+    let mut reply = client.get(&format!("/v1/modules/{module}"), None)?;
+    let Some(mut v) = reply.json().filter(|_| reply.status == 200) else {
+        return Ok(reply);
+    };
+    let mut counts = std::collections::BTreeMap::<u64, u64>::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = query(&[
+            ("module", Some(module.to_owned())),
+            ("limit", Some("1000".into())),
+            ("cursor", cursor.clone()),
+        ]);
+        let page = client.get(&format!("/v1/actors{q}"), None)?;
+        let Some(page) = page.json().filter(|_| page.status == 200) else {
+            return Ok(page);
+        };
+        for a in page["items"].as_array().into_iter().flatten() {
+            *counts
+                .entry(a["version"].as_u64().unwrap_or(0))
+                .or_default() += 1;
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    for version in v["versions"].as_array_mut().into_iter().flatten() {
+        let n = version["version"].as_u64().unwrap_or(0);
+        version["actors"] = counts.get(&n).copied().unwrap_or(0).into();
+    }
+    reply.body = v.to_string();
+    Ok(reply)
+}
+
+/// `dwell upgrade …`.
+fn upgrade(out: Format, client: &Client, cmd: &UpgradeCmd) -> anyhow::Result<()> {
+    let runs = |m: &str| format!("/v1/modules/{m}/upgrades");
+    match cmd {
+        UpgradeCmd::Plan(args) => show(
+            out,
+            View::Upgrade,
+            client.post_json(&runs(&args.module), &args.plan("dry-run").to_string())?,
+        ),
+        UpgradeCmd::Apply {
+            args,
+            canary,
+            canary_turns,
+            force,
+            wait,
+        } => {
+            let mut plan = args.plan(if canary.is_some() { "canary" } else { "apply" });
+            plan["force"] = (*force).into();
+            if let Some(p) = canary {
+                plan["canary"] = serde_json::json!({ "percent": p });
+                if let Some(t) = canary_turns {
+                    plan["canary"]["turns"] = (*t).into();
+                }
+            }
+            let mut reply = client.post_json(&runs(&args.module), &plan.to_string())?;
+            while *wait && matches!(reply.status, 200 | 201) {
+                let Some(run) = reply.json() else { break };
+                let active = ["applying", "watching", "rolling_back"];
+                if !active.iter().any(|s| run["status"] == *s) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+                let id = run["id"].as_str().unwrap_or_default();
+                reply = client.get(&format!("{}/{id}", runs(&args.module)), None)?;
+            }
+            show(out, View::Upgrade, reply)
+        }
+        UpgradeCmd::Rollback { module, id } => show(
+            out,
+            View::Upgrade,
+            client.post_json(&format!("{}/{id}/rollback", runs(module)), "{}")?,
+        ),
+        UpgradeCmd::List { module } => show(out, View::Upgrades, client.get(&runs(module), None)?),
+        UpgradeCmd::Show { module, id } => show(
+            out,
+            View::Upgrade,
+            client.get(&format!("{}/{id}", runs(module)), None)?,
         ),
     }
 }

@@ -47,6 +47,14 @@ pub enum View<'a> {
     Map,
     /// A page of requests.
     Requests,
+    /// A module's versions with the actors on each.
+    Versions,
+    /// An upgrade run and its report.
+    Upgrade,
+    /// A module's upgrade runs.
+    Upgrades,
+    /// A dead letter's dry run on another version.
+    Hotfix,
     /// An operation answered `204 No Content`: this line says what was done.
     Done(&'a str),
 }
@@ -380,6 +388,51 @@ pub fn text(view: View<'_>, status: u16, v: &Value) -> String {
             }
             t.to_string()
         }
+        View::Versions => {
+            let mut t = Table::new(&["version", "actors", "digest", "deployed"]);
+            for m in v["versions"].as_array().into_iter().flatten() {
+                t.row(vec![
+                    cell(&m["version"]),
+                    cell(&m["actors"]),
+                    cell(&m["digest"]),
+                    time(&m["created_ms"]),
+                ]);
+            }
+            format!("module {}\n{t}", cell(&v["name"]))
+        }
+        View::Upgrade => upgrade_run(v),
+        View::Upgrades => {
+            let mut t = Table::new(&[
+                "id", "status", "from", "to", "mode", "selected", "moved", "problems", "created",
+            ]);
+            for r in items(v) {
+                t.row(vec![
+                    cell(&r["id"]),
+                    cell(&r["status"]),
+                    cell(&r["plan"]["from"]),
+                    cell(&r["plan"]["to"]),
+                    cell(&r["plan"]["mode"]),
+                    cell(&r["report"]["selected"]),
+                    cell(&r["report"]["moved"]),
+                    cell(&r["report"]["problems"]),
+                    time(&r["created_ms"]),
+                ]);
+            }
+            t.to_string()
+        }
+        View::Hotfix => {
+            let mut out = fields(&[
+                ("version", cell(&v["version"])),
+                ("migrate", cell(&v["migrate"])),
+                ("outcome", cell(&v["outcome"])),
+            ]);
+            out.push_str(&format!("state:\n{}\n", pretty(&v["state"])));
+            for e in v["effects"].as_array().into_iter().flatten() {
+                out.push_str(&format!("effect: {e}\n"));
+            }
+            out.push_str("dry run: nothing was performed\n");
+            out
+        }
         View::Module => {
             let mut t = Table::new(&["version", "digest", "size", "deployed"]);
             for m in v["versions"].as_array().into_iter().flatten() {
@@ -445,6 +498,79 @@ fn overrides(v: &Value) -> String {
     } else {
         set.join(",")
     }
+}
+
+/// An upgrade run: what it is, what the dry run found, what it did, and the actors.
+fn upgrade_run(v: &Value) -> String {
+    let r = &v["report"];
+    let plan = &v["plan"];
+    let mut out = fields(&[
+        ("run", cell(&v["id"])),
+        ("module", cell(&v["module"])),
+        (
+            "versions",
+            format!("{} -> {}", cell(&plan["from"]), cell(&plan["to"])),
+        ),
+        ("mode", cell(&plan["mode"])),
+        ("status", cell(&v["status"])),
+        ("reason", cell(&v["reason"])),
+        ("selected", cell(&r["selected"])),
+        (
+            "replayed",
+            format!(
+                "{} turns ({} not replayable)",
+                cell(&r["replayed_turns"]),
+                cell(&r["not_replayed_turns"])
+            ),
+        ),
+        (
+            "problems",
+            format!(
+                "{} (migrate failed {}, would trap {}, would refuse {})",
+                cell(&r["problems"]),
+                cell(&r["migrate_failed"]),
+                cell(&r["would_trap"]),
+                cell(&r["would_refuse"])
+            ),
+        ),
+        (
+            "differs",
+            format!(
+                "state {}, effects {}",
+                cell(&r["state_differs"]),
+                cell(&r["effects_differ"])
+            ),
+        ),
+        (
+            "moved",
+            format!(
+                "{} (skipped {}, rolled back {}, kept {})",
+                cell(&r["moved"]),
+                cell(&r["skipped"]),
+                cell(&r["rolled_back"]),
+                cell(&r["kept"])
+            ),
+        ),
+    ]);
+    if let Some(c) = r["canary"].as_object() {
+        out.push_str(&format!(
+            "canary: {} moved, {} of {} watched turns failed; {}\n",
+            cell(&c["moved"]),
+            cell(&c["failed_turns"]),
+            cell(&c["watched_turns"]),
+            cell(&c["verdict"])
+        ));
+    }
+    let mut t = Table::new(&["actor", "migrate", "turns", "problem"]);
+    for a in r["actors"].as_array().into_iter().flatten() {
+        t.row(vec![
+            cell(&a["key"]),
+            cell(&a["migrate"]),
+            a["turns"].as_array().map_or(0, Vec::len).to_string(),
+            cell(&a["problem"]),
+        ]);
+    }
+    format!("{out}{t}")
 }
 
 fn dead_letters(v: &Value) -> Table {

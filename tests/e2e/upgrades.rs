@@ -490,3 +490,113 @@ fn a_sigkill_in_the_middle_of_an_apply_resumes_and_leaves_no_actor_half_moved() 
     }
     assert_eq!(seen, n);
 }
+
+/// `dwell <args>` as a client of `server` (its key files), text output unless `-o json`.
+fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dwell"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("DWELL_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .env("DWELL_URL", &server.base)
+        .env("DWELL_DATA", &server.data)
+        .output()
+        .expect("run dwell");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_plans_applies_lists_and_rolls_back_upgrades_and_counts_versions() {
+    let server = Server::start(&[]);
+    deploy(&server, "checkin", 1);
+    for k in ["CLI1", "CLI2", "CLI3"] {
+        register(&server, k);
+        check_in(&server, k);
+    }
+    deploy(&server, "checkin_v2", 2);
+    deploy(&server, "checkin_v3", 3);
+
+    let (ok, out, err) = cli(&server, &["versions", "checkin"]);
+    assert!(ok, "{out}{err}");
+    let row = |version: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(version))
+            .unwrap_or_else(|| panic!("no version {version}: {out}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        (row("1"), row("2"), row("3")),
+        ("3".into(), "0".into(), "0".into()),
+        "{out}"
+    );
+
+    // A plan to v3 names the trap; apply refuses it (exit 0: the run says `refused`).
+    let (ok, out, err) = cli(
+        &server,
+        &["upgrade", "plan", "checkin", "--from", "1", "--to", "3"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("planned"), "{out}");
+    assert!(out.contains("would trap 3"), "{out}");
+    assert!(
+        out.contains("CLI1") && out.contains("version 3 cannot check in"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(
+        &server,
+        &["upgrade", "apply", "checkin", "--from", "1", "--to", "3"],
+    );
+    assert!(ok && out.contains("refused"), "{out}");
+
+    // Apply two to v2 and wait; JSON for scripts.
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "-o",
+            "json",
+            "upgrade",
+            "apply",
+            "checkin",
+            "--from",
+            "1",
+            "--to",
+            "2",
+            "--keys",
+            "CLI1,CLI2",
+            "--wait",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let run: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["report"]["moved"], 2);
+    let id = run["id"].as_str().unwrap();
+    let (_, out, _) = cli(&server, &["versions", "checkin"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("1 ") && l.split_whitespace().nth(1) == Some("1")),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&server, &["upgrade", "list", "checkin"]);
+    assert!(ok && out.contains(id) && out.contains("completed"), "{out}");
+
+    // Rolled back: both on v1 again with their old state.
+    let (ok, out, err) = cli(&server, &["upgrade", "rollback", "checkin", id]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("rolled_back") && out.contains("rolled back 2"),
+        "{out}"
+    );
+    assert_eq!(actor(&server, "CLI1")["version"], 1);
+    assert!(actor(&server, "CLI1")["state"].get("pass").is_some());
+}
