@@ -522,6 +522,18 @@ fn real_responses_have_the_described_statuses_and_shapes() {
     see(actor, "GET", server.actor("counter", "never"));
     let retry = "/v1/actors/{module}/{key}/dead-letters/{seq}/retry";
     let path = format!("/v1/actors/counter/b/dead-letters/{seq}/retry");
+    let dry = br#"{"version": 1, "dry_run": true}"#;
+    let r = see(
+        retry,
+        "POST",
+        server.request("POST", &path, &json_ct, Some(dry)),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    see(
+        retry,
+        "POST",
+        server.request("POST", &path, &json_ct, Some(br#"{"version": 9}"#)),
+    );
     see(retry, "POST", server.request("POST", &path, &[], None));
     see(retry, "POST", server.request("POST", &path, &[], None));
     see(
@@ -533,6 +545,76 @@ fn real_responses_have_the_described_statuses_and_shapes() {
         actor,
         "DELETE",
         server.request("DELETE", "/v1/actors/counter/a", &[], None),
+    );
+
+    // Upgrades: two versions of checkin, one actor on the first.
+    let checkin = crate::harness::guest_bytes("checkin");
+    let checkin2 = crate::harness::guest_bytes("checkin_v2");
+    server.request("PUT", "/v1/modules/checkin", &wasm, Some(&checkin));
+    server.request("PUT", "/v1/modules/checkin", &wasm, Some(&checkin2));
+    server.request(
+        "POST",
+        "/v1/actors/checkin/U1/events",
+        &json_ct,
+        Some(br#"{"type": "boarding_pass_ready", "pass": "P"}"#),
+    );
+    server.eventually(Duration::from_secs(20), "the actor", || {
+        (server.actor("checkin", "U1").status == 200).then_some(())
+    });
+    let runs = "/v1/modules/{name}/upgrades";
+    let one_run = "/v1/modules/{name}/upgrades/{id}";
+    let post_run =
+        |body: &[u8]| server.request("POST", "/v1/modules/checkin/upgrades", &json_ct, Some(body));
+    see(
+        runs,
+        "POST",
+        post_run(br#"{"from": 1, "to": 2, "select": "all", "mode": "dry-run"}"#),
+    );
+    let applied = see(
+        runs,
+        "POST",
+        post_run(br#"{"from": 1, "to": 2, "select": {"keys": ["U1"]}, "mode": "apply"}"#),
+    );
+    assert_eq!(
+        applied.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&applied.body)
+    );
+    let id = applied.json()["id"].as_str().unwrap().to_owned();
+    let run_path = format!("/v1/modules/checkin/upgrades/{id}");
+    server.eventually(Duration::from_secs(20), "the run to complete", || {
+        (server.get(&run_path).json()["status"] == "completed").then_some(())
+    });
+    see(one_run, "GET", server.get(&run_path));
+    see(
+        one_run,
+        "GET",
+        server.get("/v1/modules/checkin/upgrades/up_none"),
+    );
+    see(runs, "GET", server.get("/v1/modules/checkin/upgrades"));
+    see(runs, "GET", server.get("/v1/modules/none/upgrades"));
+    see(
+        runs,
+        "POST",
+        post_run(br#"{"from": 1, "to": 7, "select": "all", "mode": "apply"}"#),
+    );
+    see(runs, "POST", post_run(br#"{"from": 1}"#));
+    let rollback = "/v1/modules/{name}/upgrades/{id}/rollback";
+    see(
+        rollback,
+        "POST",
+        server.request("POST", &format!("{run_path}/rollback"), &[], None),
+    );
+    see(
+        rollback,
+        "POST",
+        server.request(
+            "POST",
+            "/v1/modules/checkin/upgrades/up_none/rollback",
+            &[],
+            None,
+        ),
     );
 
     // Admin.
