@@ -155,6 +155,16 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", 400, 401, 403, 404, 
 include-name = "POST /v1/actors/{module}/{key}/events"
 checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 422, 429]
 
+# An upgrade names versions the module may not have (422), or the same one twice (422).
+# A dead letter retried on another version: no such version (422), or the actor took a
+# turn while it moved (409).
+[[operations]]
+include-name = "POST /v1/modules/{name}/upgrades"
+checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 422, 429]
+[[operations]]
+include-name = "POST /v1/actors/{module}/{key}/dead-letters/{seq}/retry"
+checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 422, 429]
+
 # Deleting modules runs after the calls: let it find the deployed ones.
 [[operations]]
 include-name = "DELETE /v1/modules/{name}"

@@ -34,6 +34,11 @@ const SAVE_EVERY: u64 = 100;
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 /// Tries to move one actor whose turns keep committing under the migration.
 const MOVE_TRIES: usize = 5;
+/// Bounds of a plan (the API document states them too).
+const MAX_WATCHED_TURNS: u32 = 1000;
+const MAX_WATCH_S: u64 = 7 * 24 * 3600;
+const MAX_REPLAY: u32 = 1000;
+const MAX_KEYS: usize = 10_000;
 
 /// A dead letter run on another version ([`Engine::hotfix_dead_letter`]).
 #[derive(Debug, Clone, Default)]
@@ -105,10 +110,28 @@ impl Engine {
         {
             return Err(UpgradeError::Invalid("`percent` is at most 100".into()));
         }
-        if plan.canary.percent > 100 || !(0.0..=1.0).contains(&plan.canary.max_failure_ratio) {
-            return Err(UpgradeError::Invalid(
-                "`canary.percent` is at most 100 and `canary.max_failure_ratio` within 0..1".into(),
-            ));
+        let c = &plan.canary;
+        if c.percent > 100
+            || !(0.0..=1.0).contains(&c.max_failure_ratio)
+            || c.turns > MAX_WATCHED_TURNS
+            || c.wait_s > MAX_WATCH_S
+        {
+            return Err(UpgradeError::Invalid(format!(
+                "`canary`: `percent` is at most 100, `max_failure_ratio` within 0..1, `turns` \
+                 at most {MAX_WATCHED_TURNS} and `wait_s` at most {MAX_WATCH_S}"
+            )));
+        }
+        if plan.replay_turns > MAX_REPLAY {
+            return Err(UpgradeError::Invalid(format!(
+                "`replay_turns` is at most {MAX_REPLAY}"
+            )));
+        }
+        if let Select::Keys { keys } = &plan.select
+            && keys.len() > MAX_KEYS
+        {
+            return Err(UpgradeError::Invalid(format!(
+                "`select.keys` names at most {MAX_KEYS} actors"
+            )));
         }
         let cx = self.upgrade_ctx(tenant, name, (plan.from, plan.to)).await?;
         let now = self.now_ms();

@@ -6,12 +6,14 @@ import { h, notice } from "./dom.js";
 import * as pages from "./pages.js";
 import * as actor from "./actor.js";
 import { mapPage } from "./map.js";
+import { runPage } from "./upgrades.js";
 
 /** [pattern, page, the nav section it belongs to]; captures are the page's arguments. */
 const ROUTES = [
   [/^\/ui\/modules$/, pages.modules, "modules"],
   [/^\/ui\/modules\/([^/]+)$/, pages.module, "modules"],
   [/^\/ui\/modules\/([^/]+)\/map$/, mapPage, "modules"],
+  [/^\/ui\/modules\/([^/]+)\/upgrades\/([^/]+)$/, runPage, "modules"],
   [/^\/ui\/actors$/, pages.actors, "actors"],
   [/^\/ui\/actors\/([^/]+)\/([^/]+)$/, actor.actorPage, "actors"],
   [/^\/ui\/actors\/([^/]+)\/([^/]+)\/history$/, actor.historyPage, "actors"],

@@ -1,8 +1,9 @@
 // The list pages: modules and their versions, actors (filters, pages, open by key),
 // requests, and for the admin key the tenants. actor.js has an actor's own pages,
-// map.js the process map.
+// map.js the process map, upgrades.js the upgrade runs.
 
 import { api, ApiError, describe, enc } from "./api.js";
+import { runsSection } from "./upgrades.js";
 import { badge, bytes, fields, h, json, notice, table, time } from "./dom.js";
 
 const PAGE = 50;
@@ -64,6 +65,7 @@ export async function module(frame, ctx, name) {
     ["Size", (v) => bytes(v.size)],
     ["Deployed", (v) => time(v.created_ms)],
   ], [...m.versions].reverse(), { id: "versions" }));
+  frame.append(...await runsSection(name));
 }
 
 export async function actors(frame, ctx) {

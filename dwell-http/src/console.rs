@@ -30,6 +30,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("pages.js", JS, include_str!("../console/pages.js")),
     ("actor.js", JS, include_str!("../console/actor.js")),
     ("map.js", JS, include_str!("../console/map.js")),
+    ("upgrades.js", JS, include_str!("../console/upgrades.js")),
     (
         "favicon.svg",
         "image/svg+xml",

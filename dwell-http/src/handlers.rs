@@ -816,9 +816,10 @@ pub(super) async fn retry_dead_letter(
     let (module, key, seq) = path.into_inner();
     let actor = actor_from(&st, &req, (module, key))?;
     let body = read_body(&req, payload, 64 << 10, st.config.body_timeout).await?;
-    // No body (or `{}`): put it back as it is.
+    // No body (or `{}`, or `null`): put it back as it is.
     let plain = body.iter().all(u8::is_ascii_whitespace)
-        || serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v == json!({}));
+        || serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|v| v == json!({}) || v.is_null());
     if !plain {
         return super::upgrades::hotfix(&st, &actor, seq, &body).await;
     }

@@ -888,16 +888,16 @@ pub enum UpgradeMode {
 #[derive(Serialize, ToSchema)]
 pub struct CanaryPolicy {
     /// Share of the selected actors moved first (default 10).
-    #[schema(minimum = 0, maximum = 100)]
+    #[schema(minimum = 0, maximum = 100, nullable = false)]
     percent: Option<u8>,
     /// Turns watched per moved actor (default 3).
-    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    #[schema(minimum = 0, maximum = 1000, nullable = false)]
     turns: Option<u32>,
     /// Failed turns over watched turns above this: roll back (default 0.2).
-    #[schema(minimum = 0, maximum = 1)]
+    #[schema(minimum = 0, maximum = 1, nullable = false)]
     max_failure_ratio: Option<f64>,
-    /// Watch at most this many seconds, then decide (default 300).
-    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    /// Watch at most this many seconds, then decide (default 300; at most a week).
+    #[schema(minimum = 0, maximum = 604800, nullable = false)]
     wait_s: Option<u64>,
 }
 
@@ -915,10 +915,12 @@ pub struct UpgradePlan {
     select: UpgradeSelect,
     mode: UpgradeMode,
     /// Apply although the dry run found problems (default false).
+    #[schema(nullable = false)]
     force: Option<bool>,
+    #[schema(nullable = false)]
     canary: Option<CanaryPolicy>,
     /// Recorded turns replayed per actor, most recent first (default 10).
-    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    #[schema(minimum = 0, maximum = 1000, nullable = false)]
     replay_turns: Option<u32>,
 }
 
@@ -1017,6 +1019,7 @@ pub struct HotfixRequest {
     #[schema(minimum = 0, maximum = 4294967295_u64)]
     version: u32,
     /// Only show what it would do (default false: move the actor and retry).
+    #[schema(nullable = false)]
     dry_run: Option<bool>,
 }
 

@@ -600,3 +600,76 @@ fn the_cli_plans_applies_lists_and_rolls_back_upgrades_and_counts_versions() {
     assert_eq!(actor(&server, "CLI1")["version"], 1);
     assert!(actor(&server, "CLI1")["state"].get("pass").is_some());
 }
+
+#[test]
+fn the_console_shows_versions_upgrade_runs_with_their_reports_and_rolls_back() {
+    let server = Server::start(&[]);
+    deploy(&server, "checkin", 1);
+    for k in ["UI1", "UI2"] {
+        register(&server, k);
+        check_in(&server, k);
+    }
+    deploy(&server, "checkin_v2", 2);
+    deploy(&server, "checkin_v3", 3);
+    let dry = upgrade(
+        &server,
+        json!({"from": 1, "to": 3, "select": "all", "mode": "dry-run"}),
+    );
+    let applied = upgrade(
+        &server,
+        json!({"from": 1, "to": 2, "select": {"keys": ["UI1"]}, "mode": "apply"}),
+    );
+    let applied_id = applied["id"].as_str().unwrap().to_owned();
+    run_reaches(&server, &applied_id, "completed");
+    let Some(b) = crate::webdriver::Browser::start("upgrades") else {
+        return;
+    };
+    b.goto(&format!("{}/ui/modules/checkin", server.base));
+    b.fill("#key", &server.key);
+    b.click("#sign-in button[type=submit]");
+    b.wait_for("#sign-out:not([hidden])");
+
+    // The module's runs, newest first.
+    let runs = b.wait_text("#upgrades", &applied_id);
+    assert!(runs.contains(dry["id"].as_str().unwrap()), "{runs}");
+    assert!(
+        runs.contains("completed") && runs.contains("planned"),
+        "{runs}"
+    );
+    b.screenshot("1-runs");
+
+    // The dry run's report names the actors and the trap.
+    b.goto(&format!(
+        "{}/ui/modules/checkin/upgrades/{}",
+        server.base,
+        dry["id"].as_str().unwrap()
+    ));
+    let summary = b.wait_text("#run-summary", "planned");
+    assert!(summary.contains("would trap 2"), "{summary}");
+    let actors = b.wait_text("#run-actors", "UI1");
+    assert!(
+        actors.contains("UI2") && actors.contains("version 3 cannot check in"),
+        "{actors}"
+    );
+    assert!(
+        b.find_all("#rollback").is_empty(),
+        "a dry run moved nothing to roll back"
+    );
+    b.screenshot("2-dry-run");
+
+    // The applied run: the actor's page shows version 2; rolled back from the console.
+    b.goto(&format!("{}/ui/actors/checkin/UI1", server.base));
+    b.wait_text("#summary", "2 (sha256:");
+    b.goto(&format!(
+        "{}/ui/modules/checkin/upgrades/{applied_id}",
+        server.base
+    ));
+    b.wait_text("#run-summary", "completed");
+    b.click("#rollback");
+    b.wait_text("#run-message", "Rolled back 1 actor");
+    b.wait_text("#run-summary", "rolled_back");
+    b.screenshot("3-rolled-back");
+    assert_eq!(actor(&server, "UI1")["version"], 1);
+    b.goto(&format!("{}/ui/actors/checkin/UI1", server.base));
+    b.wait_text("#summary", "1 (sha256:");
+}
