@@ -388,7 +388,7 @@ fn a_faulty_canary_rolls_itself_back_and_a_sound_one_goes_on_to_all() {
     let watching = run_reaches(&server, &id, "watching");
     let moved = on_version(&server, 3);
     let moved_n = watching["report"]["canary"]["moved"].as_u64().unwrap();
-    assert!(moved_n >= 1 && moved_n < 10, "{watching:#}");
+    assert!((1..10).contains(&moved_n), "{watching:#}");
     assert_eq!(moved.len() as u64, moved_n);
     assert_eq!(actor(&server, &moved[0])["state"]["migrated_from"], 1);
     // Everyone is asked to check in: version 3 traps, its messages are dead-lettered.
