@@ -35,6 +35,9 @@ pub enum AdminOp {
         key: String,
         value: Vec<u8>,
     },
+    RemoveMeta {
+        key: String,
+    },
     /// Remove up to `max` more records of deleted tenant `id` (its actors with their
     /// mailboxes, states, timers, dead letters and pending calls; idempotency keys;
     /// requests; outbox entries). `true` while more remain; the job is forgotten when

@@ -1181,6 +1181,17 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
 /// Purge a deleted tenant's data in batches, each its own short write, so the writer
 /// keeps serving everyone else in between.
 async fn purge(inner: Arc<Inner>, tenant: String) {
+    // Upgrade runs and undo records first (a purge resumed after a restart does it again).
+    let engine = Engine {
+        inner: inner.clone(),
+    };
+    while let Err(e) = engine.forget_upgrades(&tenant).await {
+        if matches!(e, Error::Storage(store::Error::Closed)) {
+            return;
+        }
+        tracing::warn!(%tenant, error = %e, "forgetting a deleted tenant's upgrades; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     loop {
         let op = store::AdminOp::PurgeTenant {
             id: tenant.clone(),

@@ -19,7 +19,8 @@ use std::time::Duration;
 use dwell_types::history::{EffectNote, Outcome, TurnRecord};
 use dwell_types::upgrade::{
     ActorReport, CanaryReport, Mode, RUN_PREFIX, Report, RunStatus, Select, TurnReport,
-    UNDO_PREFIX, UpgradePlan, UpgradeRun, UpgradeUndo, in_percent, run_key, undo_key,
+    UpgradePlan, UpgradeRun, UpgradeUndo, in_percent, run_key, tenant_prefixes, undo_key,
+    undo_prefix,
 };
 
 use crate::domain::records::ActorMeta;
@@ -303,7 +304,7 @@ impl Engine {
                 to_version: cx.to.number,
                 to_digest: cx.to.digest.clone(),
                 state,
-                undo_key: undo_key(&format!("hotfix-{seq}"), &actor.storage_key()),
+                undo_key: undo_key(actor, &format!("hotfix-{seq}")),
             };
             if !self.inner.store.admin(op).await? {
                 return Err(UpgradeError::Invalid(
@@ -453,6 +454,10 @@ impl Engine {
     }
 
     async fn save_run(&self, tenant: &TenantId, run: &UpgradeRun) -> Result<(), Error> {
+        if self.inner.tenants.get(tenant).is_none() {
+            // Deleted meanwhile: its records are being purged; leave none behind.
+            return Err(Error::UnknownTenant(tenant.0.clone()));
+        }
         let mut run = run.clone();
         run.updated_ms = self.now_ms();
         self.inner
@@ -701,7 +706,7 @@ impl Engine {
                     self.save_run(&cx.tenant, run).await?;
                 }
                 RunStatus::Watching => {
-                    if self.watch_canary(run).await? {
+                    if self.watch_canary(cx, run).await? {
                         run.status = RunStatus::Applying;
                         if let Some(c) = &mut run.report.canary {
                             c.verdict = "passed".into();
@@ -748,7 +753,7 @@ impl Engine {
                     to_version: cx.to.number,
                     to_digest: cx.to.digest.clone(),
                     state,
-                    undo_key: undo_key(&run.id, &actor.storage_key()),
+                    undo_key: undo_key(actor, &run.id),
                 };
                 if self.inner.store.admin(op).await? {
                     moved = true;
@@ -772,8 +777,12 @@ impl Engine {
     }
 
     /// The run's moved actors and what they were.
-    fn moved(&self, run: &UpgradeRun) -> Result<Vec<(ActorId, String, UpgradeUndo)>, Error> {
-        let prefix = format!("{UNDO_PREFIX}{}/", run.id);
+    fn moved(
+        &self,
+        tenant: &TenantId,
+        run: &UpgradeRun,
+    ) -> Result<Vec<(ActorId, String, UpgradeUndo)>, Error> {
+        let prefix = undo_prefix(&tenant.0, &run.id);
         let mut out = Vec::new();
         for key in self
             .inner
@@ -782,9 +791,10 @@ impl Engine {
             .meta_keys(&prefix)
             .map_err(store::Error::from)?
         {
-            let Some(actor) = ActorId::from_storage_key(&key[prefix.len()..]) else {
+            let Some((module, k)) = key[prefix.len()..].split_once('/') else {
                 continue;
             };
+            let actor = ActorId::new(tenant.clone(), module, k);
             if let Some(undo) = self
                 .inner
                 .store
@@ -797,14 +807,33 @@ impl Engine {
         Ok(out)
     }
 
+    /// Forget every upgrade record of a deleted tenant.
+    pub(crate) async fn forget_upgrades(&self, tenant: &str) -> Result<(), Error> {
+        for prefix in tenant_prefixes(tenant) {
+            for key in self
+                .inner
+                .store
+                .reads()
+                .meta_keys(&prefix)
+                .map_err(store::Error::from)?
+            {
+                self.inner
+                    .store
+                    .admin(store::AdminOp::RemoveMeta { key })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Watch a canary's moved actors until each has had its turns or time is up; `true`
     /// if their failures stay within the policy.
-    async fn watch_canary(&self, run: &mut UpgradeRun) -> Result<bool, Error> {
+    async fn watch_canary(&self, cx: &Ctx, run: &mut UpgradeRun) -> Result<bool, Error> {
         let policy = run.plan.canary.clone();
         let until = run.watch_since_ms.unwrap_or(0) + policy.wait_s * 1000;
         loop {
             let (mut watched, mut failed, mut all_seen) = (0u64, 0u64, true);
-            let moved = self.moved(run)?;
+            let moved = self.moved(&cx.tenant, run)?;
             for (actor, _, undo) in &moved {
                 let page = self.history(actor, policy.turns as usize + 64, None)?;
                 let mut since: Vec<_> = page
@@ -848,7 +877,7 @@ impl Engine {
     }
 
     async fn roll_back(&self, tenant: &TenantId, run: &mut UpgradeRun) -> Result<(), Error> {
-        for (actor, key, _) in self.moved(run)? {
+        for (actor, key, _) in self.moved(tenant, run)? {
             let op = store::AdminOp::RollbackActor {
                 actor: actor.clone(),
                 undo_key: key,

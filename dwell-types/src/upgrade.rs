@@ -6,19 +6,38 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::UnixMs;
+use crate::{ActorId, UnixMs};
 
 /// `upgrade/<tenant>/<module>/<id>` → [`UpgradeRun`].
 pub const RUN_PREFIX: &str = "upgrade/";
-/// `upgrade-undo/<run id>/<actor key>` → [`UpgradeUndo`].
+/// `upgrade-undo/<tenant>/<run id>/<module>/<key>` → [`UpgradeUndo`].
 pub const UNDO_PREFIX: &str = "upgrade-undo/";
 
 pub fn run_key(tenant: &str, module: &str, id: &str) -> String {
     format!("{RUN_PREFIX}{tenant}/{module}/{id}")
 }
 
-pub fn undo_key(run: &str, actor_key: &str) -> String {
-    format!("{UNDO_PREFIX}{run}/{actor_key}")
+/// Where `actor`'s undo record of run `run` is kept.
+pub fn undo_key(actor: &ActorId, run: &str) -> String {
+    format!(
+        "{}{}/{}",
+        undo_prefix(&actor.tenant.0, run),
+        actor.module,
+        actor.key
+    )
+}
+
+/// The undo records of run `run` of `tenant` start with this.
+pub fn undo_prefix(tenant: &str, run: &str) -> String {
+    format!("{UNDO_PREFIX}{tenant}/{run}/")
+}
+
+/// Every upgrade record of `tenant` (runs and undo records) starts with one of these.
+pub fn tenant_prefixes(tenant: &str) -> [String; 2] {
+    [
+        format!("{RUN_PREFIX}{tenant}/"),
+        format!("{UNDO_PREFIX}{tenant}/"),
+    ]
 }
 
 /// How far a run goes.

@@ -66,6 +66,11 @@ impl<T: Tables> Tx<'_, T> {
                 self.tables.put_meta(&key, &value)?;
                 Ok(true)
             }
+            AdminOp::RemoveMeta { key } => {
+                let had = self.tables.meta(&key)?.is_some();
+                self.tables.remove_meta(&key)?;
+                Ok(had)
+            }
             AdminOp::DeleteModule { tenant, name } => {
                 self.tables.remove_module(&format!("{tenant}/{name}"))
             }
