@@ -33,6 +33,9 @@ use crate::{Engine, Error, runner, store};
 const SAVE_EVERY: u64 = 100;
 /// How often a canary looks at its actors' history.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// A run of at most this many actors answers with its dry run done; a larger one
+/// answers `planning` and dry-runs in the background.
+const PLAN_INLINE: usize = 1000;
 /// Tries to move one actor whose turns keep committing under the migration.
 const MOVE_TRIES: usize = 5;
 /// Bounds of a plan (the API document states them too).
@@ -148,7 +151,33 @@ impl Engine {
             report: Report::default(),
         };
         let selected = self.selected(&cx, &run.plan.select)?;
-        run.report = self.dry_run(&cx, &selected, run.plan.replay_turns).await?;
+        if selected.len() <= PLAN_INLINE {
+            self.plan(&cx, &mut run, &selected).await?;
+        } else {
+            // Many actors: the answer does not wait for the dry run.
+            run.status = RunStatus::Planning;
+            run.report.selected = selected.len() as u64;
+        }
+        self.save_run(&cx.tenant, &run).await?;
+        if run.status.active() {
+            let engine = self.clone();
+            let answer = run.clone();
+            self.inner
+                .rt
+                .spawn(async move { engine.drive(cx, run).await });
+            return Ok(answer);
+        }
+        Ok(run)
+    }
+
+    /// Dry-run `selected` and decide what the run does next.
+    async fn plan(
+        &self,
+        cx: &Ctx,
+        run: &mut UpgradeRun,
+        selected: &[ActorId],
+    ) -> Result<(), Error> {
+        run.report = self.dry_run(cx, selected, run.plan.replay_turns).await?;
         run.status = match run.plan.mode {
             Mode::DryRun => RunStatus::Planned,
             _ if run.report.problems > 0 && !run.plan.force => {
@@ -160,16 +189,7 @@ impl Engine {
             }
             _ => RunStatus::Applying,
         };
-        self.save_run(&cx.tenant, &run).await?;
-        if run.status.active() {
-            let engine = self.clone();
-            let answer = run.clone();
-            self.inner
-                .rt
-                .spawn(async move { engine.drive(cx, run).await });
-            return Ok(answer);
-        }
-        Ok(run)
+        Ok(())
     }
 
     /// One run of `tenant`'s module `name`.
@@ -677,6 +697,11 @@ impl Engine {
     async fn drive_inner(&self, cx: &Ctx, run: &mut UpgradeRun) -> Result<(), Error> {
         loop {
             match run.status {
+                RunStatus::Planning => {
+                    let selected = self.selected(cx, &run.plan.select)?;
+                    self.plan(cx, run, &selected).await?;
+                    self.save_run(&cx.tenant, run).await?;
+                }
                 RunStatus::Applying
                     if run.plan.mode == Mode::Canary && run.watch_since_ms.is_none() =>
                 {

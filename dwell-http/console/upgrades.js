@@ -37,7 +37,7 @@ export async function runPage(frame, ctx, module, id) {
   await show();
   // An active run changes: follow it while the page is on screen.
   const timer = setInterval(() => {
-    if (ctx.live && ["applying", "watching", "rolling_back"].includes(body.dataset.status)) show();
+    if (ctx.live && ["planning", "applying", "watching", "rolling_back"].includes(body.dataset.status)) show();
   }, 1000);
   ctx.onLeave(() => clearInterval(timer));
 

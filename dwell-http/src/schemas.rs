@@ -992,8 +992,9 @@ pub struct UpgradeRun {
     id: String,
     module: String,
     plan: UpgradePlan,
-    /// `planned` (a dry run), `refused`, `applying`, `watching`, `rolling_back`,
-    /// `completed` or `rolled_back`.
+    /// `planning` (the dry run of more than 1000 actors, in the background), `planned`
+    /// (a dry run), `refused`, `applying`, `watching`, `rolling_back`, `completed` or
+    /// `rolled_back`.
     status: String,
     /// Why it was refused or rolled back.
     reason: Option<String>,

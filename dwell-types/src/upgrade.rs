@@ -143,6 +143,8 @@ impl UpgradePlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// The dry run of many actors, going on in the background.
+    Planning,
     /// A dry run, done: nothing moved.
     Planned,
     /// The dry run found problems and the plan was not forced: nothing moved.
@@ -162,7 +164,10 @@ impl RunStatus {
     pub fn active(self) -> bool {
         matches!(
             self,
-            RunStatus::Applying | RunStatus::Watching | RunStatus::RollingBack
+            RunStatus::Planning
+                | RunStatus::Applying
+                | RunStatus::Watching
+                | RunStatus::RollingBack
         )
     }
 }

@@ -817,11 +817,14 @@ fn versions(client: &Client, module: &str) -> anyhow::Result<Reply> {
 fn upgrade(out: Format, client: &Client, cmd: &UpgradeCmd) -> anyhow::Result<()> {
     let runs = |m: &str| format!("/v1/modules/{m}/upgrades");
     match cmd {
-        UpgradeCmd::Plan(args) => show(
-            out,
-            View::Upgrade,
-            client.post_json(&runs(&args.module), &args.plan("dry-run").to_string())?,
-        ),
+        UpgradeCmd::Plan(args) => {
+            let reply = client.post_json(&runs(&args.module), &args.plan("dry-run").to_string())?;
+            show(
+                out,
+                View::Upgrade,
+                follow(client, &args.module, reply, &["planning"])?,
+            )
+        }
         UpgradeCmd::Apply {
             args,
             canary,
@@ -837,18 +840,17 @@ fn upgrade(out: Format, client: &Client, cmd: &UpgradeCmd) -> anyhow::Result<()>
                     plan["canary"]["turns"] = (*t).into();
                 }
             }
-            let mut reply = client.post_json(&runs(&args.module), &plan.to_string())?;
-            while *wait && matches!(reply.status, 200 | 201) {
-                let Some(run) = reply.json() else { break };
-                let active = ["applying", "watching", "rolling_back"];
-                if !active.iter().any(|s| run["status"] == *s) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(250));
-                let id = run["id"].as_str().unwrap_or_default();
-                reply = client.get(&format!("{}/{id}", runs(&args.module)), None)?;
-            }
-            show(out, View::Upgrade, reply)
+            let reply = client.post_json(&runs(&args.module), &plan.to_string())?;
+            let until: &[&str] = if *wait {
+                &["planning", "applying", "watching", "rolling_back"]
+            } else {
+                &["planning"]
+            };
+            show(
+                out,
+                View::Upgrade,
+                follow(client, &args.module, reply, until)?,
+            )
         }
         UpgradeCmd::Rollback { module, id } => show(
             out,
@@ -862,6 +864,25 @@ fn upgrade(out: Format, client: &Client, cmd: &UpgradeCmd) -> anyhow::Result<()>
             client.get(&format!("{}/{id}", runs(module)), None)?,
         ),
     }
+}
+
+/// Poll a run while its status is one of `while_in`; its last answer.
+fn follow(
+    client: &Client,
+    module: &str,
+    mut reply: Reply,
+    while_in: &[&str],
+) -> anyhow::Result<Reply> {
+    while matches!(reply.status, 200 | 201) {
+        let Some(run) = reply.json() else { break };
+        if !while_in.iter().any(|s| run["status"] == *s) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        let id = run["id"].as_str().unwrap_or_default();
+        reply = client.get(&format!("/v1/modules/{module}/upgrades/{id}"), None)?;
+    }
+    Ok(reply)
 }
 
 /// The data directory the client reads keys from: `$DWELL_DATA` or `./data`.

@@ -449,6 +449,8 @@ fn a_sigkill_in_the_middle_of_an_apply_resumes_and_leaves_no_actor_half_moved() 
     );
     let id = started["id"].as_str().unwrap().to_owned();
     assert_eq!(started["report"]["selected"], n);
+    // Over 1000 actors: the answer does not wait for the dry run.
+    assert_eq!(started["status"], "planning", "{started:#}");
     // Killed once the run has saved some progress, well before the end.
     let t = Instant::now();
     let seen = server.eventually(LONG, "the run to move some actors", || {
