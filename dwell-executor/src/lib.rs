@@ -16,6 +16,9 @@
 //!
 //! A module may also export `migrate` (the `migrating-actor` world): [`Executor::migrate`]
 //! looks it up by name, so modules of the plain `actor` world still load.
+//!
+//! Long because it is the whole wasmtime boundary in one place: the engine and its
+//! limits, compiling, instantiating, a turn, a migration, and what a trap means.
 
 mod cpu;
 mod host;

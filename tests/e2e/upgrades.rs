@@ -2,7 +2,8 @@
 //! pass move from version 1 to a version 2 that keeps the pass differently and answers
 //! in another shape; a version 3 that traps is caught by the dry run; canaries roll
 //! themselves back or go on; a SIGKILL in the middle of an apply leaves no actor
-//! half-moved; another tenant sees none of it.
+//! half-moved; another tenant sees none of it; the CLI and the console show it all.
+//! Long because each scenario drives a whole upgrade through the real binary.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
