@@ -7,14 +7,17 @@
 //! one transaction and one commit, and nothing of it is visible before the commit.
 //! Records are stored as the redb file stores them (a schema byte and MessagePack);
 //! keys are columns, text keys `COLLATE "C"` so scans come in the same order as redb's.
-//! Every commit first checks that this node still holds its partition's epoch (one node
-//! owns every partition today); a node that lost it gets [`Error::Fenced`].
+//! Every commit first checks that this node still holds its partitions at the epochs it
+//! claimed them at (a single node holds partition 0; see [`cluster`]); a node that lost
+//! one gets [`Error::Fenced`].
 //!
 //! [`open`] gives the node's write side ([`PgWriter`], a [`dwell_storage::Backend`])
-//! and [`PgReads`], the read side ([`dwell_storage::Reads`]). `dwell serve --store
+//! and [`PgReads`], the read side ([`dwell_storage::Reads`]); [`cluster`] is the
+//! membership of several nodes on one database (leases, partition owners, fencing). `dwell serve --store
 //! postgres://…` runs on both; the conformance suite runs in this crate's tests.
 
 mod batch;
+pub mod cluster;
 mod reads;
 mod writer;
 pub use reads::PgReads;
@@ -154,9 +157,8 @@ pub(crate) fn limit(max: usize) -> i64 {
 /// A connection to the database holding one node's tables.
 pub struct Postgres {
     client: Client,
-    /// The partition this node writes and the epoch it holds it at.
-    partition: i32,
-    epoch: i64,
+    /// The partitions this node writes and the epochs it holds them at.
+    held: cluster::Held,
     statements: Statements,
     /// Statements executed by writes so far (BEGIN and COMMIT included).
     executed: u64,
@@ -210,8 +212,20 @@ impl Postgres {
             .map_err(pg_error)?;
         Ok(Postgres {
             client,
-            partition: 0,
-            epoch: row.get(0),
+            held: [(0, row.get(0))].into(),
+            statements: Statements::default(),
+            executed: 0,
+        })
+    }
+
+    /// Connect as a cluster node's writer: apply the schema and hold `held` (what its
+    /// [`cluster::Membership`] claimed), claiming nothing itself.
+    pub fn connect_member(url: &str, held: cluster::Held) -> R<Postgres> {
+        let mut client = writer_session(url)?;
+        client.batch_execute(SCHEMA).map_err(pg_error)?;
+        Ok(Postgres {
+            client,
+            held,
             statements: Statements::default(),
             executed: 0,
         })
@@ -224,8 +238,7 @@ impl Postgres {
         let client = writer_session(url)?;
         Ok(Postgres {
             client,
-            partition: self.partition,
-            epoch: self.epoch,
+            held: self.held.clone(),
             statements: Statements::default(),
             executed: self.executed,
         })
@@ -253,24 +266,14 @@ impl Postgres {
     pub fn write<T>(&mut self, f: impl FnOnce(&mut PgTables<'_>) -> R<T>) -> R<T> {
         let Postgres {
             client,
-            partition,
-            epoch,
+            held,
             statements,
             executed,
         } = self;
         let mut txn = client.transaction().map_err(pg_error)?;
-        let check = statements.get(
-            &mut txn,
-            "SELECT epoch FROM partitions WHERE partition = $1 FOR SHARE",
-        )?;
-        let held: i64 = txn
-            .query_one(&check, &[partition])
-            .map_err(pg_error)?
-            .get(0);
+        let check = statements.get(&mut txn, cluster::FENCE)?;
         *executed += 2;
-        if held != *epoch {
-            return Err(Error::Fenced);
-        }
+        cluster::fence(&mut txn, &check, held)?;
         let mut tables = PgTables {
             txn: RefCell::new(txn),
             statements: RefCell::new(statements),

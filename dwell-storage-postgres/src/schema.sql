@@ -129,5 +129,16 @@ CREATE TABLE IF NOT EXISTS meta (
     key text COLLATE "C" PRIMARY KEY,
     value bytea NOT NULL
 );
+-- Cluster membership (cluster.rs): the partition count, fixed when the first node makes
+-- the cluster; the nodes and their leases (times from this server's clock only).
+CREATE TABLE IF NOT EXISTS cluster (
+    id int PRIMARY KEY CHECK (id = 1),
+    partitions int NOT NULL CHECK (partitions > 0)
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    node text COLLATE "C" PRIMARY KEY,
+    advertise text NOT NULL,
+    lease_until timestamptz NOT NULL
+);
 INSERT INTO dwell_schema (version) VALUES (1) ON CONFLICT DO NOTHING;
 INSERT INTO partitions (partition, epoch, owner) VALUES (0, 1, '') ON CONFLICT DO NOTHING;

@@ -3,152 +3,18 @@
 //! 127.0.0.1 and a free port, as the `postgres` user when run as root), one fresh
 //! database per scenario, stopped at the end whatever happens.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
+use std::sync::atomic::Ordering;
+
+use common::Server;
 use dwell_core::conformance::{self, Backend};
 use dwell_storage::Error;
 use dwell_storage_postgres::{PgTables, Postgres};
 
-/// PostgreSQL's programs: `DWELL_PG_BIN`, else the newest Debian install, else `PATH`.
-fn pg_bin(program: &str) -> PathBuf {
-    if let Ok(dir) = std::env::var("DWELL_PG_BIN") {
-        return Path::new(&dir).join(program);
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin").join(program))
-        .filter(|p| p.exists())
-        .collect();
-    versions.sort();
-    versions.pop().unwrap_or_else(|| PathBuf::from(program))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// Run a PostgreSQL program, as `postgres` when we are root (it refuses root).
-fn run_pg(program: &str, args: &[&str]) {
-    let bin = pg_bin(program);
-    let mut cmd = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(&bin);
-        c
-    } else {
-        Command::new(&bin)
-    };
-    let out = cmd
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
-    assert!(
-        out.status.success(),
-        "{} {args:?}: {}{}",
-        bin.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A private server; stopped when dropped.
-struct Server {
-    _dir: tempfile::TempDir,
-    data: String,
-    port: u16,
-    databases: AtomicUsize,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        if is_root() {
-            let ok = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(ok.success(), "chown the server's directory to postgres");
-        }
-        let data = dir.path().join("data").to_string_lossy().into_owned();
-        let socket = dir.path().to_string_lossy().into_owned();
-        run_pg(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {socket} -c fsync=off -c full_page_writes=off"
-        );
-        run_pg(
-            "pg_ctl",
-            &[
-                "-D",
-                &data,
-                "-o",
-                &opts,
-                "-w",
-                "-t",
-                "60",
-                "-l",
-                &format!("{socket}/log"),
-                "start",
-            ],
-        );
-        Server {
-            _dir: dir,
-            data,
-            port,
-            databases: AtomicUsize::new(0),
-        }
-    }
-
-    fn url(&self, db: &str) -> String {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname={db}",
-            self.port
-        )
-    }
-
-    /// A backend on a new, empty database.
-    fn backend(&self) -> Pg {
-        let n = self.databases.fetch_add(1, Ordering::Relaxed);
-        let name = format!("conformance_{n}");
-        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        Pg(Postgres::connect(&self.url(&name), "test").unwrap())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        run_pg(
-            "pg_ctl",
-            &["-D", &self.data, "-m", "immediate", "-w", "stop"],
-        );
-    }
+/// A backend on a new, empty database.
+fn backend(server: &Server) -> Pg {
+    Pg(Postgres::connect(&server.database("conformance"), "test").unwrap())
 }
 
 struct Pg(Postgres);
@@ -167,13 +33,13 @@ impl Backend for Pg {
 #[test]
 fn the_conformance_suite_passes_on_postgresql() {
     let server = Server::start();
-    let make = || server.backend();
+    let make = || backend(&server);
     dwell_core::conformance_tests!(in_one: make);
     // Fewer random sequences than on redb: each one creates a database.
     conformance::random_sequences(make, 64);
 
     // Fencing: a second node taking the partition fences the first at its next commit.
-    let mut first = server.backend();
+    let mut first = backend(&server);
     first
         .write(|t| dwell_storage::Tables::put_meta(t, "k", b"v"))
         .unwrap();

@@ -76,6 +76,25 @@ impl ActorId {
     pub fn module_key(&self) -> String {
         format!("{}/{}", self.tenant.0, self.module)
     }
+
+    /// The actor's partition among a cluster's `count` (fixed when the cluster was
+    /// made): [`stable_hash`] of its storage key, modulo `count`. The same on every node,
+    /// build and machine, so key → partition never changes.
+    pub fn partition(&self, count: u32) -> u32 {
+        (stable_hash(self.storage_key().as_bytes()) % u64::from(count.max(1))) as u32
+    }
+}
+
+/// FNV-1a, 64 bits: a hash that is the same in every process, build and machine (unlike
+/// `std`'s `DefaultHasher`), for choices that must never move: an actor's partition, a
+/// canary's share of keys.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// `#[serde(with = "crate::ids::as_storage_key")]`: an [`ActorId`] kept as its storage
@@ -150,6 +169,26 @@ impl fmt::Display for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_are_a_stable_hash_of_the_key_spread_evenly() {
+        // FNV-1a's published vectors: these values are part of the cluster's format.
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let a = ActorId::new(TenantId("t".into()), "checkin", "6YZJWW");
+        assert_eq!(
+            a.partition(256),
+            (stable_hash(b"t/checkin/6YZJWW") % 256) as u32
+        );
+        assert_eq!(a.partition(1), 0);
+        let mut counts = vec![0u32; 256];
+        for i in 0..256_000 {
+            let a = ActorId::new(TenantId("acme".into()), "payment", format!("k{i}"));
+            counts[a.partition(256) as usize] += 1;
+        }
+        let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*lo > 800 && *hi < 1200, "uneven: {lo}..{hi}");
+    }
 
     #[test]
     fn names_reject_slashes_and_empty() {

@@ -11,7 +11,7 @@ mod tenancy;
 pub mod trace;
 pub mod upgrade;
 
-pub use ids::{ActorId, Digest, RequestId, TenantId, validate_name};
+pub use ids::{ActorId, Digest, RequestId, TenantId, stable_hash, validate_name};
 #[doc(hidden)]
 pub use message::serde_bytes_vec;
 pub use message::{

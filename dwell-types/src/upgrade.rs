@@ -297,15 +297,12 @@ impl UpgradeUndo {
     }
 }
 
-/// Whether `key` falls in the first `percent` of 100 buckets (FNV-1a of the key: stable
-/// across builds and machines).
+/// Whether `key` falls in the first `percent` of 100 buckets (by [`stable_hash`]: the
+/// same actors every time, on every machine).
+///
+/// [`stable_hash`]: crate::stable_hash
 pub fn in_percent(key: &str, percent: u8) -> bool {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h % 100 < u64::from(percent)
+    crate::stable_hash(key.as_bytes()) % 100 < u64::from(percent)
 }
 
 #[cfg(test)]

@@ -1,0 +1,111 @@
+//! Cluster membership on a real PostgreSQL (a private server): nodes share the
+//! partitions fairly and a join or a leave moves no more than it must; a node paused past
+//! its lease loses its partitions to another and its late commits are fenced, with
+//! nothing of them landing; the partition count is fixed when the cluster is made.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::Server;
+use dwell_storage::{Error, Tables};
+use dwell_storage_postgres::Postgres;
+use dwell_storage_postgres::cluster::{Held, Membership};
+
+const LEASE: Duration = Duration::from_millis(1500);
+
+fn join(url: &str, node: &str, partitions: u32) -> Membership {
+    let advertise = format!("127.0.0.1:{}", 7000 + node.len());
+    Membership::join(url, node, &advertise, partitions, LEASE).unwrap()
+}
+
+fn set(h: &Held) -> BTreeSet<u32> {
+    h.keys().copied().collect()
+}
+
+#[test]
+fn membership_shares_partitions_fairly_fences_zombies_and_keeps_its_count() {
+    let server = Server::start();
+
+    // ---- fair shares; a join and a leave move only what they must
+    let url = server.database("cluster");
+    let mut a = join(&url, "a", 16);
+    assert_eq!(a.partitions(), 16);
+    let alone = a.balance().unwrap();
+    assert_eq!(set(&alone), (0..16).collect());
+    let mut b = join(&url, "b", 16);
+    // B finds nothing free until A hands back what is above its share.
+    assert!(b.balance().unwrap().is_empty());
+    let a_half = a.balance().unwrap();
+    assert_eq!(a_half.len(), 8);
+    let b_half = b.balance().unwrap();
+    assert_eq!(b_half.len(), 8);
+    assert!(set(&a_half).is_disjoint(&set(&b_half)));
+    // A claim bumps the epoch; what A kept keeps its epoch.
+    for (p, e) in &a_half {
+        assert_eq!(alone[p], *e, "partition {p} did not move");
+    }
+    for (p, e) in &b_half {
+        assert_eq!(*e, alone[p] + 1, "partition {p} was claimed once");
+    }
+    // A third node takes its share from both; then B leaves and its share is free at once.
+    let mut c = join(&url, "c", 16);
+    a.balance().unwrap();
+    b.balance().unwrap();
+    let c_share = c.balance().unwrap();
+    assert_eq!(c_share.len(), 4, "ceil(16/3) = 6 for A and B leaves 4");
+    b.leave().unwrap();
+    let a_now = a.balance().unwrap();
+    let c_now = c.balance().unwrap();
+    assert_eq!(a_now.len() + c_now.len(), 16);
+    assert_eq!(a_now.len(), 8);
+    let view = a.view().unwrap();
+    assert_eq!(view.partitions, 16);
+    assert_eq!(
+        view.nodes
+            .iter()
+            .map(|n| n.node.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "c"]
+    );
+    assert!(view.nodes.iter().all(|n| n.live && n.lease_left_ms > 0));
+    assert!(
+        view.owners
+            .iter()
+            .all(|o| o.live && (o.node == "a" || o.node == "c"))
+    );
+
+    // ---- a zombie: paused past its lease, its partitions are taken and it is fenced
+    let url = server.database("cluster");
+    let mut z = join(&url, "zombie", 4);
+    let held = z.balance().unwrap();
+    assert_eq!(held.len(), 4);
+    let mut zombie_writer = Postgres::connect_member(&url, held.clone()).unwrap();
+    zombie_writer
+        .write(|t| t.put_meta("k", b"from the zombie, in time"))
+        .unwrap();
+    let mut n = join(&url, "survivor", 4);
+    // Before the zombie's lease runs out, nothing of it can be taken.
+    assert!(n.balance().unwrap().is_empty());
+    std::thread::sleep(LEASE + Duration::from_millis(300));
+    let taken = n.balance().unwrap();
+    assert_eq!(
+        set(&taken),
+        set(&held),
+        "every partition of the zombie claimed"
+    );
+    let mut writer = Postgres::connect_member(&url, taken.clone()).unwrap();
+    // The zombie wakes up: its commit is refused, and nothing of it lands.
+    let late = zombie_writer.write(|t| t.put_meta("k", b"from the zombie, late"));
+    assert_eq!(late.err(), Some(Error::Fenced));
+    let seen = writer.write(|t| t.meta("k")).unwrap();
+    assert_eq!(seen.as_deref(), Some(&b"from the zombie, in time"[..]));
+    // Renewing does not give the partitions back: it holds nothing now.
+    z.renew().unwrap();
+    assert!(z.held().unwrap().is_empty());
+
+    // ---- the partition count is the cluster's, whatever a later node asks for
+    let other = join(&url, "late", 64);
+    assert_eq!(other.partitions(), 4);
+}
