@@ -78,7 +78,10 @@ impl<B: Backend> Rig<B> {
         let mut rig = Rig {
             backend,
             now: 1_000,
-            config: WriterConfig { max_actors: 100 },
+            config: WriterConfig {
+                max_actors: 100,
+                placement: None,
+            },
             notices: Vec::new(),
             prefetch: Vec::new(),
         };

@@ -86,11 +86,22 @@ pub enum AdminOp {
     },
 }
 
-/// Limits the writer enforces.
-#[derive(Debug, Clone)]
+/// Limits the writer enforces, and where actors run.
+#[derive(Debug, Clone, Default)]
 pub struct WriterConfig {
     /// Actors per tenant unless the tenant's quotas say otherwise.
     pub max_actors: u64,
+    /// A cluster node's place: a message for an actor another node runs goes to the
+    /// inbox, and only this node's overdue timers are fired. `None`: a single node, every
+    /// actor is its own.
+    pub placement: Option<std::sync::Arc<dwell_types::placement::Placement>>,
+}
+
+impl WriterConfig {
+    /// Whether this node runs `actor` (always, on a single node).
+    pub fn local(&self, actor: &ActorId) -> bool {
+        self.placement.as_ref().is_none_or(|p| p.local(actor))
+    }
 }
 
 /// The outcome of one outbox delivery attempt.

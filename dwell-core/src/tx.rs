@@ -319,7 +319,12 @@ impl<'a, T: Tables> Tx<'a, T> {
     /// Deliver a message a turn sent. One that cannot be delivered is not lost silently:
     /// an ask is answered with an error (the asker handles it like any refusal); a
     /// one-way send is logged.
+    /// For an actor another node runs, the message goes to the inbox (its owner takes it
+    /// with [`Tx::deliver_inbox`], and answers an undeliverable ask there).
     fn enqueue_or_log(&mut self, actor: &ActorId, env: &Envelope) -> R<()> {
+        if !self.config.local(actor) {
+            return self.tables.put_inbox(&actor.storage_key(), env);
+        }
         let why = match self.enqueue(actor, env)? {
             EnqueueAck::Accepted { .. } => return Ok(()),
             EnqueueAck::ActorCompleted => format!("the process of actor {actor} is complete"),
@@ -338,7 +343,9 @@ impl<'a, T: Tables> Tx<'a, T> {
                     enqueued_ms: self.now,
                     trace: env.trace,
                 };
-                if !matches!(self.enqueue(from, &answer)?, EnqueueAck::Accepted { .. }) {
+                if !self.config.local(from) {
+                    self.tables.put_inbox(&from.storage_key(), &answer)?;
+                } else if !matches!(self.enqueue(from, &answer)?, EnqueueAck::Accepted { .. }) {
                     tracing::warn!(%actor, asker = %from, "the answer to an undeliverable ask was not delivered either");
                 }
             }
@@ -736,12 +743,44 @@ impl<'a, T: Tables> Tx<'a, T> {
     }
 
     /// Move every timer due at or before `now` (at most `max`) into its actor's mailbox.
+    /// On a cluster node, only its own actors' timers (returns how many it fired).
     pub fn fire_timers(&mut self, now: UnixMs, max: usize) -> R<usize> {
         let due = self.tables.due_timers(now, max)?;
+        let mut fired = 0;
         for (d, actor_key, name) in &due {
+            if let Some(p) = &self.config.placement
+                && !p.local_key(actor_key)
+            {
+                continue;
+            }
             self.fire_one(*d, actor_key, name)?;
+            fired += 1;
         }
-        Ok(due.len())
+        Ok(fired)
+    }
+
+    /// Move inbox messages `ids` into the mailboxes of the actors they are for (this
+    /// node's: others are left for their owner). A message another transaction took is
+    /// skipped: each is delivered exactly once. Returns how many were delivered.
+    pub fn deliver_inbox(&mut self, ids: &[u64]) -> R<usize> {
+        let mut delivered = 0;
+        for id in ids {
+            let Some((key, env)) = self.tables.take_inbox(*id)? else {
+                continue;
+            };
+            let Some(actor) = ActorId::from_storage_key(&key) else {
+                tracing::warn!(%key, "an inbox message for no valid actor was dropped");
+                continue;
+            };
+            if !self.config.local(&actor) {
+                // Moved away meanwhile: back for its new owner.
+                self.tables.put_inbox(&key, &env)?;
+                continue;
+            }
+            self.enqueue_or_log(&actor, &env)?;
+            delivered += 1;
+        }
+        Ok(delivered)
     }
 
     /// Move one timer into its actor's mailbox, if it is still pending; `true` if it was.

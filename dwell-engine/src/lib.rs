@@ -14,6 +14,7 @@ pub use dwell_types as domain;
 pub mod store;
 
 mod clock;
+mod cluster;
 mod lanes;
 pub mod metrics;
 mod outbound;
@@ -95,6 +96,8 @@ pub struct EngineConfig {
     pub warm: warm::WarmLimits,
     /// Storage faults put in on purpose (engine tests; `None` in the server).
     pub storage_faults: Option<Arc<dwell_storage::faults::Faults>>,
+    /// A cluster node's place (see [`cluster`]); `None`: a single node.
+    pub placement: Option<Arc<dwell_types::placement::Placement>>,
 }
 
 impl Default for EngineConfig {
@@ -118,6 +121,7 @@ impl Default for EngineConfig {
             ingress_messages: 65_536,
             ingress_bytes: 256 << 20,
             storage_faults: None,
+            placement: None,
         }
     }
 }
@@ -158,6 +162,10 @@ pub enum Error {
     TenantExists(String),
     #[error("no tenant named {0:?}")]
     UnknownTenant(String),
+    /// A cluster node was asked for an actor another node runs (at `owner`, when the
+    /// partition has one now).
+    #[error("{}", match owner { Some(o) => format!("this actor runs on another node ({o})"), None => "this actor's partition is moving between nodes; retry shortly".to_owned() })]
+    Misdirected { owner: Option<String> },
 }
 
 /// Storage errors keep their kind: a full disk, a file being reopened and a full queue
@@ -339,6 +347,7 @@ impl Engine {
         });
         let writer_config = store::WriterConfig {
             max_actors: config.quotas.max_actors,
+            placement: config.placement.clone(),
         };
         // The data directory holds the keys and the compiled modules (and redb's file):
         // the owner's only.
@@ -449,12 +458,18 @@ impl Engine {
             tracing::info!(tenant = %id, "resuming the purge of a deleted tenant");
             inner.rt.spawn(purge(inner.clone(), id));
         }
-        let ready = inner.store.ready_actors()?;
+        let mut ready = inner.store.ready_actors()?;
+        if let Some(p) = &inner.config.placement {
+            ready.retain(|a| p.local(a));
+        }
         if !ready.is_empty() {
             tracing::info!(actors = ready.len(), "resuming actors with pending mail");
         }
         for actor in ready {
             runner::wake(&inner, actor);
+        }
+        if let Some(p) = &inner.config.placement {
+            cluster::start(&inner, p.clone());
         }
         let engine = Engine { inner };
         let resume = engine.clone();
@@ -463,6 +478,11 @@ impl Engine {
             .rt
             .spawn(async move { resume.resume_upgrades().await });
         Ok(engine)
+    }
+
+    /// This node's place in its cluster (`None`: a single node).
+    pub fn placement(&self) -> Option<&Arc<dwell_types::placement::Placement>> {
+        self.inner.config.placement.as_ref()
     }
 
     pub fn limits(&self) -> &Limits {
@@ -522,6 +542,13 @@ impl Engine {
     }
 
     fn check_target(&self, actor: &ActorId) -> Result<(), Error> {
+        if let Some(p) = &self.inner.config.placement
+            && !p.local(actor)
+        {
+            return Err(Error::Misdirected {
+                owner: p.owner(actor),
+            });
+        }
         if self.module_exists(&actor.tenant, &actor.module) {
             Ok(())
         } else {

@@ -38,6 +38,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
         };
         inner.metrics.outbox_due.set(due.len() as i64);
         for (id, entry) in due {
+            if !runs_here(&inner, &entry) {
+                continue;
+            }
             if inflight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -92,6 +95,23 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 }
             }
         }
+    }
+}
+
+/// Whether this node makes a delivery: always on a single node; on a cluster node,
+/// when it runs the actor the delivery is for (a callback: the actor of its request).
+fn runs_here(inner: &Inner, entry: &OutboxEntry) -> bool {
+    let Some(placement) = &inner.config.placement else {
+        return true;
+    };
+    match &entry.delivery {
+        Delivery::Http { actor, .. } => placement.local(actor),
+        Delivery::Callback { request, .. } => inner
+            .store
+            .request(RequestId(*request))
+            .ok()
+            .flatten()
+            .is_some_and(|r| placement.local(&r.actor)),
     }
 }
 

@@ -48,6 +48,18 @@ impl Registry {
         Ok(())
     }
 
+    /// Make the latest versions those of the store (a module deleted there is gone).
+    pub fn replace(&self, store: &Store) -> Result<(), store::Error> {
+        let mut next = HashMap::new();
+        for (key, rec) in store.all_modules()? {
+            if let Some(v) = rec.latest() {
+                next.insert(key, v.clone());
+            }
+        }
+        *self.latest.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
     pub fn latest(&self, tenant: &TenantId, name: &str) -> Option<ModuleVersion> {
         let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
         latest.get(&module_key(tenant, name)).cloned()

@@ -65,6 +65,15 @@ pub(super) fn offer(inner: &Arc<Inner>, msg: Inbound) -> Result<(), Box<Inbound>
     Ok(())
 }
 
+/// Whether this node may run `actor` (a cluster node: it holds its partition).
+fn placement_allows(inner: &Inner, actor: &ActorId) -> bool {
+    inner
+        .config
+        .placement
+        .as_ref()
+        .is_none_or(|p| p.local(actor))
+}
+
 async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
     let Ok(_permit) = inner.scheduler.permits.clone().acquire_owned().await else {
         return;
@@ -95,6 +104,21 @@ async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
     // (its turns build on the state that commit will leave).
     let mut inflight: Option<InFlight> = None;
     loop {
+        if !placement_allows(&inner, &actor) {
+            // Its partition moved to another node: what was handed over in memory is
+            // refused (callers retry through the new owner); durable mail stays for it.
+            settle(&mut inflight).await;
+            let (inbox, _) = inner.scheduler.take(&actor, usize::MAX);
+            for m in inbox {
+                let _ = m
+                    .done
+                    .send(Err(store::Error::Backend(dwell_storage::Error::Fenced)));
+            }
+            if inner.scheduler.retire(&actor) {
+                return;
+            }
+            continue;
+        }
         let (inbox, more) = inner.scheduler.take(&actor, max);
         if more {
             known = None;

@@ -96,6 +96,46 @@ impl Tenants {
             .insert(name.to_owned(), id);
     }
 
+    /// Make the tenants and keys those given (a cluster node's view of the shared
+    /// store): a new or changed tenant is installed (an unchanged one keeps its rate
+    /// buckets), one not given is forgotten, and so is a key not given. Returns the
+    /// identities of the tenants forgotten.
+    pub fn sync(
+        &self,
+        tenants: Vec<(String, TenantRecord)>,
+        keys: &[(String, KeyRecord)],
+        now_ms: UnixMs,
+    ) -> Vec<TenantId> {
+        let names: std::collections::HashSet<String> =
+            tenants.iter().map(|(n, _)| n.clone()).collect();
+        for (name, rec) in tenants {
+            let same = self
+                .by_name(&name)
+                .is_some_and(|t| rmp_serde::to_vec(&t.record).ok() == rmp_serde::to_vec(&rec).ok());
+            if !same {
+                self.put(&name, rec, now_ms);
+            }
+        }
+        let stale: Vec<String> = self
+            .names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
+        let gone = stale.iter().filter_map(|n| self.remove(n)).collect();
+        let ids: std::collections::HashSet<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| ids.contains(id.as_str()));
+        for (id, rec) in keys {
+            self.put_key(id, rec);
+        }
+        gone
+    }
+
     /// Forget the tenant named `name` and its keys; returns its identity.
     pub fn remove(&self, name: &str) -> Option<TenantId> {
         let t = self

@@ -64,6 +64,14 @@ impl Schedule {
         earliest
     }
 
+    /// Forget what is loaded: everything is read again from the table (a cluster node
+    /// that gained partitions; overdue timers of those fire at once).
+    pub fn reload(&self) {
+        let mut l = self.lock();
+        l.due.clear();
+        l.cursor = None;
+    }
+
     /// Timers held in memory (for the metrics).
     pub fn loaded(&self) -> usize {
         self.lock().due.len()
@@ -89,7 +97,15 @@ impl Schedule {
             let complete = batch.len() < LOAD_BATCH;
             for (key, payload) in batch {
                 l.cursor = Some(key.clone());
-                l.due.insert(key, payload);
+                // A cluster node loads only its own actors' timers.
+                if inner
+                    .config
+                    .placement
+                    .as_ref()
+                    .is_none_or(|p| p.local_key(&key.1))
+                {
+                    l.due.insert(key, payload);
+                }
             }
             if complete {
                 l.cursor = Some((until, KEY_END.to_owned(), KEY_END.to_owned()));
@@ -202,6 +218,8 @@ async fn sweep(inner: &Arc<Inner>, now: UnixMs) {
             }
         }
         match inner.store.fire_timers(cutoff, 5000).await {
+            // A cluster node fires only its own: the rest are another node's to fire.
+            Ok(0) => return,
             Ok(n) => tracing::debug!(fired = n, "overdue timers fired into mailboxes"),
             Err(e) => {
                 tracing::error!(error = %e, "cannot fire timers");

@@ -172,6 +172,37 @@ pub(super) async fn list_tenants(
     Ok(HttpResponse::Ok().json(json!({ "tenants": tenants })))
 }
 
+/// The cluster: nodes and their leases, each partition's owner and epoch (a single
+/// node answers `mode: single`).
+#[utoipa::path(
+    get,
+    path = "/v1/cluster",
+    tag = "tenants",
+    security(("admin_key" = [])),
+    responses((status = 200, description = "The cluster as this node last saw it.", body = wire::Cluster)),
+)]
+pub(super) async fn cluster(st: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse> {
+    admin(&st, &req)?;
+    let Some(p) = st.engine.placement() else {
+        return Ok(HttpResponse::Ok().json(json!({
+            "mode": "single", "node": "", "partitions": 1, "held": 1, "serving": true,
+            "fenced_commits": 0, "nodes": [], "owners": [],
+        })));
+    };
+    let now = p.snapshot();
+    let view = p.view();
+    Ok(HttpResponse::Ok().json(json!({
+        "mode": "cluster",
+        "node": p.node(),
+        "partitions": p.partitions(),
+        "held": now.held.len(),
+        "serving": now.serving,
+        "fenced_commits": p.fenced(),
+        "nodes": view.nodes,
+        "owners": view.owners,
+    })))
+}
+
 fn known(st: &AppState, tenant: &str) -> Result<Arc<TenantInfo>> {
     name("tenant name", tenant)?;
     Ok(st.engine.tenant(tenant)?)

@@ -75,7 +75,12 @@ pub(super) async fn ready(st: web::Data<AppState>) -> Result<HttpResponse> {
 
 /// The bearer token of a request, if any.
 pub(super) fn bearer(req: &HttpRequest) -> Option<&str> {
-    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_of(req.headers())
+}
+
+/// The bearer token of these headers.
+pub(super) fn bearer_of(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

@@ -6,6 +6,7 @@ mod admin;
 #[doc(hidden)]
 pub mod codec; // public for the fuzzers (`dwell::fuzzing`), not an API
 mod console;
+mod forward;
 mod handlers;
 mod malformed;
 mod metrics;
@@ -83,6 +84,7 @@ pub async fn serve(
     let app = move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .wrap_fn(forward::forward)
             .configure(routes::register)
             // Beside the route table, not in it: the console is no API operation.
             .configure(console::register)

@@ -204,6 +204,24 @@ impl From<engine::Error> for ApiError {
                 e.to_string(),
             ),
             E::UnknownTenant(_) => ApiError::not_found(e.to_string()),
+            E::Misdirected { owner: Some(_) } => ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected",
+                "Misdirected request",
+                format!(
+                    "{e}; nothing was accepted here: send it there, or to any node without the dwell-forwarded header"
+                ),
+            ),
+            E::Misdirected { owner: None } => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "partition-moving",
+                    "Partition moving",
+                    e.to_string(),
+                );
+                e.retry_after = Some(1);
+                e
+            }
             E::StorageFull => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "storage-full",

@@ -83,6 +83,7 @@ routes! {
     },
     "/v1/tenants/{name}/keys" => { POST admin::issue_key },
     "/v1/tenants/{name}/keys/{id}" => { DELETE admin::revoke_key },
+    "/v1/cluster" => { GET admin::cluster },
 }
 
 /// A path parameter of the wrong shape (a `seq` that is not a number): the resource does

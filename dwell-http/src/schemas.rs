@@ -521,6 +521,50 @@ pub struct TenantList {
     tenants: Vec<Tenant>,
 }
 
+/// A cluster node as the database sees it.
+#[derive(Serialize, ToSchema)]
+pub struct ClusterNode {
+    node: String,
+    /// Where other nodes reach it (`host:port`).
+    advertise: String,
+    /// Its lease has not run out.
+    live: bool,
+    /// Milliseconds left on its lease (negative: ran out that long ago).
+    lease_left_ms: i64,
+}
+
+/// One partition's owner.
+#[derive(Serialize, ToSchema)]
+pub struct PartitionOwner {
+    partition: u32,
+    /// Goes up by one at each claim: commits of an earlier owner are refused.
+    epoch: i64,
+    /// The node that claimed it last (`""`: never claimed, or handed back).
+    node: String,
+    /// That node's lease has not run out.
+    live: bool,
+}
+
+/// The cluster this node belongs to.
+#[derive(Serialize, ToSchema)]
+pub struct Cluster {
+    /// `single` (one node, embedded or PostgreSQL store) or `cluster`.
+    #[schema(example = "cluster")]
+    mode: String,
+    /// This node's id (`""` on a single node).
+    node: String,
+    /// The cluster's fixed partition count (1 on a single node).
+    partitions: u32,
+    /// Partitions this node holds.
+    held: u32,
+    /// This node takes new work (its lease is safely ahead).
+    serving: bool,
+    /// Commits this node's fence refused (it no longer held a partition they wrote).
+    fenced_commits: u64,
+    nodes: Vec<ClusterNode>,
+    owners: Vec<PartitionOwner>,
+}
+
 /// A new tenant.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -16,7 +16,6 @@
 //!   nodes)`: it hands back what is above it and claims free or expired partitions up to
 //!   it, so a join or a leave moves about as few partitions as it must.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dwell_storage::Error;
@@ -26,39 +25,7 @@ use crate::{SCHEMA, pg_error};
 
 type R<T> = Result<T, Error>;
 
-/// The partitions a node holds: partition → the epoch it claimed it at.
-pub type Held = BTreeMap<u32, i64>;
-
-/// A node as the database sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Node {
-    pub node: String,
-    /// Where other nodes reach it (`host:port`).
-    pub advertise: String,
-    /// Its lease has not run out.
-    pub live: bool,
-    /// Milliseconds left on its lease (negative: ran out that long ago).
-    pub lease_left_ms: i64,
-}
-
-/// One partition's owner.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Owner {
-    pub partition: u32,
-    pub epoch: i64,
-    /// The node that claimed it last (`""`: never claimed, or handed back).
-    pub node: String,
-    /// That node's lease has not run out.
-    pub live: bool,
-}
-
-/// The cluster as one snapshot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct View {
-    pub partitions: u32,
-    pub nodes: Vec<Node>,
-    pub owners: Vec<Owner>,
-}
+pub use dwell_types::placement::{ClusterView as View, Held, NodeView as Node, OwnerView as Owner};
 
 /// This node's membership: one connection of its own.
 pub struct Membership {

@@ -21,7 +21,7 @@ pub mod cluster;
 mod reads;
 mod writer;
 pub use reads::PgReads;
-pub use writer::{PgWriter, open};
+pub use writer::{PgWriter, open, open_member};
 
 use batch::{
     ACTOR_COUNTS, ACTORS, Batch, DEAD, HISTORY, HISTORY_STATES, HTTP_PENDING, IDEMPOTENCY, MAILBOX,
@@ -29,6 +29,10 @@ use batch::{
 };
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use dwell_types::placement::{Placement, partition_of};
 
 use dwell_storage::{Error, StateRef, Tables, TimerKey};
 use dwell_types::history::{Retention, TurnRecord};
@@ -157,11 +161,22 @@ pub(crate) fn limit(max: usize) -> i64 {
 /// A connection to the database holding one node's tables.
 pub struct Postgres {
     client: Client,
-    /// The partitions this node writes and the epochs it holds them at.
-    held: cluster::Held,
+    /// What every commit is fenced on.
+    fencing: Fencing,
     statements: Statements,
     /// Statements executed by writes so far (BEGIN and COMMIT included).
     executed: u64,
+}
+
+/// What a commit checks before it lands.
+#[derive(Clone)]
+enum Fencing {
+    /// A single node: it holds these partitions (partition 0) at these epochs, and
+    /// writes every actor.
+    Node(cluster::Held),
+    /// A cluster node: every partition a commit writes must be one this node holds, at
+    /// the epoch it claimed (the placement its membership keeps up to date).
+    Cluster(Arc<Placement>),
 }
 
 /// Statements prepared once per connection (PostgreSQL keeps them for the session;
@@ -212,20 +227,21 @@ impl Postgres {
             .map_err(pg_error)?;
         Ok(Postgres {
             client,
-            held: [(0, row.get(0))].into(),
+            fencing: Fencing::Node([(0, row.get(0))].into()),
             statements: Statements::default(),
             executed: 0,
         })
     }
 
-    /// Connect as a cluster node's writer: apply the schema and hold `held` (what its
-    /// [`cluster::Membership`] claimed), claiming nothing itself.
-    pub fn connect_member(url: &str, held: cluster::Held) -> R<Postgres> {
+    /// Connect as a cluster node's writer: apply the schema; each commit is fenced on
+    /// the partitions it writes, at the epochs `placement` holds them at (what the
+    /// node's [`cluster::Membership`] claimed), claiming nothing itself.
+    pub fn connect_member(url: &str, placement: Arc<Placement>) -> R<Postgres> {
         let mut client = writer_session(url)?;
         client.batch_execute(SCHEMA).map_err(pg_error)?;
         Ok(Postgres {
             client,
-            held,
+            fencing: Fencing::Cluster(placement),
             statements: Statements::default(),
             executed: 0,
         })
@@ -238,7 +254,7 @@ impl Postgres {
         let client = writer_session(url)?;
         Ok(Postgres {
             client,
-            held: self.held.clone(),
+            fencing: self.fencing.clone(),
             statements: Statements::default(),
             executed: self.executed,
         })
@@ -266,24 +282,58 @@ impl Postgres {
     pub fn write<T>(&mut self, f: impl FnOnce(&mut PgTables<'_>) -> R<T>) -> R<T> {
         let Postgres {
             client,
-            held,
+            fencing,
             statements,
             executed,
         } = self;
         let mut txn = client.transaction().map_err(pg_error)?;
         let check = statements.get(&mut txn, cluster::FENCE)?;
-        *executed += 2;
-        cluster::fence(&mut txn, &check, held)?;
+        *executed += 1;
+        let partitions = match fencing {
+            Fencing::Node(held) => {
+                *executed += 1;
+                cluster::fence(&mut txn, &check, held)?;
+                0
+            }
+            Fencing::Cluster(p) => p.partitions(),
+        };
         let mut tables = PgTables {
             txn: RefCell::new(txn),
             statements: RefCell::new(statements),
             executed: std::cell::Cell::new(0),
             batch: RefCell::new(Batch::default()),
+            partitions,
+            touched: RefCell::new(BTreeSet::new()),
         };
         let out = f(&mut tables).and_then(|out| tables.flush().map(|()| out));
         *executed += tables.executed.get();
         let out = out?;
-        tables.txn.into_inner().commit().map_err(pg_error)?;
+        let mut txn = tables.txn.into_inner();
+        if let Fencing::Cluster(p) = fencing {
+            // Every partition written, at the epoch this node holds it at; one it does not
+            // hold (handed over since the work was taken) fences the whole commit.
+            let held = p.held();
+            let touched = tables.touched.into_inner();
+            let want: Option<cluster::Held> = touched
+                .iter()
+                .map(|q| held.get(q).map(|e| (*q, *e)))
+                .collect();
+            let fenced = match want {
+                None => Err(Error::Fenced),
+                Some(want) if want.is_empty() => Ok(()),
+                Some(want) => {
+                    *executed += 1;
+                    cluster::fence(&mut txn, &check, &want)
+                }
+            };
+            if let Err(e) = fenced {
+                if e == Error::Fenced {
+                    p.count_fenced();
+                }
+                return Err(e);
+            }
+        }
+        txn.commit().map_err(pg_error)?;
         *executed += 1;
         Ok(out)
     }
@@ -296,6 +346,11 @@ pub struct PgTables<'a> {
     executed: std::cell::Cell<u64>,
     /// Writes of the hot tables held until [`PgTables::flush`] (see `batch.rs`).
     batch: RefCell<Batch>,
+    /// The cluster's partition count (0 on a single node: nothing to track).
+    partitions: u32,
+    /// The partitions this transaction wrote to (a cluster node's commit is fenced on
+    /// them).
+    touched: RefCell<BTreeSet<u32>>,
 }
 
 /// Running SQL with prepared statements: the writer's transaction, a reader's snapshot.
@@ -313,6 +368,15 @@ impl Sql for PgTables<'_> {
 }
 
 impl PgTables<'_> {
+    /// This transaction writes to the actor `key` (its partition is fenced at commit).
+    fn touch(&self, key: &str) {
+        if self.partitions > 0 {
+            self.touched
+                .borrow_mut()
+                .insert(partition_of(key, self.partitions));
+        }
+    }
+
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> R<Vec<Row>> {
         self.rows(sql, params)
     }
@@ -549,11 +613,13 @@ impl Tables for PgTables<'_> {
     }
 
     fn put_actor(&mut self, key: &str, meta: &ActorMeta) -> R<()> {
+        self.touch(key);
         self.put(&ACTORS, vec![t(key)], vec![V::B(enc(meta))]);
         Ok(())
     }
 
     fn remove_actor(&mut self, key: &str) -> R<()> {
+        self.touch(key);
         self.remove(&ACTORS, vec![t(key)]);
         Ok(())
     }
@@ -573,6 +639,7 @@ impl Tables for PgTables<'_> {
 
     /// The state row goes with the batch; so does the large state it replaces, if any.
     fn put_state(&mut self, key: &str, state: &[u8]) -> R<()> {
+        self.touch(key);
         let mut batch = self.batch.borrow_mut();
         batch.drop_ref(key);
         batch.put(&STATES, vec![t(key)], vec![V::B(state.to_vec())]);
@@ -582,6 +649,7 @@ impl Tables for PgTables<'_> {
     /// The actor's state becomes the staged slices (they stay where they are: the
     /// commit writes one small row, however large the state).
     fn put_state_ref(&mut self, key: &str, r: StateRef) -> R<()> {
+        self.touch(key);
         self.flush_to_write()?;
         let id = slices_id(r.id);
         let count: i64 = self
@@ -600,6 +668,7 @@ impl Tables for PgTables<'_> {
     }
 
     fn remove_state(&mut self, key: &str) -> R<()> {
+        self.touch(key);
         self.flush_to_write()?;
         self.exec("DELETE FROM states WHERE key = $1", &[&key])?;
         self.drop_ref(key)
@@ -694,11 +763,13 @@ impl Tables for PgTables<'_> {
     }
 
     fn put_mail(&mut self, key: &str, seq: u64, env: &Envelope) -> R<()> {
+        self.touch(key);
         self.put(&MAILBOX, vec![t(key), V::I(big(seq))], vec![V::B(enc(env))]);
         Ok(())
     }
 
     fn take_mail(&mut self, key: &str, seq: u64) -> R<Option<Envelope>> {
+        self.touch(key);
         let row = self.take(
             &MAILBOX,
             vec![t(key), V::I(big(seq))],
@@ -721,17 +792,40 @@ impl Tables for PgTables<'_> {
     }
 
     fn clear_mail(&mut self, key: &str) -> R<()> {
+        self.touch(key);
         self.flush_to_write()?;
         self.exec("DELETE FROM mailbox WHERE key = $1", &[&key])?;
         Ok(())
     }
 
+    fn put_inbox(&mut self, key: &str, env: &Envelope) -> R<()> {
+        let partition = partition_of(key, self.partitions.max(1)) as i32;
+        self.exec(
+            "INSERT INTO inbox (partition, key, envelope) VALUES ($1, $2, $3)",
+            &[&partition, &key, &enc(env)],
+        )?;
+        Ok(())
+    }
+
+    fn take_inbox(&mut self, id: u64) -> R<Option<(String, Envelope)>> {
+        let Some(row) = self.opt(
+            "DELETE FROM inbox WHERE id = $1 RETURNING key, envelope",
+            &[&big(id)],
+        )?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((row.get(0), dec(row.get::<_, &[u8]>(1))?)))
+    }
+
     fn put_dead(&mut self, key: &str, seq: u64, dl: &DeadLetter) -> R<()> {
+        self.touch(key);
         self.put(&DEAD, vec![t(key), V::I(big(seq))], vec![V::B(enc(dl))]);
         Ok(())
     }
 
     fn take_dead(&mut self, key: &str, seq: u64) -> R<Option<DeadLetter>> {
+        self.touch(key);
         let row = self.take(
             &DEAD,
             vec![t(key), V::I(big(seq))],
@@ -743,6 +837,7 @@ impl Tables for PgTables<'_> {
     }
 
     fn clear_dead(&mut self, key: &str) -> R<()> {
+        self.touch(key);
         self.flush_to_write()?;
         self.exec("DELETE FROM dead_letters WHERE key = $1", &[&key])?;
         Ok(())
@@ -757,6 +852,7 @@ impl Tables for PgTables<'_> {
         state: Option<&[u8]>,
         keep: Retention,
     ) -> R<()> {
+        self.touch(key);
         let at = |seq| vec![t(key), V::I(big(seq))];
         self.put(&HISTORY, at(seq), vec![V::B(enc(rec))]);
         if let Some(state) = state {
@@ -789,6 +885,7 @@ impl Tables for PgTables<'_> {
     }
 
     fn clear_history(&mut self, key: &str) -> R<()> {
+        self.touch(key);
         self.flush_to_write()?;
         self.exec("DELETE FROM history WHERE key = $1", &[&key])?;
         self.exec("DELETE FROM history_states WHERE key = $1", &[&key])?;
@@ -877,6 +974,7 @@ impl Tables for PgTables<'_> {
     }
 
     fn put_timer(&mut self, due: UnixMs, key: &str, name: &str, payload: &[u8]) -> R<()> {
+        self.touch(key);
         self.put(
             &TIMERS,
             vec![t(key), t(name)],
@@ -887,6 +985,7 @@ impl Tables for PgTables<'_> {
 
     /// The timer's payload if it is set for `due` (then it goes with the batch).
     fn take_timer(&mut self, due: UnixMs, key: &str, name: &str) -> R<Option<Vec<u8>>> {
+        self.touch(key);
         let row = self.row(
             &TIMERS,
             &[t(key), t(name)],
@@ -981,16 +1080,19 @@ impl Tables for PgTables<'_> {
     }
 
     fn put_http_pending(&mut self, key: &str, call: &str, oid: u128) -> R<()> {
+        self.touch(key);
         self.put(&HTTP_PENDING, vec![t(key), t(call)], vec![V::B(id(oid))]);
         Ok(())
     }
 
     fn remove_http_pending(&mut self, key: &str, call: &str) -> R<()> {
+        self.touch(key);
         self.remove(&HTTP_PENDING, vec![t(key), t(call)]);
         Ok(())
     }
 
     fn clear_http_pending(&mut self, key: &str) -> R<()> {
+        self.touch(key);
         self.flush_to_write()?;
         self.exec("DELETE FROM http_pending WHERE key = $1", &[&key])?;
         Ok(())

@@ -442,6 +442,20 @@ impl Reads for PgReads {
         })
     }
 
+    fn inbox(&self, after: Option<u64>, max: usize) -> R<Vec<(u64, String)>> {
+        let from = after.map_or(0, big);
+        self.on(move |c| {
+            Ok(rows(
+                c,
+                "SELECT id, key FROM inbox WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&from, &limit(max)],
+            )?
+            .iter()
+            .map(|r| (unbig(r.get(0)), r.get::<_, String>(1)))
+            .collect())
+        })
+    }
+
     fn next_timer_due(&self) -> R<Option<UnixMs>> {
         self.on(|c| Ok(first_due(rows(c, "SELECT min(due) FROM timers", &[])?)))
     }

@@ -142,3 +142,12 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 INSERT INTO dwell_schema (version) VALUES (1) ON CONFLICT DO NOTHING;
 INSERT INTO partitions (partition, epoch, owner) VALUES (0, 1, '') ON CONFLICT DO NOTHING;
+-- Messages for actors another node runs (a cluster's cross-partition sends): written in
+-- the sender's transaction, taken by the owner of `partition` in the transaction that
+-- puts them in the mailbox.
+CREATE TABLE IF NOT EXISTS inbox (
+    id bigserial PRIMARY KEY,
+    partition int NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    envelope bytea NOT NULL
+);

@@ -38,6 +38,25 @@ pub fn open(url: &str, owner: &str) -> R<(PgWriter, PgReads)> {
     Ok((writer, PgReads::new(url, READERS)))
 }
 
+/// Connect to `url` as a cluster node's writer and readers: apply the schema; each
+/// commit is fenced on the partitions it writes at the epochs `placement` holds (the
+/// node's membership loop keeps it). Staged slices are left alone: other nodes' batches
+/// may be staging theirs.
+pub fn open_member(
+    url: &str,
+    placement: std::sync::Arc<dwell_types::placement::Placement>,
+) -> R<(PgWriter, PgReads)> {
+    let u = url.to_owned();
+    let conn = std::thread::spawn(move || Postgres::connect_member(&u, placement))
+        .join()
+        .map_err(|_| Error::Backend("the PostgreSQL connect thread panicked".into()))??;
+    let writer = PgWriter {
+        url: url.to_owned(),
+        conn,
+    };
+    Ok((writer, PgReads::new(url, READERS)))
+}
+
 impl Backend for PgWriter {
     type Tables<'t> = PgTables<'t>;
     /// Each read is a round trip: a batch starts by reading what it will need at once.

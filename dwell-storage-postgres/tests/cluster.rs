@@ -12,6 +12,23 @@ use common::Server;
 use dwell_storage::{Error, Tables};
 use dwell_storage_postgres::Postgres;
 use dwell_storage_postgres::cluster::{Held, Membership};
+use dwell_types::placement::{Placement, Snapshot};
+use std::sync::Arc;
+
+/// An actor's storage key (any partition: the zombie and the survivor hold them all).
+const ACTOR: &str = "t/counter/a";
+
+/// A placement holding `held` (what a node's membership loop would keep).
+fn placed(node: &str, held: &Held) -> Arc<Placement> {
+    let p = Arc::new(Placement::new(node, 4));
+    p.set(Snapshot {
+        held: held.clone(),
+        owners: vec![Some(node.to_owned()); 4],
+        serving: true,
+        until: None,
+    });
+    p
+}
 
 const LEASE: Duration = Duration::from_millis(1500);
 
@@ -81,9 +98,9 @@ fn membership_shares_partitions_fairly_fences_zombies_and_keeps_its_count() {
     let mut z = join(&url, "zombie", 4);
     let held = z.balance().unwrap();
     assert_eq!(held.len(), 4);
-    let mut zombie_writer = Postgres::connect_member(&url, held.clone()).unwrap();
+    let mut zombie_writer = Postgres::connect_member(&url, placed("zombie", &held)).unwrap();
     zombie_writer
-        .write(|t| t.put_meta("k", b"from the zombie, in time"))
+        .write(|t| t.put_state(ACTOR, b"from the zombie, in time"))
         .unwrap();
     let mut n = join(&url, "survivor", 4);
     // Before the zombie's lease runs out, nothing of it can be taken.
@@ -95,12 +112,32 @@ fn membership_shares_partitions_fairly_fences_zombies_and_keeps_its_count() {
         set(&held),
         "every partition of the zombie claimed"
     );
-    let mut writer = Postgres::connect_member(&url, taken.clone()).unwrap();
+    let survivor = placed("survivor", &taken);
+    let mut writer = Postgres::connect_member(&url, survivor.clone()).unwrap();
     // The zombie wakes up: its commit is refused, and nothing of it lands.
-    let late = zombie_writer.write(|t| t.put_meta("k", b"from the zombie, late"));
+    let late = zombie_writer.write(|t| t.put_state(ACTOR, b"from the zombie, late"));
     assert_eq!(late.err(), Some(Error::Fenced));
-    let seen = writer.write(|t| t.meta("k")).unwrap();
+    let seen = writer.write(|t| t.state(ACTOR)).unwrap();
     assert_eq!(seen.as_deref(), Some(&b"from the zombie, in time"[..]));
+    // The new owner writes; a write to no actor (node settings) is not fenced; a write
+    // to a partition the writer does not hold is.
+    writer
+        .write(|t| t.put_state(ACTOR, b"from the survivor"))
+        .unwrap();
+    writer.write(|t| t.put_meta("k", b"v")).unwrap();
+    survivor.set(Snapshot {
+        held: Held::new(),
+        owners: vec![None; 4],
+        serving: true,
+        until: None,
+    });
+    assert_eq!(
+        writer
+            .write(|t| t.put_state(ACTOR, b"after handing over"))
+            .err(),
+        Some(Error::Fenced)
+    );
+    assert_eq!(survivor.fenced(), 1);
     // Renewing does not give the partitions back: it holds nothing now.
     z.renew().unwrap();
     assert!(z.held().unwrap().is_empty());

@@ -317,6 +317,19 @@ impl Reads for RedbReads {
         })
     }
 
+    fn inbox(&self, after: Option<u64>, max: usize) -> R<Vec<(u64, String)>> {
+        self.read(|txn| {
+            let t = txn.open_table(INBOX)?;
+            let from = after.map_or(0, |a| a.saturating_add(1));
+            let mut out = Vec::new();
+            for entry in t.range(from..)?.take(max) {
+                let (id, v) = entry?;
+                out.push((id.value(), v.value().0.to_owned()));
+            }
+            Ok(out)
+        })
+    }
+
     fn next_timer_due(&self) -> R<Option<UnixMs>> {
         self.read(|txn| {
             let t = txn.open_table(TIMERS)?;

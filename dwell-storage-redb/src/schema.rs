@@ -44,6 +44,9 @@ pub const TENANT_ACTORS: TableDefinition<&str, u64> = TableDefinition::new("tena
 pub const TENANT_IDS: TableDefinition<&str, &str> = TableDefinition::new("tenant_ids");
 /// node settings (e.g. the admin key's hash)
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// id → actor storage key and message (a cluster's cross-partition sends; a single node
+/// never leaves one, the contract has it on every backend)
+pub const INBOX: TableDefinition<u64, (&str, &[u8])> = TableDefinition::new("inbox");
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(crate::history::TURN_LOG)?;
@@ -67,6 +70,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(TENANT_ACTORS)?;
     txn.open_table(TENANT_IDS)?;
     txn.open_table(META)?;
+    txn.open_table(INBOX)?;
     // The history tables of earlier formats (records and states apart, then one table
     // keyed by actor) are dropped: history is an aid, not state to carry over.
     for old in ["history", "history_states", "turn_history"] {

@@ -49,6 +49,8 @@ const NAME_END: &str = "\u{7f}";
 
 /// The open tables of one redb write transaction.
 pub struct RedbTables<'t> {
+    /// For the tables opened only when used (the inbox).
+    txn: &'t WriteTransaction,
     actors: Table<'t, &'static str, &'static [u8]>,
     states: Table<'t, &'static str, &'static [u8]>,
     mailbox: Table<'t, (&'static str, u64), &'static [u8]>,
@@ -76,6 +78,7 @@ pub struct RedbTables<'t> {
 impl<'t> RedbTables<'t> {
     pub fn open(txn: &'t WriteTransaction) -> R<Self> {
         Ok(RedbTables {
+            txn,
             actors: txn.open_table(ACTORS).st()?,
             states: txn.open_table(STATES).st()?,
             mailbox: txn.open_table(MAILBOX).st()?,
@@ -232,6 +235,24 @@ impl Tables for RedbTables<'_> {
             self.mailbox.remove((key, seq)).st()?;
         }
         Ok(())
+    }
+
+    fn put_inbox(&mut self, key: &str, env: &Envelope) -> R<()> {
+        let mut inbox = self.txn.open_table(INBOX).st()?;
+        let id = inbox.last().st()?.map_or(1, |(k, _)| k.value() + 1);
+        inbox
+            .insert(id, (key, records::encode(env).as_slice()))
+            .st()?;
+        Ok(())
+    }
+
+    fn take_inbox(&mut self, id: u64) -> R<Option<(String, Envelope)>> {
+        let mut inbox = self.txn.open_table(INBOX).st()?;
+        let Some(v) = inbox.remove(id).st()? else {
+            return Ok(None);
+        };
+        let (key, env) = v.value();
+        Ok(Some((key.to_owned(), decode(env)?)))
     }
 
     fn put_dead(&mut self, key: &str, seq: u64, dl: &DeadLetter) -> R<()> {

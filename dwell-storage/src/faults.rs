@@ -81,6 +81,16 @@ impl<T: Tables> Tables for Faulty<'_, T> {
         self.inner.actor_keys(prefix, max)
     }
 
+    fn put_inbox(&mut self, key: &str, env: &Envelope) -> R<()> {
+        self.faults.check()?;
+        self.inner.put_inbox(key, env)
+    }
+
+    fn take_inbox(&mut self, id: u64) -> R<Option<(String, Envelope)>> {
+        self.faults.check()?;
+        self.inner.take_inbox(id)
+    }
+
     fn state(&self, key: &str) -> R<Option<Vec<u8>>> {
         self.inner.state(key)
     }

@@ -45,6 +45,7 @@ pub struct MemTables {
     pub purge_jobs: BTreeMap<String, PurgeJob>,
     pub history: BTreeMap<(String, u64), TurnRecord>,
     pub history_states: BTreeMap<(String, u64), Vec<u8>>,
+    pub inbox: BTreeMap<u64, (String, Envelope)>,
 }
 
 fn pair(a: &str, b: &str) -> Pair {
@@ -175,6 +176,14 @@ impl Tables for MemTables {
         Ok(())
     }
 
+    fn put_inbox(&mut self, key: &str, env: &Envelope) -> R<()> {
+        let id = self.inbox.last_key_value().map_or(1, |(id, _)| id + 1);
+        self.inbox.insert(id, (key.to_owned(), env.clone()));
+        Ok(())
+    }
+    fn take_inbox(&mut self, id: u64) -> R<Option<(String, Envelope)>> {
+        Ok(self.inbox.remove(&id))
+    }
     fn put_dead(&mut self, key: &str, seq: u64, dl: &DeadLetter) -> R<()> {
         self.dead.insert((key.to_owned(), seq), dl.clone());
         Ok(())

@@ -96,6 +96,10 @@ pub trait Reads: Send + Sync {
     /// An actor's outstanding outbound HTTP calls, at most 1000.
     fn http_pending_of(&self, key: &str) -> R<Vec<OutboxEntry>>;
 
+    /// Up to `max` inbox messages with ids above `after` (from the first if `None`):
+    /// `(id, actor storage key)`, in id order.
+    fn inbox(&self, after: Option<u64>, max: usize) -> R<Vec<(u64, String)>>;
+
     /// Readiness after a write failed for lack of room ([`crate::Backend::set_full`]):
     /// `Err(Error::Full)` while there is still none. A backend that cannot tell answers
     /// `Ok` and lets the next write say.

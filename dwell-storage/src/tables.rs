@@ -87,6 +87,14 @@ pub trait Tables {
     /// Forget the actor's whole history (before its record is removed).
     fn clear_history(&mut self, key: &str) -> R<()>;
 
+    // --- inbox: messages for actors another node runs (a cluster's cross-partition
+    // sends), each taken by the actor's owner in the transaction that delivers it ---
+    /// Leave `env` for the actor `key` in the inbox.
+    fn put_inbox(&mut self, key: &str, env: &Envelope) -> R<()>;
+    /// Take inbox message `id`: the actor it is for and the message (`None` if another
+    /// transaction took it).
+    fn take_inbox(&mut self, id: u64) -> R<Option<(String, Envelope)>>;
+
     // --- requests: id → record ---
     fn request(&self, id: u128) -> R<Option<RequestRecord>>;
     fn put_request(&mut self, id: u128, rec: &RequestRecord) -> R<()>;

@@ -81,7 +81,7 @@ impl ActorId {
     /// made): [`stable_hash`] of its storage key, modulo `count`. The same on every node,
     /// build and machine, so key → partition never changes.
     pub fn partition(&self, count: u32) -> u32 {
-        (stable_hash(self.storage_key().as_bytes()) % u64::from(count.max(1))) as u32
+        crate::placement::partition_of(&self.storage_key(), count)
     }
 }
 

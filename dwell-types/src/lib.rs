@@ -5,6 +5,7 @@
 pub mod history;
 mod ids;
 mod message;
+pub mod placement;
 mod policy;
 pub mod records;
 mod tenancy;

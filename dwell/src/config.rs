@@ -209,6 +209,11 @@ pub struct ServeConfig {
     pub listen: String,
     pub data: PathBuf,
     pub store: Option<String>,
+    pub node_id: Option<String>,
+    pub advertise: Option<String>,
+    pub partitions: u32,
+    #[serde(with = "duration")]
+    pub lease: Duration,
     #[serde(deserialize_with = "list")]
     pub deploy: Vec<String>,
     pub max_body: Size,
@@ -280,6 +285,10 @@ impl Default for ServeConfig {
             listen: "127.0.0.1:8080".into(),
             data: PathBuf::from("./data"),
             store: None,
+            node_id: None,
+            advertise: None,
+            partitions: 256,
+            lease: Duration::from_secs(5),
             deploy: Vec::new(),
             max_body: Size::mib(1),
             max_module: Size::mib(64),
@@ -327,6 +336,10 @@ pub const KEYS: &[&str] = &[
     "listen",
     "data",
     "store",
+    "node_id",
+    "advertise",
+    "partitions",
+    "lease",
     "deploy",
     "max_body",
     "max_module",
@@ -372,6 +385,8 @@ const STRINGS: &[&str] = &[
     "listen",
     "data",
     "store",
+    "node_id",
+    "advertise",
     "webhook_secret",
     "secrets_key",
     "admin_key",
@@ -403,6 +418,33 @@ impl ServeConfig {
                 source_of(figment, key)
             )))
         };
+        if self.node_id.is_some() {
+            if self.store.as_deref().is_none_or(str::is_empty) {
+                return bad(
+                    "node_id",
+                    "a cluster node needs --store postgres://…".into(),
+                );
+            }
+            if self.advertise.is_none() {
+                return bad(
+                    "node_id",
+                    "a cluster node needs --advertise HOST:PORT (where other nodes reach it)"
+                        .into(),
+                );
+            }
+            if self.secrets_key.is_none() || self.webhook_secret.is_none() {
+                return bad(
+                    "node_id",
+                    "cluster nodes share tenants' sealed secrets and sign callbacks alike: give every node the same --secrets-key and --webhook-secret".into(),
+                );
+            }
+        }
+        if self.partitions == 0 || self.partitions > 65_536 {
+            return bad("partitions", "between 1 and 65536".into());
+        }
+        if self.lease < Duration::from_secs(1) || self.lease > Duration::from_secs(600) {
+            return bad("lease", "between 1s and 10m".into());
+        }
         if self.memory.0 == 0
             || !self.memory.0.is_multiple_of(1 << 20)
             || self.memory > Size::mib(4096)
@@ -469,6 +511,8 @@ impl ServeConfig {
         let redacted = self.redacted();
         let mut out = toml::to_string(&redacted).unwrap_or_else(|e| format!("# {e}\n"));
         let unset: Vec<&str> = [
+            ("node_id", self.node_id.is_none()),
+            ("advertise", self.advertise.is_none()),
             ("webhook_secret", self.webhook_secret.is_none()),
             ("secrets_key", self.secrets_key.is_none()),
             ("admin_key", self.admin_key.is_none()),
@@ -561,6 +605,29 @@ pub struct ServeFlags {
     #[arg(long, value_name = "URL", help_heading = "Server")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// Join a cluster on the --store PostgreSQL as this node (unique in the cluster);
+    /// needs --advertise, and every node the same --secrets-key and --webhook-secret
+    /// [default: a single node].
+    #[arg(long, value_name = "ID", help_heading = "Cluster")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Where the other nodes reach this one (`host:port` of its API listener; port 0:
+    /// the port --listen got).
+    #[arg(long, value_name = "HOST:PORT", help_heading = "Cluster")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Partitions of a new cluster (fixed once the first node made it) [default: 256].
+    #[arg(long, value_name = "N", help_heading = "Cluster")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+    /// A node's lease: a node that stops renewing it loses its partitions this long
+    /// after its last renewal [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Cluster")]
+    #[serde(
+        serialize_with = "duration::serialize_some",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lease: Option<Duration>,
     /// Deploy a module at start into the default tenant (repeatable).
     #[arg(long, value_name = "NAME=FILE", help_heading = "Server")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -1194,7 +1261,7 @@ mod tests {
         assert!(text.contains("webhook_secret = \"<redacted>\""), "{text}");
         assert!(text.contains("max_body = \"2 KiB\""), "{text}");
         assert!(
-            text.contains("# not set: secrets_key, concurrent_turns, tls_cert"),
+            text.contains("# not set: node_id, advertise, secrets_key, concurrent_turns, tls_cert"),
             "{text}"
         );
         let (_d, path) = file(&text);

@@ -1042,11 +1042,50 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
         .global_queue_interval(2)
         .event_interval(4)
         .build()?;
+    // Bound before the engine starts (served only later): a cluster node advertises
+    // the port it really got (`--advertise HOST:0`).
+    let listener =
+        TcpListener::bind(&cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let advertise = cfg.advertise.as_deref().map(|a| match a.rsplit_once(':') {
+        Some((host, "0")) => format!("{host}:{}", addr.port()),
+        _ => a.to_owned(),
+    });
+    let mut cluster = None;
     let engine = {
         let _guard = rt.enter();
-        let storage = dwell::storage::open(&cfg.data, cfg.store.as_deref())?;
+        let storage = match (&cfg.node_id, &cfg.store, &advertise) {
+            (Some(node), Some(url), Some(advertise)) => {
+                let (storage, member) =
+                    dwell::storage::join(url, node, advertise, cfg.partitions, cfg.lease)?;
+                config.placement = Some(member.placement.clone());
+                cluster = Some(member);
+                storage
+            }
+            _ => dwell::storage::open(&cfg.data, cfg.store.as_deref())?,
+        };
         Engine::start(config, storage)?
     };
+    // A cluster node told to stop hands its partitions over at once, while its HTTP
+    // server drains (calls it still gets are forwarded to the new owners).
+    let cluster = cluster.map(std::sync::Arc::new);
+    if let Some(member) = &cluster {
+        let member = member.clone();
+        rt.spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            let _ = tokio::task::spawn_blocking(move || member.leave()).await;
+        });
+    }
     if let Some(first) = rt.block_on(engine.bootstrap(cfg.admin_key.as_deref()))? {
         // The one time these keys are shown; they are also in the data directory (0600).
         println!(
@@ -1086,9 +1125,6 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let listener =
-        TcpListener::bind(&cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
-    let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("dwell listening on {scheme}://{addr}");
     let http = HttpConfig {
@@ -1113,6 +1149,10 @@ fn run_server(cfg: ServeConfig) -> anyhow::Result<()> {
             None => serve(engine, listener, http).await,
         }
     })?;
+    // A cluster node hands its partitions over first, so the others take them at once.
+    if let Some(member) = cluster {
+        member.leave();
+    }
     // Stopped (SIGTERM/SIGINT): end the engine's tasks, then let the writer finish its
     // last batch and close the database, so the next start needs no repair.
     rt.shutdown_timeout(Duration::from_secs(5));

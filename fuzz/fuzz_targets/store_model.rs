@@ -715,6 +715,7 @@ impl Harness {
                 clock.clone(),
                 WriterConfig {
                     max_actors: MAX_ACTORS,
+                    placement: None,
                 },
                 None,
             );

@@ -2,6 +2,7 @@
 //! and real Wasm components built from `examples/`. One test binary (see harness.rs).
 
 mod cli;
+mod cluster;
 mod console;
 mod examples;
 #[allow(dead_code)]

@@ -365,6 +365,16 @@ impl Store {
             .await
     }
 
+    /// Deliver inbox messages `ids` to this node's actors; returns how many were.
+    pub async fn deliver_inbox(&self, ids: Vec<u64>) -> Result<usize, Error> {
+        self.submit(|done| writer::Op::Inbox { ids, done }).await
+    }
+
+    /// Up to `max` inbox messages after `after`: `(id, actor)`.
+    pub fn inbox(&self, after: Option<u64>, max: usize) -> Result<Vec<(u64, String)>, Error> {
+        Ok(self.reads.inbox(after, max)?)
+    }
+
     /// Move these timers into their actors' mailboxes, those still pending; returns how
     /// many were.
     pub async fn fire_these(&self, timers: Vec<TimerKey>) -> Result<usize, Error> {

@@ -61,7 +61,10 @@ fn open_redb(
         Arc::new(reads.clone()),
         hook,
         Arc::new(FixedClock),
-        WriterConfig { max_actors },
+        WriterConfig {
+            max_actors,
+            placement: None,
+        },
         None,
     );
     Ok((store, reads))

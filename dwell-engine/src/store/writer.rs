@@ -86,6 +86,11 @@ pub(super) enum Op {
         timers: Vec<TimerKey>,
         done: Done<usize>,
     },
+    /// Deliver these inbox messages (a cluster node's, for its actors).
+    Inbox {
+        ids: Vec<u64>,
+        done: Done<usize>,
+    },
     Outbox {
         id: u128,
         update: OutboxUpdate,
@@ -415,6 +420,7 @@ fn fail_ops(ops: impl IntoIterator<Item = Op>, failure: &Failure) {
             Op::Probe { done } => done_fail(done, failure).map_err(drop),
             Op::FireTimers { done, .. } => done_fail(done, failure).map_err(drop),
             Op::FireThese { done, .. } => done_fail(done, failure).map_err(drop),
+            Op::Inbox { done, .. } => done_fail(done, failure).map_err(drop),
             Op::Outbox { done, .. } => done_fail(done, failure).map_err(drop),
             Op::Purge { done, .. } => done_fail(done, failure).map_err(drop),
             Op::Admin { done, .. } => done_fail(done, failure).map_err(drop),
@@ -597,6 +603,10 @@ fn apply_op<T: Tables>(
         Op::Probe { done } => answers.push(Answer::Unit(done)),
         Op::FireTimers { now, max, done } => {
             let (n, done) = or_tell(done, tx.fire_timers(now, max))?;
+            answers.push(Answer::Count(done, n));
+        }
+        Op::Inbox { ids, done } => {
+            let (n, done) = or_tell(done, tx.deliver_inbox(&ids))?;
             answers.push(Answer::Count(done, n));
         }
         Op::FireThese { timers, done } => {

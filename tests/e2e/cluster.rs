@@ -1,0 +1,452 @@
+//! Cluster mode: three real `dwell serve` nodes on one PostgreSQL (the suite's server,
+//! a database of their own), clients spreading calls over every node. A module deployed
+//! through one node is callable through all; a node `kill -9`ed under load loses its
+//! partitions to the others within the lease + 3 s; a node told to stop (SIGTERM) hands
+//! its partitions over at once; every acknowledged increment is counted exactly once.
+//! Runs on the PostgreSQL pass of the suite (`DWELL_TEST_POSTGRES`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dwell_testkit::{ServerOptions, ServerProcess};
+use serde_json::{Value, json};
+
+use crate::harness::{guest, test_postgres};
+
+const ADMIN: &str = "dw_admin_cluster_test_key_0123456789abcdef";
+const SECRETS: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const WEBHOOK: &str = "whsec_ZmlsZXNlY3JldGZpbGVzZWNyZXRmaWxlc2VjcmV0";
+const LEASE: Duration = Duration::from_secs(2);
+const PARTITIONS: u32 = 32;
+const ACTORS: usize = 24;
+
+struct Node {
+    id: String,
+    process: ServerProcess,
+    base: String,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .new_agent()
+}
+
+/// `(status, body)`, or the wire error.
+fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Result<(u16, Value), String> {
+    let mut b = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("authorization", format!("Bearer {key}"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = match body {
+        Some(v) => b
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(v).unwrap()),
+        None => b.body(Vec::new()),
+    }
+    .unwrap();
+    let mut resp = agent.run(req).map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp.body_mut().read_to_vec().unwrap_or_default();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+fn start(data: &PathBuf, store: &str, id: &str, deploy: bool) -> Node {
+    let mut o = ServerOptions::new(env!("CARGO_BIN_EXE_dwell"), data);
+    o.log = data.with_extension("log");
+    o.args = [
+        "--store",
+        store,
+        "--node-id",
+        id,
+        "--advertise",
+        "127.0.0.1:0",
+        "--partitions",
+        &PARTITIONS.to_string(),
+        "--lease",
+        "2s",
+        "--secrets-key",
+        SECRETS,
+        "--webhook-secret",
+        WEBHOOK,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if deploy {
+        o.args.extend([
+            "--deploy".into(),
+            format!("counter={}", guest("counter").display()),
+        ]);
+    }
+    o.env = vec![
+        ("DWELL_ADMIN_KEY".into(), ADMIN.into()),
+        (
+            "DWELL_LOG".into(),
+            "info,wasmtime=warn,cranelift=warn".into(),
+        ),
+    ];
+    let process = ServerProcess::start(o).unwrap_or_else(|e| panic!("node {id}: {e}"));
+    Node {
+        id: id.into(),
+        base: process.base().to_owned(),
+        process,
+    }
+}
+
+/// The cluster as `base` sees it.
+fn cluster(agent: &ureq::Agent, base: &str) -> Value {
+    let (status, v) = send(
+        agent,
+        "GET",
+        &format!("{base}/v1/cluster"),
+        ADMIN,
+        &[],
+        None,
+    )
+    .expect("GET /v1/cluster");
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// Partitions per live owner, and whether every partition has one.
+fn owners(view: &Value) -> (BTreeMap<String, usize>, bool) {
+    let live: Vec<&str> = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["live"] == true)
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    let mut per = BTreeMap::new();
+    let mut all = true;
+    for o in view["owners"].as_array().unwrap() {
+        let node = o["node"].as_str().unwrap();
+        if live.contains(&node) {
+            *per.entry(node.to_owned()).or_insert(0) += 1;
+        } else {
+            all = false;
+        }
+    }
+    (
+        per,
+        all && view["owners"].as_array().unwrap().len() == PARTITIONS as usize,
+    )
+}
+
+fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if check() {
+            return t0.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: not within {within:?}");
+}
+
+/// One client: increments of 1 to its actors through node after node, each with its own
+/// Idempotency-Key, retried (same key) until acknowledged; counts what was acknowledged.
+fn client(
+    c: usize,
+    bases: Arc<Mutex<Vec<String>>>,
+    key: String,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<BTreeMap<String, i64>>>,
+    retries: Arc<AtomicU64>,
+) {
+    let agent = agent();
+    let mut n = 0usize;
+    while !stop.load(Ordering::Acquire) {
+        let actor = format!("c{}", (c * 7 + n) % ACTORS);
+        let idem = format!("client{c}-{n}");
+        let t0 = Instant::now();
+        loop {
+            let base = {
+                let b = bases.lock().unwrap();
+                b[(c + n + retries.load(Ordering::Relaxed) as usize) % b.len()].clone()
+            };
+            let got = send(
+                &agent,
+                "POST",
+                &format!("{base}/v1/actors/counter/{actor}"),
+                &key,
+                &[("idempotency-key", &idem)],
+                Some(&json!({"add": 1})),
+            );
+            match got {
+                Ok((200, v)) if v["total"].is_i64() => {
+                    *acked.lock().unwrap().entry(actor.clone()).or_insert(0) += 1;
+                    break;
+                }
+                Ok((s, v)) if s == 503 || s == 421 || s == 502 || s == 202 => {
+                    let _ = v;
+                }
+                Ok((s, v)) => panic!("client {c}: {s} {v}"),
+                Err(_) => {}
+            }
+            retries.fetch_add(1, Ordering::Relaxed);
+            assert!(
+                t0.elapsed() < Duration::from_secs(40),
+                "client {c}: increment {idem} never acknowledged"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        n += 1;
+    }
+}
+
+#[test]
+fn noisy_cluster_three_nodes_failover_and_handover_lose_nothing() {
+    let Some(pg) = test_postgres() else {
+        eprintln!("cluster: runs on the PostgreSQL pass (DWELL_TEST_POSTGRES)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = dwell_testkit::database_url(&pg, "dwell_", &tmp.path().join("cluster")).unwrap();
+    let agent = agent();
+    let mut nodes = vec![start(&tmp.path().join("n1"), &store, "n1", true)];
+    let key = std::fs::read_to_string(tmp.path().join("n1/default-tenant.key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    nodes.push(start(&tmp.path().join("n2"), &store, "n2", false));
+    nodes.push(start(&tmp.path().join("n3"), &store, "n3", false));
+
+    // ---- three nodes share the partitions fairly; every partition has a live owner
+    let took = wait_for("a fair share each", Duration::from_secs(10), || {
+        let (per, all) = owners(&cluster(&agent, &nodes[0].base));
+        all && per.len() == 3 && per.values().all(|n| (10..=11).contains(n))
+    });
+    println!("cluster: 3 nodes hold their fair share {took:?} after the last start");
+    let view = cluster(&agent, &nodes[1].base);
+    assert_eq!(view["mode"], "cluster");
+    assert_eq!(view["partitions"], PARTITIONS);
+    assert!(view["owners"][0]["epoch"].as_i64().unwrap() >= 1);
+
+    // ---- the module deployed through n1 is callable through every node, and a call
+    // for an actor another node runs is forwarded there
+    for node in &nodes {
+        let took = wait_for("the module on every node", Duration::from_secs(2), || {
+            matches!(
+                send(
+                    &agent,
+                    "POST",
+                    &format!("{}/v1/actors/counter/probe-{}", node.base, node.id),
+                    &key,
+                    &[],
+                    Some(&json!({"add": 0}))
+                ),
+                Ok((200, _))
+            )
+        });
+        println!(
+            "cluster: counter callable through {} after {took:?}",
+            node.id
+        );
+    }
+    let a = &nodes[0].base;
+    for k in 0..ACTORS {
+        let (s, v) = send(
+            &agent,
+            "POST",
+            &format!("{a}/v1/actors/counter/c{k}"),
+            &key,
+            &[],
+            Some(&json!({"add": 0})),
+        )
+        .unwrap();
+        assert_eq!((s, &v["total"]), (200, &json!(0)), "{v}");
+    }
+    // A forwarded request that arrives at a node that does not run the actor either is
+    // refused, not run: 421.
+    let view = cluster(&agent, a);
+    let probe = (0..ACTORS)
+        .map(|k| format!("c{k}"))
+        .find(|k| {
+            let p =
+                dwell_types::placement::partition_of(&format!("default/counter/{k}"), PARTITIONS);
+            view["owners"][p as usize]["node"] != "n1"
+        })
+        .expect("an actor another node runs");
+    let (s, v) = send(
+        &agent,
+        "POST",
+        &format!("{a}/v1/actors/counter/{probe}"),
+        &key,
+        &[("dwell-forwarded", "test")],
+        Some(&json!({"add": 0})),
+    )
+    .unwrap();
+    assert_eq!(s, 421, "{v}");
+    assert_eq!(
+        v["type"].as_str().map(|t| t.ends_with("misdirected")),
+        Some(true),
+        "{v}"
+    );
+
+    // ---- load over all three nodes
+    let bases = Arc::new(Mutex::new(
+        nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let retries = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..6)
+        .map(|c| {
+            let (b, k, s, a, r) = (
+                bases.clone(),
+                key.clone(),
+                stop.clone(),
+                acked.clone(),
+                retries.clone(),
+            );
+            std::thread::spawn(move || client(c, b, k, s, a, r))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+
+    // ---- kill -9 the node owning most partitions: the others claim them within the
+    // lease + 3 s, and its actors answer again
+    let (per, _) = owners(&cluster(&agent, &nodes[0].base));
+    let victim = per
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(id, _)| id.clone())
+        .unwrap();
+    let v = nodes.iter().position(|n| n.id == victim).unwrap();
+    let victim_actors: Vec<String> = {
+        let view = cluster(&agent, &nodes[0].base);
+        (0..ACTORS)
+            .map(|k| format!("c{k}"))
+            .filter(|k| {
+                let p = dwell_types::placement::partition_of(
+                    &format!("default/counter/{k}"),
+                    PARTITIONS,
+                );
+                view["owners"][p as usize]["node"] == victim.as_str()
+            })
+            .collect()
+    };
+    bases.lock().unwrap().retain(|b| *b != nodes[v].base);
+    let killed = Instant::now();
+    nodes[v].process.kill_now();
+    let survivor = nodes[(v + 1) % 3].base.clone();
+    wait_for(
+        "the victim's partitions claimed",
+        LEASE + Duration::from_secs(3),
+        || {
+            let (per, all) = owners(&cluster(&agent, &survivor));
+            all && !per.contains_key(&victim) && per.len() == 2
+        },
+    );
+    let reowned = killed.elapsed();
+    println!("cluster: {victim} killed; all its partitions owned again after {reowned:?}");
+    for actor in &victim_actors {
+        let t0 = Instant::now();
+        loop {
+            if let Ok((200, _)) = send(
+                &agent,
+                "POST",
+                &format!("{survivor}/v1/actors/counter/{actor}"),
+                &key,
+                &[],
+                Some(&json!({"add": 0})),
+            ) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{actor} never answered again"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        println!(
+            "cluster: {actor} (was on {victim}) acknowledges again {:?} after the kill",
+            killed.elapsed()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    // ---- a node told to stop hands its partitions over at once
+    let leaver = (v + 2) % 3;
+    bases.lock().unwrap().retain(|b| *b != nodes[leaver].base);
+    let stopped = Instant::now();
+    let stayer = nodes[(v + 1) % 3].base.clone();
+    let left_id = nodes[leaver].id.clone();
+    let pid = nodes[leaver].process.pid().expect("running");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill -TERM");
+    // Handed over in under a second (the survivor claims at its next round, a tenth of
+    // the lease), while the leaver is still draining its HTTP server.
+    wait_for(
+        "the leaver's partitions claimed",
+        Duration::from_secs(1),
+        || {
+            let (per, all) = owners(&cluster(&agent, &stayer));
+            all && per.len() == 1 && !per.contains_key(&left_id)
+        },
+    );
+    let handed = stopped.elapsed();
+    let stop_result = nodes[leaver].process.stop(Duration::from_secs(30));
+    assert!(
+        stop_result.exit.is_some_and(|s| s.success()),
+        "clean exit on SIGTERM"
+    );
+    println!(
+        "cluster: {left_id} told to stop: its partitions owned again {handed:?} after SIGTERM (exit after {:?})",
+        stopped.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Release);
+    for c in clients {
+        c.join().expect("a client failed");
+    }
+
+    // ---- every acknowledged increment counted exactly once
+    let acked = acked.lock().unwrap().clone();
+    let total: i64 = acked.values().sum();
+    assert!(total > 100, "load ran: {total} increments");
+    for k in 0..ACTORS {
+        let actor = format!("c{k}");
+        let (s, v) = send(
+            &agent,
+            "POST",
+            &format!("{stayer}/v1/actors/counter/{actor}"),
+            &key,
+            &[],
+            Some(&json!({"add": 0})),
+        )
+        .unwrap();
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            v["total"].as_i64(),
+            Some(*acked.get(&actor).unwrap_or(&0)),
+            "{actor}: the total is every acknowledged increment, once"
+        );
+    }
+    println!(
+        "cluster: {total} acknowledged increments over {ACTORS} actors, 0 lost, 0 applied twice; {} retries",
+        retries.load(Ordering::Relaxed)
+    );
+}
