@@ -285,7 +285,7 @@ impl<'a, T: Tables> Tx<'a, T> {
         Ok(())
     }
 
-    fn reply(
+    pub(crate) fn reply(
         &mut self,
         from: &ActorId,
         to: ReplyTo,

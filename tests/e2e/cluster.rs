@@ -2,7 +2,9 @@
 //! a database of their own), clients spreading calls over every node. A module deployed
 //! through one node is callable through all; a node `kill -9`ed under load loses its
 //! partitions to the others within the lease + 3 s; a node told to stop (SIGTERM) hands
-//! its partitions over at once; every acknowledged increment is counted exactly once.
+//! its partitions over at once; every acknowledged increment is counted exactly once;
+//! asks between actors of different nodes are answered once; timers due during the
+//! failover fire once, never early.
 //! Runs on the PostgreSQL pass of the suite (`DWELL_TEST_POSTGRES`).
 
 use std::collections::BTreeMap;
@@ -95,6 +97,8 @@ fn start(data: &PathBuf, store: &str, id: &str, deploy: bool) -> Node {
         o.args.extend([
             "--deploy".into(),
             format!("counter={}", guest("counter").display()),
+            "--deploy".into(),
+            format!("probe={}", guest("probe").display()),
         ]);
     }
     o.env = vec![
@@ -276,6 +280,48 @@ fn noisy_cluster_three_nodes_failover_and_handover_lose_nothing() {
         .unwrap();
         assert_eq!((s, &v["total"]), (200, &json!(0)), "{v}");
     }
+    // ---- asks between actors of different nodes go through the inbox, both ways
+    let owner_of = |view: &Value, module: &str, key: &str| {
+        let p =
+            dwell_types::placement::partition_of(&format!("default/{module}/{key}"), PARTITIONS);
+        view["owners"][p as usize]["node"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let view = cluster(&agent, a);
+    let mut crossing = 0;
+    for i in 0..9 {
+        let base = &nodes[i % 3].base;
+        let (s, v) = send(
+            &agent,
+            "POST",
+            &format!("{base}/v1/actors/probe/asker{i}"),
+            &key,
+            &[],
+            Some(
+                &json!({"op": "ask", "module": "probe", "key": format!("echo{i}"),
+                         "body": {"op": "echo", "value": i}, "correlation": format!("c{i}")}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(s, 200, "{v}");
+        crossing += usize::from(
+            owner_of(&view, "probe", &format!("asker{i}"))
+                != owner_of(&view, "probe", &format!("echo{i}")),
+        );
+    }
+    assert!(crossing > 0, "some asks cross nodes");
+    let took = wait_for("every ask answered", Duration::from_secs(10), || {
+        (0..9).all(|i| {
+            let got = send(&agent, "POST", &format!("{a}/v1/actors/probe/asker{i}"), &key, &[], Some(&json!({"op": "get"})));
+            matches!(got, Ok((200, v)) if v["asks"].as_array().map(Vec::len) == Some(1) && v["asks"][0]["reply"] == json!(i))
+        })
+    });
+    println!(
+        "cluster: 9 asks ({crossing} between actors of different nodes) answered, each once, within {took:?}"
+    );
+
     // A forwarded request that arrives at a node that does not run the actor either is
     // refused, not run: 421.
     let view = cluster(&agent, a);
@@ -323,6 +369,21 @@ fn noisy_cluster_three_nodes_failover_and_handover_lose_nothing() {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(3));
+
+    // ---- timers due while a node fails: set now, due in 2.5 s
+    for i in 0..12 {
+        let base = &nodes[i % 3].base;
+        let (s, v) = send(
+            &agent,
+            "POST",
+            &format!("{base}/v1/actors/probe/timer{i}"),
+            &key,
+            &[],
+            Some(&json!({"op": "set_timer", "name": "x", "after_ms": 2500})),
+        )
+        .unwrap();
+        assert_eq!(s, 200, "{v}");
+    }
 
     // ---- kill -9 the node owning most partitions: the others claim them within the
     // lease + 3 s, and its actors answer again
@@ -421,6 +482,39 @@ fn noisy_cluster_three_nodes_failover_and_handover_lose_nothing() {
     stop.store(true, Ordering::Release);
     for c in clients {
         c.join().expect("a client failed");
+    }
+
+    // ---- every timer fired once, never early, wherever its actor ended up
+    let stayer_base = stayer.clone();
+    wait_for("every timer fired", Duration::from_secs(10), || {
+        (0..12).all(|i| {
+            let got = send(
+                &agent,
+                "POST",
+                &format!("{stayer_base}/v1/actors/probe/timer{i}"),
+                &key,
+                &[],
+                Some(&json!({"op": "get"})),
+            );
+            matches!(got, Ok((200, v)) if v["fired"].as_array().is_some_and(|f| !f.is_empty()))
+        })
+    });
+    for i in 0..12 {
+        let (_, v) = send(
+            &agent,
+            "POST",
+            &format!("{stayer}/v1/actors/probe/timer{i}"),
+            &key,
+            &[],
+            Some(&json!({"op": "get"})),
+        )
+        .unwrap();
+        assert_eq!(v["fired_count"]["x"], 1, "timer{i} fired once: {v}");
+        let f = &v["fired"][0];
+        assert!(
+            f["at_ms"].as_u64() >= f["due_ms"].as_u64(),
+            "timer{i} never early: {f}"
+        );
     }
 
     // ---- every acknowledged increment counted exactly once

@@ -1074,3 +1074,75 @@ pub fn an_upgrade_switches_version_and_state_together_and_can_be_rolled_back<B: 
     assert_eq!(r.meta(&a).unwrap().version, 2);
     assert_eq!(r.state(&a).as_deref(), Some(&b"v2-after"[..]));
 }
+
+/// A cluster node's turn core: a message for an actor another node runs goes to the
+/// inbox (not its mailbox); the owner moves it into the mailbox, once, in one commit.
+pub fn a_message_for_an_actor_of_another_node_waits_in_the_inbox_and_is_delivered_once<
+    B: Backend,
+>(
+    make: impl Fn() -> B,
+) {
+    use dwell_types::placement::{Placement, Snapshot};
+    use std::sync::Arc;
+    const COUNT: u32 = 64;
+    let mut r = rig(make);
+    let a = actor(TENANT, "a");
+    let b = (0..)
+        .map(|i| actor(TENANT, &format!("b{i}")))
+        .find(|b| b.partition(COUNT) != a.partition(COUNT))
+        .unwrap();
+    let node = |held: &ActorId| {
+        let p = Arc::new(Placement::new("n", COUNT));
+        p.set(Snapshot {
+            held: [(held.partition(COUNT), 1)].into(),
+            owners: vec![Some("n:1".into()); COUNT as usize],
+            serving: true,
+            until: None,
+        });
+        p
+    };
+    // On the node of `a`: a timer of `b` is not this node's to fire, and a message for
+    // `b` (here, the answer to an ask `b` made) goes to the inbox.
+    r.config.placement = Some(node(&a));
+    r.tx(|tx| tx.tables.put_timer(10, &b.storage_key(), "t", b"p"));
+    assert_eq!(
+        r.tx(|tx| tx.fire_timers(100, 10)),
+        0,
+        "not this node's timer"
+    );
+    r.tx(|tx| {
+        tx.reply(
+            &a,
+            ReplyTo::Actor {
+                actor: b.clone(),
+                correlation: "c1".into(),
+            },
+            Ok(b"yes".to_vec()),
+            None,
+            None,
+        )
+    });
+    assert!(
+        r.meta(&b).is_none() && r.mail(&b).is_empty(),
+        "not in b's mailbox"
+    );
+    // Another node's pump sees it; on a's node it is not delivered.
+    let ids: Vec<u64> = (1..64).collect();
+    assert_eq!(r.tx(|tx| tx.deliver_inbox(&ids)), 0);
+    // On the node of `b`: delivered into its mailbox, once.
+    r.config.placement = Some(node(&b));
+    let ids: Vec<u64> = (1..256).collect();
+    assert_eq!(r.tx(|tx| tx.deliver_inbox(&ids)), 1);
+    assert_eq!(r.tx(|tx| tx.deliver_inbox(&ids)), 0, "taken once");
+    let mail = r.mail(&b);
+    assert_eq!(mail.len(), 1);
+    assert!(matches!(
+        &mail[0].1.kind,
+        MessageKind::AskReply { correlation, outcome: Ok(v) } if correlation == "c1" && v == b"yes"
+    ));
+    assert_eq!(
+        r.tx(|tx| tx.fire_timers(100, 10)),
+        1,
+        "b's node fires b's timer"
+    );
+}
