@@ -182,7 +182,7 @@ run() { # in $work: hypothesis keeps a cache in the working directory
 # module (the calls need counter and probe), then the admin operations (they may
 # delete or throttle the default tenant).
 # Together the three selections are every operation.
-deleting='DELETE /v1/modules/' admin='[A-Z]+ /v1/tenants'
+deleting='DELETE /v1/modules/' admin='[A-Z]+ /v1/(tenants|cluster)'
 echo "== schemathesis 1/3: the tenant's operations"
 run --exclude-name-regex "^($deleting|$admin)" "$@"
 echo "== schemathesis 2/3: deleting modules"

@@ -113,6 +113,10 @@ fn add_shared_responses(op: &mut Operation) {
             "429",
             "The tenant is over its request rate; retry after `Retry-After`.",
         ));
+        shared.push((
+            "421",
+            "In a cluster: a request forwarded by another node (`dwell-forwarded`) reached a node that does not run the actor; nothing was accepted.",
+        ));
     }
     if admin {
         shared.push(("403", "A tenant's key was used; this needs the admin key."));

@@ -20,22 +20,15 @@ pub struct PgWriter {
 /// blocking client runs its own runtime, so this runs on a thread of its own (the caller
 /// may be inside tokio).
 pub fn open(url: &str, owner: &str) -> R<(PgWriter, PgReads)> {
-    let (u, o) = (url.to_owned(), owner.to_owned());
-    let conn = std::thread::spawn(move || {
-        let mut conn = Postgres::connect(&u, &o)?;
+    let o = owner.to_owned();
+    sides(url, move |u| {
+        let mut conn = Postgres::connect(u, &o)?;
         let dropped = conn.drop_staged()?;
         if dropped > 0 {
             tracing::info!(dropped, "dropped large states staged before a crash");
         }
-        Ok::<_, Error>(conn)
+        Ok(conn)
     })
-    .join()
-    .map_err(|_| Error::Backend("the PostgreSQL connect thread panicked".into()))??;
-    let writer = PgWriter {
-        url: url.to_owned(),
-        conn,
-    };
-    Ok((writer, PgReads::new(url, READERS)))
 }
 
 /// Connect to `url` as a cluster node's writer and readers: apply the schema; each
@@ -46,8 +39,17 @@ pub fn open_member(
     url: &str,
     placement: std::sync::Arc<dwell_types::placement::Placement>,
 ) -> R<(PgWriter, PgReads)> {
+    sides(url, move |u| Postgres::connect_member(u, placement))
+}
+
+/// The write side made by `connect` (on a thread of its own: the blocking client runs
+/// its own runtime, and the caller may be inside tokio) and the read side.
+fn sides(
+    url: &str,
+    connect: impl FnOnce(&str) -> R<Postgres> + Send + 'static,
+) -> R<(PgWriter, PgReads)> {
     let u = url.to_owned();
-    let conn = std::thread::spawn(move || Postgres::connect_member(&u, placement))
+    let conn = std::thread::spawn(move || connect(&u))
         .join()
         .map_err(|_| Error::Backend("the PostgreSQL connect thread panicked".into()))??;
     let writer = PgWriter {

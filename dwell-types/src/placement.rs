@@ -161,11 +161,9 @@ impl Placement {
     /// Set the view after a balance round. Returns whether this node gained work.
     pub fn set(&self, next: Snapshot) -> bool {
         let mut s = self.now.write().unwrap_or_else(|e| e.into_inner());
-        let gained = (next.serving && !s.serving)
-            || next
-                .held
-                .iter()
-                .any(|(p, e)| s.held.get(p) != Some(e) && next.serving);
+        let gained = next.serving
+            && ((!s.serving && !next.held.is_empty())
+                || next.held.iter().any(|(p, e)| s.held.get(p) != Some(e)));
         *s = next;
         drop(s);
         if gained {

@@ -233,6 +233,8 @@ enum Cmd {
     /// Manage tenants (admin key).
     #[command(subcommand)]
     Tenant(TenantCmd),
+    /// The cluster: nodes, leases, partitions per node (admin key).
+    Cluster,
     /// Issue and revoke tenant API keys (admin key).
     #[command(subcommand)]
     Key(KeyCmd),
@@ -744,6 +746,7 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             let body = serde_json::json!({ "name": name }).to_string();
             show(out, View::Tenant, admin()?.post_json("/v1/tenants", &body)?)
         }
+        Cmd::Cluster => show(out, View::Cluster, admin()?.get("/v1/cluster", None)?),
         Cmd::Tenant(TenantCmd::List) => {
             show(out, View::Tenants, admin()?.get("/v1/tenants", None)?)
         }

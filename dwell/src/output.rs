@@ -55,6 +55,8 @@ pub enum View<'a> {
     Upgrades,
     /// A dead letter's dry run on another version.
     Hotfix,
+    /// The cluster: its nodes and how many partitions each holds.
+    Cluster,
     /// An operation answered `204 No Content`: this line says what was done.
     Done(&'a str),
 }
@@ -466,6 +468,33 @@ pub fn text(view: View<'_>, status: u16, v: &Value) -> String {
                 ]);
             }
             t.to_string()
+        }
+        View::Cluster => {
+            let mut out = fields(&[
+                ("mode", cell(&v["mode"])),
+                ("node", cell(&v["node"])),
+                ("partitions", cell(&v["partitions"])),
+                ("held here", cell(&v["held"])),
+                ("serving", cell(&v["serving"])),
+                ("fenced commits", cell(&v["fenced_commits"])),
+            ]);
+            let mut t = Table::new(&["node", "advertise", "live", "lease_left_ms", "partitions"]);
+            let owners = v["owners"].as_array().cloned().unwrap_or_default();
+            for n in v["nodes"].as_array().into_iter().flatten() {
+                let held = owners.iter().filter(|o| o["node"] == n["node"]).count();
+                t.row(vec![
+                    cell(&n["node"]),
+                    cell(&n["advertise"]),
+                    cell(&n["live"]),
+                    cell(&n["lease_left_ms"]),
+                    held.to_string(),
+                ]);
+            }
+            if !owners.is_empty() {
+                out.push('\n');
+                out.push_str(&t.to_string());
+            }
+            out
         }
         View::Tenant => tenant(v),
         View::Key => fields(&[

@@ -246,6 +246,28 @@ fn noisy_cluster_three_nodes_failover_and_handover_lose_nothing() {
     assert_eq!(view["partitions"], PARTITIONS);
     assert!(view["owners"][0]["epoch"].as_i64().unwrap() >= 1);
 
+    // `dwell cluster`: the nodes and the partitions each holds.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dwell"))
+        .arg("cluster")
+        .env("DWELL_URL", &nodes[2].base)
+        .env("DWELL_ADMIN_KEY", ADMIN)
+        .output()
+        .expect("run dwell cluster");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("mode") && text.contains("cluster"), "{text}");
+    for id in ["n1", "n2", "n3"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(id) && l.contains("true")),
+            "{id} listed live: {text}"
+        );
+    }
+
     // ---- the module deployed through n1 is callable through every node, and a call
     // for an actor another node runs is forwarded there
     for node in &nodes {
