@@ -1,7 +1,10 @@
+-- Notices ("already exists, skipping") are not worth a log line at every connection.
+SET client_min_messages = warning;
 -- Dwell's logical tables (see dwell-storage's `Tables`). Records are one schema-version
 -- byte followed by MessagePack, as in the redb file; keys are columns, and text keys
--- sort bytewise (COLLATE "C") so prefix and range scans match redb's order. Every row
--- carries the partition that owns it; one node owns all partitions today.
+-- sort bytewise (COLLATE "C") so prefix and range scans match redb's order. An actor's
+-- rows have a partition column (still 0: a cluster node computes the partition from the
+-- key, FNV-1a of it modulo the cluster's count).
 CREATE TABLE IF NOT EXISTS dwell_schema (version int PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS partitions (
     partition int PRIMARY KEY,
