@@ -485,7 +485,13 @@ impl Model {
             running: (self.actor(i).state.clone()).unwrap_or_else(|| b"S;".to_vec()),
             ..Out::default()
         };
+        // Mailbox turns run on another version than the actor is on now are ignored (the
+        // store sees the runner's expectation only with inline turns).
+        let on_version = inline.is_empty() || expect.digest == DIGEST;
         for (seq, result) in turns {
+            if !on_version {
+                break;
+            }
             if *seq != self.actor(i).head {
                 continue;
             }
