@@ -38,7 +38,12 @@ pub(super) async fn run(inner: Arc<Inner>) {
         };
         inner.metrics.outbox_due.set(due.len() as i64);
         for (id, entry) in due {
-            if !runs_here(&inner, &entry) {
+            // Read once: who it is for decides where it is made and whose share it takes.
+            let actor = actor_of(&inner, &entry);
+            // A cluster node makes only its own actors' deliveries.
+            if let Some(p) = &inner.config.placement
+                && !actor.as_ref().is_some_and(|a| p.local(a))
+            {
                 continue;
             }
             if inflight
@@ -49,7 +54,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 continue;
             }
             let tenant_share = shares
-                .entry(tenant_of(&inner, &entry))
+                .entry(actor.map(|a| a.tenant))
                 .or_insert_with(|| Arc::new(Semaphore::new(share)))
                 .clone();
             // Its tenant's share is in use: it waits for the next round.
@@ -98,30 +103,15 @@ pub(super) async fn run(inner: Arc<Inner>) {
     }
 }
 
-/// Whether this node makes a delivery: always on a single node; on a cluster node,
-/// when it runs the actor the delivery is for (a callback: the actor of its request).
-fn runs_here(inner: &Inner, entry: &OutboxEntry) -> bool {
-    let Some(placement) = &inner.config.placement else {
-        return true;
-    };
+/// The actor a delivery is made for (a callback: the actor of its request; `None` if
+/// it cannot be told).
+fn actor_of(inner: &Inner, entry: &OutboxEntry) -> Option<ActorId> {
     match &entry.delivery {
-        Delivery::Http { actor, .. } => placement.local(actor),
-        Delivery::Callback { request, .. } => inner
-            .store
-            .request(RequestId(*request))
-            .ok()
-            .flatten()
-            .is_some_and(|r| placement.local(&r.actor)),
+        Delivery::Http { actor, .. } => Some(actor.clone()),
+        Delivery::Callback { request, .. } => {
+            Some(inner.store.request(RequestId(*request)).ok()??.actor)
+        }
     }
-}
-
-/// The tenant a delivery is made for (`None` if it cannot be told).
-fn tenant_of(inner: &Inner, entry: &OutboxEntry) -> Option<TenantId> {
-    let actor = match &entry.delivery {
-        Delivery::Http { actor, .. } => actor.clone(),
-        Delivery::Callback { request, .. } => inner.store.request(RequestId(*request)).ok()??.actor,
-    };
-    Some(actor.tenant)
 }
 
 async fn deliver(inner: &Arc<Inner>, id: u128, entry: OutboxEntry) {
