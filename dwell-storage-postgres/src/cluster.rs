@@ -12,6 +12,8 @@
 //!   each partition it writes is still at the epoch its node claimed ([`fence`]: the rows
 //!   are read `FOR SHARE`, so a claim waits for the commit and the commit for the claim):
 //!   a node paused past its lease whose partitions were taken can never commit after.
+//!   A paused node's open transaction does not hold those rows either: every cluster
+//!   session has the server end a transaction idle for half the lease.
 //! - [`Membership::balance`] keeps a node at its fair share, `ceil(partitions / live
 //!   nodes)`: it hands back what is above it and claims free or expired partitions up to
 //!   it, so a join or a leave moves about as few partitions as it must.
@@ -52,6 +54,8 @@ impl Membership {
     ) -> R<Membership> {
         let mut client = Client::connect(url, NoTls).map_err(pg_error)?;
         client.batch_execute(SCHEMA).map_err(pg_error)?;
+        // A node paused mid-round must not keep partition rows locked past its lease.
+        crate::bound_idle_transactions(&mut client, lease / 2)?;
         let mut txn = client.transaction().map_err(pg_error)?;
         txn.execute(
             "INSERT INTO cluster (id, partitions) VALUES (1, $1) ON CONFLICT DO NOTHING",

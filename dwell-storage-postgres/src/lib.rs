@@ -166,6 +166,9 @@ pub struct Postgres {
     statements: Statements,
     /// Statements executed by writes so far (BEGIN and COMMIT included).
     executed: u64,
+    /// How long the server keeps a transaction this session left open (a cluster
+    /// node's: see [`writer_session`]).
+    idle: Option<std::time::Duration>,
 }
 
 /// What a commit checks before it lands.
@@ -204,12 +207,31 @@ impl Statements {
 /// and forcing it saves planning them again at every execution: PostgreSQL otherwise
 /// keeps planning an `unnest` statement afresh (its custom plan knows the array's
 /// length), which cost 0.2 ms per batch, as much as the statement itself.
-fn writer_session(url: &str) -> R<Client> {
+///
+/// A cluster node's sessions also end a transaction left open longer than `idle`
+/// (`idle_in_transaction_session_timeout`): a node paused mid-commit (SIGSTOP, a VM
+/// freeze) would otherwise keep its rows locked — partition rows `FOR SHARE`, actor
+/// rows it updated — and no other node could claim or write them until it woke up.
+/// The server ends such a session; the node connects again when it resumes.
+fn writer_session(url: &str, idle: Option<std::time::Duration>) -> R<Client> {
     let mut client = Client::connect(url, NoTls).map_err(pg_error)?;
     client
         .batch_execute("SET plan_cache_mode = force_generic_plan")
         .map_err(pg_error)?;
+    if let Some(idle) = idle {
+        bound_idle_transactions(&mut client, idle)?;
+    }
     Ok(client)
+}
+
+/// `SET idle_in_transaction_session_timeout` to `idle` (at least 1 ms).
+pub(crate) fn bound_idle_transactions(client: &mut Client, idle: std::time::Duration) -> R<()> {
+    client
+        .batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {}",
+            idle.as_millis().max(1)
+        ))
+        .map_err(pg_error)
 }
 
 impl Postgres {
@@ -217,7 +239,7 @@ impl Postgres {
     /// partition 0 (one node owns every partition today): its epoch goes up by one, so a
     /// node that held it before is fenced at its next commit.
     pub fn connect(url: &str, owner: &str) -> R<Postgres> {
-        let mut client = writer_session(url)?;
+        let mut client = writer_session(url, None)?;
         client.batch_execute(SCHEMA).map_err(pg_error)?;
         let row = client
             .query_one(
@@ -230,20 +252,27 @@ impl Postgres {
             fencing: Fencing::Node([(0, row.get(0))].into()),
             statements: Statements::default(),
             executed: 0,
+            idle: None,
         })
     }
 
     /// Connect as a cluster node's writer: apply the schema; each commit is fenced on
     /// the partitions it writes, at the epochs `placement` holds them at (what the
-    /// node's [`cluster::Membership`] claimed), claiming nothing itself.
-    pub fn connect_member(url: &str, placement: Arc<Placement>) -> R<Postgres> {
-        let mut client = writer_session(url)?;
+    /// node's [`cluster::Membership`] claimed), claiming nothing itself. A transaction
+    /// left open longer than `idle` is ended by the server (see [`writer_session`]).
+    pub fn connect_member(
+        url: &str,
+        placement: Arc<Placement>,
+        idle: std::time::Duration,
+    ) -> R<Postgres> {
+        let mut client = writer_session(url, Some(idle))?;
         client.batch_execute(SCHEMA).map_err(pg_error)?;
         Ok(Postgres {
             client,
             fencing: Fencing::Cluster(placement),
             statements: Statements::default(),
             executed: 0,
+            idle: Some(idle),
         })
     }
 
@@ -251,12 +280,13 @@ impl Postgres {
     /// node claimed: if another node took the partition meanwhile, the next write is
     /// [`Error::Fenced`].
     pub fn resume(&self, url: &str) -> R<Postgres> {
-        let client = writer_session(url)?;
+        let client = writer_session(url, self.idle)?;
         Ok(Postgres {
             client,
             fencing: self.fencing.clone(),
             statements: Statements::default(),
             executed: self.executed,
+            idle: self.idle,
         })
     }
 
@@ -285,6 +315,7 @@ impl Postgres {
             fencing,
             statements,
             executed,
+            ..
         } = self;
         let mut txn = client.transaction().map_err(pg_error)?;
         let check = statements.get(&mut txn, cluster::FENCE)?;

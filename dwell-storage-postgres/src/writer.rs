@@ -34,12 +34,16 @@ pub fn open(url: &str, owner: &str) -> R<(PgWriter, PgReads)> {
 /// Connect to `url` as a cluster node's writer and readers: apply the schema; each
 /// commit is fenced on the partitions it writes at the epochs `placement` holds (the
 /// node's membership loop keeps it). Staged slices are left alone: other nodes' batches
-/// may be staging theirs.
+/// may be staging theirs. The server ends a write transaction left open longer than
+/// half the `lease` (a paused node's locks never outlive its lease).
 pub fn open_member(
     url: &str,
     placement: std::sync::Arc<dwell_types::placement::Placement>,
+    lease: std::time::Duration,
 ) -> R<(PgWriter, PgReads)> {
-    sides(url, move |u| Postgres::connect_member(u, placement))
+    sides(url, move |u| {
+        Postgres::connect_member(u, placement, lease / 2)
+    })
 }
 
 /// The write side made by `connect` (on a thread of its own: the blocking client runs

@@ -1,7 +1,9 @@
 //! Cluster membership on a real PostgreSQL (a private server): nodes share the
 //! partitions fairly and a join or a leave moves no more than it must; a node paused past
 //! its lease loses its partitions to another and its late commits are fenced, with
-//! nothing of them landing; the partition count is fixed when the cluster is made.
+//! nothing of them landing; a node paused in the middle of a commit holds no lock past
+//! half its lease (the server ends its transaction), so the others take its partitions
+//! and write its actors; the partition count is fixed when the cluster is made.
 
 mod common;
 
@@ -98,7 +100,8 @@ fn membership_shares_partitions_fairly_fences_zombies_and_keeps_its_count() {
     let mut z = join(&url, "zombie", 4);
     let held = z.balance().unwrap();
     assert_eq!(held.len(), 4);
-    let mut zombie_writer = Postgres::connect_member(&url, placed("zombie", &held)).unwrap();
+    let mut zombie_writer =
+        Postgres::connect_member(&url, placed("zombie", &held), LEASE / 2).unwrap();
     zombie_writer
         .write(|t| t.put_state(ACTOR, b"from the zombie, in time"))
         .unwrap();
@@ -113,7 +116,7 @@ fn membership_shares_partitions_fairly_fences_zombies_and_keeps_its_count() {
         "every partition of the zombie claimed"
     );
     let survivor = placed("survivor", &taken);
-    let mut writer = Postgres::connect_member(&url, survivor.clone()).unwrap();
+    let mut writer = Postgres::connect_member(&url, survivor.clone(), LEASE / 2).unwrap();
     // The zombie wakes up: its commit is refused, and nothing of it lands.
     let late = zombie_writer.write(|t| t.put_state(ACTOR, b"from the zombie, late"));
     assert_eq!(late.err(), Some(Error::Fenced));
@@ -145,4 +148,68 @@ fn membership_shares_partitions_fairly_fences_zombies_and_keeps_its_count() {
     // ---- the partition count is the cluster's, whatever a later node asks for
     let other = join(&url, "late", 64);
     assert_eq!(other.partitions(), 4);
+}
+
+#[test]
+fn a_node_paused_mid_commit_keeps_no_lock_past_half_its_lease() {
+    let server = Server::start();
+    let url = server.database("paused");
+    let mut z = join(&url, "zombie", 4);
+    let held = z.balance().unwrap();
+    assert_eq!(held.len(), 4);
+    let mut zombie_writer =
+        Postgres::connect_member(&url, placed("zombie", &held), LEASE / 2).unwrap();
+    zombie_writer
+        .write(|t| t.put_state(ACTOR, b"from the zombie, in time"))
+        .unwrap();
+    // The zombie pauses inside a commit: it has updated the actor's state row (a scan
+    // sends the held writes), then nothing for longer than its lease.
+    let paused = std::thread::spawn(move || {
+        let out = zombie_writer.write(|t| {
+            t.put_state(ACTOR, b"from the paused zombie")?;
+            t.actor_keys("", 10)?;
+            std::thread::sleep(LEASE * 2);
+            t.put_state(ACTOR, b"from the paused zombie, after")
+        });
+        (out, zombie_writer)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut n = join(&url, "survivor", 4);
+    let t0 = std::time::Instant::now();
+    let taken = loop {
+        let taken = n.balance().unwrap();
+        if taken.len() == 4 {
+            break taken;
+        }
+        assert!(
+            t0.elapsed() < LEASE * 2,
+            "the zombie's partitions are claimable once its lease ran out: {taken:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The new owner writes the actor the paused zombie had updated: its row lock went
+    // with the zombie's transaction.
+    let mut writer = Postgres::connect_member(&url, placed("survivor", &taken), LEASE / 2).unwrap();
+    let seen = writer.write(|t| t.state(ACTOR)).unwrap();
+    assert_eq!(seen.as_deref(), Some(&b"from the zombie, in time"[..]));
+    writer
+        .write(|t| t.put_state(ACTOR, b"from the survivor"))
+        .unwrap();
+    let claimed = t0.elapsed();
+    assert!(claimed < LEASE * 2, "claimed and written after {claimed:?}");
+    // The zombie wakes up: its transaction is gone, nothing of it landed.
+    let (out, zombie_writer) = paused.join().unwrap();
+    assert!(out.is_err(), "the paused commit failed");
+    // Connected again, it is fenced.
+    let mut zombie_writer = zombie_writer.resume(&url).unwrap_or_else(|_| {
+        Postgres::connect_member(&url, placed("zombie", &held), LEASE / 2).unwrap()
+    });
+    assert_eq!(
+        zombie_writer
+            .write(|t| t.put_state(ACTOR, b"from the zombie, late"))
+            .err(),
+        Some(Error::Fenced)
+    );
+    let seen = writer.write(|t| t.state(ACTOR)).unwrap();
+    assert_eq!(seen.as_deref(), Some(&b"from the survivor"[..]));
 }

@@ -86,7 +86,7 @@ pub fn join(
         held = placement.held().len(),
         "joined the cluster"
     );
-    let (writer, reads) = dwell_storage_postgres::open_member(url, placement.clone())?;
+    let (writer, reads) = dwell_storage_postgres::open_member(url, placement.clone(), lease)?;
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let (placement, stop, url, node, advertise) = (
