@@ -156,8 +156,17 @@ async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
             },
             Err(e) => {
                 tracing::error!(%actor, error = %e, "cannot read mailbox; retrying");
+                // The callers hear the kind (a store being reopened or unreachable is
+                // 503, retry; only a bad record is internal).
                 for m in inbox {
-                    let _ = m.done.send(Err(store::Error::Corrupt(e.to_string())));
+                    let _ = m.done.send(Err(match &e {
+                        store::Error::Unavailable => store::Error::Unavailable,
+                        store::Error::Full => store::Error::Full,
+                        store::Error::Overloaded => store::Error::Overloaded,
+                        store::Error::Closed => store::Error::Closed,
+                        store::Error::Backend(b) => store::Error::Backend(b.clone()),
+                        store::Error::Corrupt(c) => store::Error::Corrupt(c.clone()),
+                    }));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;

@@ -85,6 +85,15 @@ pub fn pg_error(e: postgres::Error) -> Error {
         if code.code().starts_with("08") || code.code().starts_with("57P") {
             return Error::Unavailable;
         }
+        if *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT {
+            // A cluster node's transaction stalled past half its lease (the node was
+            // paused): the server ended it, so nothing of it landed, and the node's
+            // partitions may be another's by now — fenced, like a stale epoch.
+            tracing::warn!(
+                "the server ended a transaction left idle for half the lease (was this node paused?): nothing of it landed"
+            );
+            return Error::Fenced;
+        }
         return Error::Backend(describe(&e));
     }
     if e.is_closed() {
@@ -303,6 +312,10 @@ impl Postgres {
 
     /// Statements executed by writes so far (BEGIN and COMMIT included): a measure
     /// of round trips per turn for the benchmark.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     pub fn executed(&self) -> u64 {
         self.executed
     }
@@ -310,6 +323,17 @@ impl Postgres {
     /// Run `f` in one transaction and commit it if `f` succeeds and this node still
     /// holds its partition (else [`Error::Fenced`] and nothing is written).
     pub fn write<T>(&mut self, f: impl FnOnce(&mut PgTables<'_>) -> R<T>) -> R<T> {
+        let out = self.write_fenced(f);
+        if out.as_ref().err() == Some(&Error::Fenced)
+            && let Fencing::Cluster(p) = &self.fencing
+        {
+            p.count_fenced();
+        }
+        out
+    }
+
+    /// [`Postgres::write`] without the count of fenced commits.
+    fn write_fenced<T>(&mut self, f: impl FnOnce(&mut PgTables<'_>) -> R<T>) -> R<T> {
         let Postgres {
             client,
             fencing,
@@ -357,12 +381,7 @@ impl Postgres {
                     cluster::fence(&mut txn, &check, &want)
                 }
             };
-            if let Err(e) = fenced {
-                if e == Error::Fenced {
-                    p.count_fenced();
-                }
-                return Err(e);
-            }
+            fenced?;
         }
         txn.commit().map_err(pg_error)?;
         *executed += 1;

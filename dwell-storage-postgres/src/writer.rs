@@ -69,7 +69,15 @@ impl Backend for PgWriter {
     const PREFETCH: bool = true;
 
     fn write<T>(&mut self, f: impl for<'t> FnOnce(&mut PgTables<'t>) -> R<T>) -> R<T> {
-        self.conn.write(f)
+        let out = self.conn.write(f);
+        if out.is_err() && self.conn.is_closed() {
+            // The server ended the session (a transaction left idle past half the lease
+            // is fenced, not unavailable): connect again before the next batch.
+            if let Err(e) = self.recover() {
+                tracing::warn!(error = %e, "cannot connect to PostgreSQL again yet");
+            }
+        }
+        out
     }
 
     fn recover(&mut self) -> R<()> {
