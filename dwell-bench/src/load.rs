@@ -16,7 +16,7 @@ pub(crate) struct Load {
     pub(crate) errors: u64,
     pub(crate) first_errors: Vec<String>,
     pub(crate) lat_us: Vec<u32>,
-    elapsed: Duration,
+    pub(crate) elapsed: Duration,
     timed_out: bool,
     retries: u64,
     connects: u64,
@@ -120,6 +120,21 @@ where
     F: Fn(usize) -> G + Sync,
     G: FnMut(u64, &mut Client) -> Result<(), String>,
 {
+    closed_loop_over(std::slice::from_ref(t), threads, total, deadline, make)
+}
+
+/// [`closed_loop`] over several servers: worker `w` connects to `targets[w % len]`.
+pub(crate) fn closed_loop_over<F, G>(
+    targets: &[Target],
+    threads: usize,
+    total: u64,
+    deadline: Instant,
+    make: F,
+) -> Load
+where
+    F: Fn(usize) -> G + Sync,
+    G: FnMut(u64, &mut Client) -> Result<(), String>,
+{
     let next = AtomicU64::new(0);
     let start = Instant::now();
     let parts = std::thread::scope(|s| {
@@ -128,7 +143,7 @@ where
                 let (make, next) = (&make, &next);
                 s.spawn(move || {
                     let mut op = make(w);
-                    let mut client = t.client();
+                    let mut client = targets[w % targets.len()].client();
                     let mut part = Load::default();
                     loop {
                         if Instant::now() > deadline {

@@ -18,6 +18,10 @@
 //! 6. `idle` — many actors with one event each: server RSS, data-file size, then a SIGTERM
 //!    and a restart on the same data, timed until the first served call.
 //! 7. `engine` — the engine in-process (no HTTP): events in, turns applied per second.
+//! 8. `cluster` (with `--postgres` only) — `sync`'s calls on one node without cluster mode,
+//!    a cluster of one and a cluster of three on this machine: calls/s, p50/p99, the share
+//!    forwarded, database commits/s, rows and WAL bytes per call, CPU per call of the
+//!    nodes and of PostgreSQL.
 //!
 //! Every loop has a count and a deadline. The bench only binds and connects to
 //! `127.0.0.1`, only signals the server processes it started, and exits non-zero when a
@@ -46,13 +50,15 @@ use client::ClientKind;
 use fsync::{FsyncMonitor, fsync_probe};
 use report::{Outcome, machine, markdown};
 use scenarios::{
-    ADD_ONE, Bench, scenario_engine, scenario_events, scenario_hot, scenario_idle, scenario_rate,
-    scenario_sync, scenario_timers,
+    ADD_ONE, Bench, scenario_cluster, scenario_engine, scenario_events, scenario_hot,
+    scenario_idle, scenario_rate, scenario_sync, scenario_timers,
 };
 use server::Server;
 use util::unix_ms;
 
-const ALL: &[&str] = &["events", "sync", "hot", "rate", "timers", "idle", "engine"];
+const ALL: &[&str] = &[
+    "events", "sync", "hot", "rate", "timers", "idle", "engine", "cluster",
+];
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -63,7 +69,8 @@ struct Args {
     /// Use the full sizes (takes many minutes) instead of the quick ones.
     #[arg(long)]
     full: bool,
-    /// Scenarios to run, comma separated: events,sync,hot,rate,timers,idle,engine.
+    /// Scenarios to run, comma separated: events,sync,hot,rate,timers,idle,engine,cluster
+    /// (the last on `--postgres` only).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the results as JSON.
@@ -166,7 +173,11 @@ fn main() {
 fn run() -> anyhow::Result<bool> {
     let args = Args::parse();
     let selected: Vec<&str> = if args.only.is_empty() {
-        ALL.to_vec()
+        // The cluster runs on PostgreSQL only.
+        ALL.iter()
+            .copied()
+            .filter(|s| *s != "cluster" || args.postgres.is_some())
+            .collect()
     } else {
         let mut v = Vec::new();
         for s in &args.only {
@@ -264,6 +275,7 @@ fn run() -> anyhow::Result<bool> {
             scenario_idle as fn(&mut Bench, &mut Outcome) -> anyhow::Result<()>,
         ),
         ("engine", scenario_engine),
+        ("cluster", scenario_cluster),
     ] {
         if !wants(name) {
             continue;

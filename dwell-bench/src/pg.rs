@@ -29,6 +29,8 @@ pub(crate) struct PgCounters {
     pub(crate) wal: u64,
     /// Rows inserted, updated and deleted in the database so far.
     pub(crate) rows: u64,
+    /// Transactions committed in the database so far.
+    pub(crate) commits: u64,
 }
 
 impl PgCounters {
@@ -38,13 +40,29 @@ impl PgCounters {
         let mut c = postgres::Client::connect(url, postgres::NoTls)?;
         let row = c.query_one(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, \
-             (tup_inserted + tup_updated + tup_deleted)::bigint \
+             (tup_inserted + tup_updated + tup_deleted)::bigint, xact_commit::bigint \
              FROM pg_stat_database WHERE datname = current_database()",
             &[],
         )?;
         Ok(PgCounters {
             wal: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
             rows: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+            commits: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
         })
     }
+}
+
+/// The CPU time the PostgreSQL server at `url` used so far: its postmaster (with the
+/// backends that exited) and its live backends. The server must run on this machine.
+pub(crate) fn server_cpu(url: &str) -> anyhow::Result<std::time::Duration> {
+    let mut c = postgres::Client::connect(url, postgres::NoTls)?;
+    let backend: i32 = c.query_one("SELECT pg_backend_pid()", &[])?.get(0);
+    let postmaster = crate::util::parent_of(backend as u32)
+        .context("the PostgreSQL server is not on this machine")?;
+    drop(c);
+    let mut total = crate::util::cpu_time(postmaster, true);
+    for child in crate::util::children_of(postmaster) {
+        total += crate::util::cpu_time(child, false);
+    }
+    Ok(total)
 }

@@ -28,19 +28,33 @@ impl Server {
     /// Start `dwell serve` on a free loopback port; returns once it printed its address,
     /// with the time from the spawn to that line. Its log goes to `<data>/server.log`.
     pub(crate) fn start(args: &Args, data: &Path) -> anyhow::Result<(Server, Duration)> {
+        let store = crate::pg::store_for(args, data)?;
+        Server::start_with(args, data, store, &[], &[])
+    }
+
+    /// [`Server::start`] on `store` (if any), with more arguments and environment.
+    pub(crate) fn start_with(
+        args: &Args,
+        data: &Path,
+        store: Option<String>,
+        more: &[String],
+        env: &[(String, String)],
+    ) -> anyhow::Result<(Server, Duration)> {
         let mut options = ServerOptions::new(&args.dwell, data);
         options
             .env
             .push(("DWELL_LOG".into(), args.server_log.clone()));
+        options.env.extend(env.iter().cloned());
         if let Some(w) = args.http_workers {
             options
                 .args
                 .extend(["--http-workers".into(), w.to_string()]);
         }
         options.args.extend(args.server_arg.iter().cloned());
-        if let Some(store) = crate::pg::store_for(args, data)? {
+        if let Some(store) = store {
             options.args.extend(["--store".into(), store]);
         }
+        options.args.extend(more.iter().cloned());
         let process = ServerProcess::start(options)?;
         let addr = process
             .addr()
@@ -64,6 +78,16 @@ impl Server {
             kind,
             auth: self.key.clone(),
         }
+    }
+
+    /// The tenant key this server wrote into its data directory, if it made one.
+    pub(crate) fn key(&self) -> Option<Arc<str>> {
+        self.key.clone()
+    }
+
+    /// CPU time this process used so far.
+    pub(crate) fn cpu(&self) -> Duration {
+        crate::util::cpu_time(self.pid, false)
     }
 
     pub(crate) fn rss_kb(&self) -> Option<u64> {

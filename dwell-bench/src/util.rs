@@ -79,3 +79,57 @@ pub(crate) fn dir_size(dir: &Path) -> u64 {
         })
         .sum()
 }
+
+/// CPU time (user + system) of process `pid` from `/proc/<pid>/stat`, with that of its
+/// children that have exited when `children` (zero if it is gone).
+pub(crate) fn cpu_time(pid: u32, children: bool) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime, stime, cutime, cstime are fields 14-17 of stat: 12-15 after the command.
+    let ticks = f.get(11).copied().unwrap_or(0)
+        + f.get(12).copied().unwrap_or(0)
+        + if children {
+            f.get(13).copied().unwrap_or(0) + f.get(14).copied().unwrap_or(0)
+        } else {
+            0
+        };
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+/// The parent of process `pid`.
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The live children of process `pid`.
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| parent_of(*p) == Some(pid))
+        .collect()
+}

@@ -13,6 +13,7 @@ use crate::client::ClientKind;
 use crate::report::cpu_model;
 use crate::util::{body_text, unix_ms};
 
+mod cluster;
 mod engine;
 mod events;
 mod hot;
@@ -21,6 +22,7 @@ mod rate;
 mod sync;
 mod timers;
 
+pub(crate) use cluster::scenario_cluster;
 pub(crate) use engine::scenario_engine;
 pub(crate) use events::scenario_events;
 pub(crate) use hot::scenario_hot;
