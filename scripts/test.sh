@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-guests.sh
+echo "== test.sh: guests built at $SECONDS s"
 # PostgreSQL's programs (from Debian's packages if missing) and a private server: the
 # backend's conformance test starts its own, the engine's storage-fault test and the
 # second end-to-end run use this one.
@@ -19,8 +20,11 @@ url=$(scripts/pg.sh start "$pgdir")
 DWELL_TEST_PG_SERVER=$url cargo test -p dwell-types -p dwell-storage -p dwell-core \
   -p dwell-storage-redb -p dwell-storage-postgres -p dwell-executor -p dwell-tls \
   -p dwell-engine -p dwell-http -p dwell-testkit -p dwell "$@" -- --skip noisy
+echo "== test.sh: unit tests and the end-to-end suite on redb done at $SECONDS s"
 cargo test -p dwell --test e2e "$@" -- noisy --test-threads 1 --nocapture
 
-echo "== the end-to-end suite on PostgreSQL"
+echo "== the end-to-end suite on PostgreSQL (at $SECONDS s)"
 DWELL_TEST_POSTGRES=$url cargo test -p dwell --test e2e "$@" -- --skip noisy
+echo "== test.sh: the noisy tests on PostgreSQL (at $SECONDS s)"
 DWELL_TEST_POSTGRES=$url cargo test -p dwell --test e2e "$@" -- noisy --test-threads 1 --nocapture
+echo "== test.sh: done at $SECONDS s"
