@@ -372,6 +372,7 @@ macro_rules! conformance_tests {
             each_turn_leaves_a_history_record_within_its_retention,
             an_upgrade_switches_version_and_state_together_and_can_be_rolled_back,
             a_message_for_an_actor_of_another_node_waits_in_the_inbox_and_is_delivered_once,
+            a_deleted_tenant_is_purged_by_each_node_for_its_own_actors,
         );
     };
     (@call $make:expr; $($name:ident),* $(,)?) => {

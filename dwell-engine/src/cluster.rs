@@ -8,7 +8,8 @@
 //! - the inbox pump: messages other nodes' actors sent to this node's actors wait in
 //!   the inbox until this node moves them into mailboxes, each in one commit;
 //! - shared configuration: tenants, keys and modules live in the shared store, and a
-//!   change made through another node is picked up here within a second.
+//!   change made through another node is picked up here within a second — a tenant
+//!   deleted through another node stops here too, and this node purges its share.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,7 +111,8 @@ async fn refresh_config(inner: std::sync::Weak<Inner>) {
     }
 }
 
-fn sync_config(inner: &Inner) -> Result<(), crate::Error> {
+/// Read tenants, keys, modules and purges from the shared store now.
+pub(super) fn sync_config(inner: &Arc<Inner>) -> Result<(), crate::Error> {
     let now = inner.clock.now_ms();
     let mut tenants = Vec::new();
     for (name, mut rec) in inner.store.tenants()? {
@@ -124,7 +126,13 @@ fn sync_config(inner: &Inner) -> Result<(), crate::Error> {
     let gone = inner.tenants.sync(tenants, &keys, now);
     for id in gone {
         inner.registry.forget_tenant(&id);
+        inner.warm.forget_tenant(&id);
+        inner.scheduler.forget_tenant(&id);
     }
     inner.registry.replace(&inner.store)?;
+    // Deleted tenants: each node purges the actors it holds (and any node the rest).
+    for id in inner.store.purges()? {
+        super::start_purge(inner, id);
+    }
     Ok(())
 }

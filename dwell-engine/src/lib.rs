@@ -205,6 +205,10 @@ pub(crate) struct Inner {
     pub(crate) metrics: metrics::Metrics,
     /// The outbound HTTP client (one connection pool for calls and callbacks).
     pub http: outbound::HttpClient,
+    /// Deleted tenants this node is purging now (one task each).
+    purging: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// When a cluster node last read the shared configuration for a key it did not know.
+    config_read_ms: std::sync::atomic::AtomicU64,
 }
 
 /// What ingress holds in memory before it is durable: counted on admission, released
@@ -435,6 +439,8 @@ impl Engine {
             schedule: timers::Schedule::default(),
             http,
             metrics,
+            purging: Default::default(),
+            config_read_ms: Default::default(),
         });
         let _ = dispatch.engine.set(Arc::downgrade(&inner));
         inner.rt.spawn(timers::run(inner.clone()));
@@ -456,7 +462,7 @@ impl Engine {
         }
         for id in inner.store.purges()? {
             tracing::info!(tenant = %id, "resuming the purge of a deleted tenant");
-            inner.rt.spawn(purge(inner.clone(), id));
+            start_purge(&inner, id);
         }
         let mut ready = inner.store.ready_actors()?;
         if let Some(p) = &inner.config.placement {
@@ -796,7 +802,26 @@ impl Engine {
 
     /// Who holds this bearer token.
     pub fn authenticate(&self, bearer: Option<&str>) -> Result<Caller, AuthError> {
-        self.inner.tenants.authenticate(bearer)
+        let got = self.inner.tenants.authenticate(bearer);
+        // A cluster node: a key issued through another node since this one last read the
+        // shared configuration. Read it now — at most every 250 ms, so unknown keys
+        // cannot make every request a read of the store.
+        if matches!(got, Err(AuthError::Invalid)) && self.inner.config.placement.is_some() {
+            use std::sync::atomic::Ordering;
+            let now = self.now_ms();
+            let last = self.inner.config_read_ms.load(Ordering::Acquire);
+            if now.saturating_sub(last) >= 250
+                && self
+                    .inner
+                    .config_read_ms
+                    .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                && cluster::sync_config(&self.inner).is_ok()
+            {
+                return self.inner.tenants.authenticate(bearer);
+            }
+        }
+        got
     }
 
     /// Count one request against the tenant's rate; `Err(wait)` when over it.
@@ -962,10 +987,18 @@ impl Engine {
 
     /// The live tenant named `name`.
     pub fn tenant(&self, name: &str) -> Result<Arc<TenantInfo>, Error> {
-        self.inner
-            .tenants
-            .by_name(name)
-            .ok_or_else(|| Error::UnknownTenant(name.to_owned()))
+        if let Some(t) = self.inner.tenants.by_name(name) {
+            return Ok(t);
+        }
+        // A cluster node: the tenant may have been made through another node since this
+        // one last read the shared configuration.
+        if self.inner.config.placement.is_some() {
+            cluster::sync_config(&self.inner)?;
+            if let Some(t) = self.inner.tenants.by_name(name) {
+                return Ok(t);
+            }
+        }
+        Err(Error::UnknownTenant(name.to_owned()))
     }
 
     pub fn tenants(&self) -> Vec<Arc<TenantInfo>> {
@@ -1035,7 +1068,7 @@ impl Engine {
         self.inner.registry.forget_tenant(&tenant);
         self.inner.warm.forget_tenant(&tenant);
         self.inner.scheduler.forget_tenant(&tenant);
-        self.inner.rt.spawn(purge(self.inner.clone(), tenant.0));
+        start_purge(&self.inner, tenant.0);
         Ok(())
     }
 
@@ -1205,9 +1238,36 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
     }
 }
 
+/// Purge the deleted tenant `tenant` (see [`purge`]) unless this node is at it already.
+pub(crate) fn start_purge(inner: &Arc<Inner>, tenant: String) {
+    let new = inner
+        .purging
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(tenant.clone());
+    if new {
+        inner.rt.spawn(purge(inner.clone(), tenant));
+    }
+}
+
 /// Purge a deleted tenant's data in batches, each its own short write, so the writer
-/// keeps serving everyone else in between.
+/// keeps serving everyone else in between. On a cluster node, every node purges the
+/// actors of the partitions it holds, and any node the rest; the job ends when nothing
+/// of the tenant is left on any node.
 async fn purge(inner: Arc<Inner>, tenant: String) {
+    /// Off the list of purges under way however the task ends.
+    struct Done<'a>(&'a Inner, &'a str);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0
+                .purging
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(self.1);
+        }
+    }
+    let _done = Done(&inner, &tenant);
+    let cluster = inner.config.placement.is_some();
     // Upgrade runs and undo records first (a purge resumed after a restart does it again).
     let engine = Engine {
         inner: inner.clone(),
@@ -1225,6 +1285,8 @@ async fn purge(inner: Arc<Inner>, tenant: String) {
             max: 2_000,
         };
         match inner.store.admin(op).await {
+            // What is left may be other nodes' to purge: look again shortly.
+            Ok(true) if cluster => tokio::time::sleep(Duration::from_millis(100)).await,
             Ok(true) => tokio::task::yield_now().await,
             Ok(false) => {
                 tracing::info!(%tenant, "deleted tenant purged");

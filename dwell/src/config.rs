@@ -438,6 +438,12 @@ impl ServeConfig {
                     "cluster nodes share tenants' sealed secrets and sign callbacks alike: give every node the same --secrets-key and --webhook-secret".into(),
                 );
             }
+            if self.tls_cert.is_some() {
+                return bad(
+                    "tls_cert",
+                    "cluster nodes forward calls to each other over plain HTTP for now: terminate TLS in front of the nodes (a load balancer or proxy), or serve HTTPS from a single node".into(),
+                );
+            }
         }
         if self.partitions == 0 || self.partitions > 65_536 {
             return bad("partitions", "between 1 and 65536".into());
@@ -1243,6 +1249,23 @@ mod tests {
 
         let missing = PathBuf::from("/nonexistent/dwell.toml");
         assert!(load_from(&with_file(&missing), env(&[])).is_err());
+    }
+
+    #[test]
+    fn a_cluster_node_refuses_what_it_cannot_do() {
+        let (_d, path) = file(
+            "store = \"postgres://u@127.0.0.1/d\"\nnode_id = \"n1\"\nadvertise = \"127.0.0.1:0\"\n\
+             secrets_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n\
+             webhook_secret = \"whsec_ZmlsZXNlY3JldGZpbGVzZWNyZXRmaWxlc2VjcmV0\"\n",
+        );
+        load_from(&with_file(&path), env(&[])).expect("a cluster node");
+        let e = load_from(
+            &with_file(&path),
+            env(&[("DWELL_TLS_CERT", "/c.pem"), ("DWELL_TLS_KEY", "/k.pem")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("tls_cert: cluster nodes forward"), "{e}");
     }
 
     #[test]

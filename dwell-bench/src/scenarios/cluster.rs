@@ -15,12 +15,12 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use crate::client::Target;
-use crate::load::closed_loop_over;
 use crate::pg::{PgCounters, server_cpu, store_for};
 use crate::report::Outcome;
 use crate::server::Server;
 use crate::util::{int, ms_str, pct, rate_str};
 
+use super::sync::sync_distinct_over;
 use super::{ADD_ONE, Bench, reply_total};
 
 const ADMIN: &str = "dw_admin_bench_cluster_key_0123456789abcdef";
@@ -210,25 +210,7 @@ fn run_way(
     let cpu = |servers: &[Server]| servers.iter().map(Server::cpu).sum::<Duration>();
     let before = PgCounters::read(&store)?;
     let (node0, db0) = (cpu(&servers), server_cpu(&store)?);
-    let load = closed_loop_over(&targets, conc, n, b.deadline(), |w| {
-        let mut expected = [0i64; 4];
-        let mut turn = 0usize;
-        let paths: Vec<String> = (0..4)
-            .map(|j| format!("/v1/actors/counter/{prefix}-w{w}-{j}"))
-            .collect();
-        move |_i: u64, c: &mut crate::client::Client| {
-            let j = turn % 4;
-            turn += 1;
-            let total = reply_total(c.post_json(&paths[j], ADD_ONE))?;
-            expected[j] += 1;
-            if total != expected[j] {
-                let e = expected[j];
-                expected[j] = total;
-                return Err(format!("{}: total {total}, expected {e}", paths[j]));
-            }
-            Ok(())
-        }
-    });
+    let load = sync_distinct_over(&targets, conc, n, b.deadline(), &prefix);
     let (node1, db1) = (cpu(&servers), server_cpu(&store)?);
     let after = PgCounters::read(&store)?;
     for s in &mut servers {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::client::{Client, Target};
-use crate::load::{Load, closed_loop};
+use crate::load::{Load, closed_loop_over};
 use crate::report::Outcome;
 use crate::server::Server;
 use crate::util::{int, ms_str, pct, rate_str};
@@ -66,7 +66,18 @@ pub(crate) fn sync_distinct(
     deadline: Instant,
     prefix: &str,
 ) -> Load {
-    closed_loop(t, conc, n, deadline, |w| {
+    sync_distinct_over(std::slice::from_ref(t), conc, n, deadline, prefix)
+}
+
+/// [`sync_distinct`] over several servers: worker `w` calls through `targets[w % len]`.
+pub(crate) fn sync_distinct_over(
+    targets: &[Target],
+    conc: usize,
+    n: u64,
+    deadline: Instant,
+    prefix: &str,
+) -> Load {
+    closed_loop_over(targets, conc, n, deadline, |w| {
         let mut expected = [0i64; 4];
         let mut turn = 0usize;
         let paths: Vec<String> = (0..4)

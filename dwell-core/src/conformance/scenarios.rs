@@ -695,6 +695,77 @@ pub fn deleting_a_tenant_purges_everything_of_it_and_nothing_else<B: Backend>(
     })));
 }
 
+/// On a cluster, each node purges a deleted tenant's actors of the partitions it holds;
+/// the job waits while another node's actors remain, and ends once none is left.
+pub fn a_deleted_tenant_is_purged_by_each_node_for_its_own_actors<B: Backend>(
+    make: impl Fn() -> B,
+) {
+    use dwell_types::placement::{Placement, Snapshot};
+    use std::sync::Arc;
+    const COUNT: u32 = 64;
+    let mut r = rig(make);
+    let actors: Vec<ActorId> = (0..24).map(|i| actor(TENANT, &format!("a{i}"))).collect();
+    for a in &actors {
+        r.enqueue(a, event(b"x"));
+    }
+    let first_half = |a: &ActorId| a.partition(COUNT) < COUNT / 2;
+    assert!(actors.iter().any(first_half) && !actors.iter().all(first_half));
+    let node = |first: bool| {
+        let p = Arc::new(Placement::new("n", COUNT));
+        p.set(Snapshot {
+            held: (0..COUNT)
+                .filter(|q| (*q < COUNT / 2) == first)
+                .map(|q| (q, 1))
+                .collect(),
+            owners: vec![Some("n:1".into()); COUNT as usize],
+            serving: true,
+            until: None,
+        });
+        p
+    };
+    assert!(r.tx(|tx| tx.admin(AdminOp::DeleteTenant {
+        name: TENANT.into()
+    })));
+    let left = |r: &mut Rig<B>| r.read(|t| t.actor_keys(&format!("{TENANT}/"), usize::MAX));
+    // The first node purges its own, then waits for the other's.
+    r.config.placement = Some(node(true));
+    for _ in 0..20 {
+        assert!(
+            r.tx(|tx| tx.admin(AdminOp::PurgeTenant {
+                id: TENANT.into(),
+                max: 3,
+            })),
+            "the other node's actors remain"
+        );
+    }
+    let remaining = left(&mut r);
+    assert_eq!(
+        remaining.len(),
+        actors.iter().filter(|a| !first_half(a)).count(),
+        "only the other node's actors are left: {remaining:?}"
+    );
+    // The other node purges its own and ends the job.
+    r.config.placement = Some(node(false));
+    let mut batches = 0;
+    while r.tx(|tx| {
+        tx.admin(AdminOp::PurgeTenant {
+            id: TENANT.into(),
+            max: 3,
+        })
+    }) {
+        batches += 1;
+        assert!(batches < 100, "the purge ends");
+    }
+    assert!(left(&mut r).is_empty());
+    assert_eq!(r.read(|t| t.actor_count(TENANT)), 0);
+    // Done for the first node too.
+    r.config.placement = Some(node(true));
+    assert!(!r.tx(|tx| tx.admin(AdminOp::PurgeTenant {
+        id: TENANT.into(),
+        max: 3
+    })));
+}
+
 pub fn large_states_point_at_staged_slices<B: Backend>(make: impl Fn() -> B) {
     use dwell_storage::{Carrier, Staged, StateRef};
     let mut r = rig(make);

@@ -133,13 +133,34 @@ impl<T: Tables> Tx<'_, T> {
         };
         let mut budget = max.max(1);
         // Actors, with everything keyed by the actor.
-        let actors = self.tables.actor_keys(&format!("{id}/"), budget)?;
-        for key in &actors {
-            self.purge_actor(key)?;
-        }
-        budget -= actors.len().min(budget);
-        if budget == 0 {
-            return Ok(true);
+        let prefix = format!("{id}/");
+        if self.config.placement.is_some() {
+            // A cluster node purges the actors of its partitions; the others purge
+            // theirs. Those ahead in the key order may be others': a page wider than the
+            // budget finds this node's share (it shrinks as the others purge theirs).
+            let page = self.tables.actor_keys(&prefix, budget.saturating_mul(8))?;
+            let mine: Vec<&String> = page
+                .iter()
+                .filter(|k| ActorId::from_storage_key(k).is_some_and(|a| self.config.local(&a)))
+                .take(budget)
+                .collect();
+            for key in &mine {
+                self.purge_actor(key)?;
+            }
+            budget -= mine.len().min(budget);
+            if budget == 0 || mine.len() < page.len() {
+                // Others' actors remain: the shared rest waits until they are gone.
+                return Ok(true);
+            }
+        } else {
+            let actors = self.tables.actor_keys(&prefix, budget)?;
+            for key in &actors {
+                self.purge_actor(key)?;
+            }
+            budget -= actors.len().min(budget);
+            if budget == 0 {
+                return Ok(true);
+            }
         }
         self.tables.remove_actor_count(id)?;
         // Idempotency keys.

@@ -95,6 +95,13 @@ impl Engine {
         name: &str,
         plan: UpgradePlan,
     ) -> Result<UpgradeRun, UpgradeError> {
+        if self.inner.config.placement.is_some() {
+            // A run moves each actor in a commit of the node that runs it; the driver
+            // cannot move another node's actors yet (see README, Cluster mode).
+            return Err(UpgradeError::Invalid(
+                "upgrade runs are not available in cluster mode yet: a run moves actors on one node only; new actors start on the newest version".into(),
+            ));
+        }
         if plan.from == plan.to {
             return Err(UpgradeError::Invalid(
                 "`from` and `to` are the same version".into(),
