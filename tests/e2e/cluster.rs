@@ -4,7 +4,8 @@
 //! partitions to the others within the lease + 3 s; a node told to stop (SIGTERM) hands
 //! its partitions over at once; every acknowledged increment is counted exactly once;
 //! asks between actors of different nodes are answered once; timers due during the
-//! failover fire once, never early; callbacks under way during it arrive at least once,
+//! failover fire once, never early; a request is answered (long poll) through any node;
+//! callbacks under way during the failover arrive at least once,
 //! each request's deliveries under one `webhook-id`. The second test, on a PostgreSQL
 //! server of its own: a node paused (SIGSTOP) past its lease loses its partitions and
 //! its late commits are refused by the fence (its counter goes up) with none landing;
@@ -510,6 +511,21 @@ fn noisy_cluster_three_nodes_failover_and_handover_lose_nothing() {
         .unwrap();
         assert_eq!(s, 202, "{v}");
         callbacks.push(v["request_id"].as_str().unwrap().to_owned());
+    }
+    // A request is answered through any node, whichever accepted it and runs its actor.
+    for (i, id) in callbacks.iter().enumerate() {
+        let base = &nodes[(i + 1) % 3].base;
+        let (s, v) = send(
+            &agent,
+            "GET",
+            &format!("{base}/v1/requests/{id}"),
+            &key,
+            &[("prefer", "wait=5")],
+            None,
+        )
+        .unwrap();
+        assert_eq!((s, &v["status"]), (200, &json!("completed")), "{v}");
+        assert_eq!(v["reply"], json!(i), "{v}");
     }
 
     // ---- kill -9 the node owning most partitions: the others claim them within the
