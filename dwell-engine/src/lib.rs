@@ -859,6 +859,13 @@ impl Engine {
         m.instances_in_use
             .set(gauge(inner.executor.instances_in_use()));
         m.instances_idle.set(gauge(inner.warm.idle()));
+        if let Some(p) = &inner.config.placement {
+            let now = p.snapshot();
+            m.partitions_held.set(gauge(now.held.len()));
+            let serving = now.serving && now.until.is_none_or(|t| std::time::Instant::now() < t);
+            m.serving.set(i64::from(serving));
+            m.fenced_commits.set(p.fenced());
+        }
         (m.encode(), metrics::CONTENT_TYPE)
     }
 

@@ -34,6 +34,9 @@
 //! | `dwell_ingress_rejected_total` | counter | status | calls and events refused: `429` (tenant rate), `503` (node at capacity, storage unavailable) |
 //! | `dwell_instances_in_use` | gauge | | Wasm instances running a turn |
 //! | `dwell_instances_idle` | gauge | | idle instances in the warm pool |
+//! | `dwell_cluster_partitions_held` | gauge | | partitions this cluster node holds (0 on a single node) |
+//! | `dwell_cluster_serving` | gauge | | 1 while this cluster node takes work (its lease renewed within two thirds of it), else 0 |
+//! | `dwell_cluster_fenced_commits_total` | counter | | commits refused because this node no longer held a partition they wrote, or stalled past half its lease |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -129,6 +132,27 @@ impl EncodeMetric for Histogram {
     }
 }
 
+/// A counter another part of the node keeps (here: the cluster placement's count of
+/// fenced commits), copied in when scraped.
+#[derive(Clone, Debug, Default)]
+pub struct CopiedCounter(Arc<AtomicU64>);
+
+impl CopiedCounter {
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+}
+
+impl EncodeMetric for CopiedCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.0.load(Relaxed), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TurnLabels {
     tenant: String,
@@ -206,6 +230,9 @@ pub(crate) struct Metrics {
     pub outbox_pending: Gauge,
     pub instances_in_use: Gauge,
     pub instances_idle: Gauge,
+    pub partitions_held: Gauge,
+    pub serving: Gauge,
+    pub fenced_commits: CopiedCounter,
 }
 
 impl Metrics {
@@ -296,7 +323,24 @@ impl Metrics {
             "dwell_instances_idle",
             "Idle Wasm instances in the warm pool",
         );
+        let partitions_held = gauge(
+            "dwell_cluster_partitions_held",
+            "Partitions this cluster node holds (0 on a single node)",
+        );
+        let serving = gauge(
+            "dwell_cluster_serving",
+            "1 while this cluster node takes work, else 0",
+        );
+        let fenced_commits = CopiedCounter::default();
+        registry.register(
+            "dwell_cluster_fenced_commits",
+            "Commits refused because this node no longer held a partition they wrote",
+            fenced_commits.clone(),
+        );
         Metrics {
+            partitions_held,
+            serving,
+            fenced_commits,
             turns,
             turn_seconds,
             timer_lateness,

@@ -976,6 +976,39 @@ fn noisy_cluster_pause_database_restart_join_and_leave_lose_nothing() {
         refused > 0,
         "a node paused under load has commits under way that the fence refuses"
     );
+    // The same, as metrics: each node's fenced commits (the paused one's above zero),
+    // and the partitions held adding up to all of them.
+    let metric = |n: &Node, name: &str| -> f64 {
+        let req = ureq::http::Request::builder()
+            .uri(format!("{}/metrics", n.base))
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Vec::new())
+            .unwrap();
+        let text = agent
+            .run(req)
+            .expect("GET /metrics")
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    let fenced: f64 = nodes
+        .iter()
+        .map(|n| metric(n, "dwell_cluster_fenced_commits_total"))
+        .sum();
+    assert!(fenced >= 1.0, "fenced commits counted: {fenced}");
+    wait_for("the partitions held add up", Duration::from_secs(5), || {
+        nodes
+            .iter()
+            .map(|n| metric(n, "dwell_cluster_partitions_held"))
+            .sum::<f64>()
+            == f64::from(PARTITIONS)
+            && nodes
+                .iter()
+                .all(|n| metric(n, "dwell_cluster_serving") == 1.0)
+    });
 
     // ---- PostgreSQL restarted under load: the nodes recover by themselves
     let down = Instant::now();
