@@ -159,14 +159,7 @@ async fn run_actor(inner: Arc<Inner>, actor: ActorId) {
                 // The callers hear the kind (a store being reopened or unreachable is
                 // 503, retry; only a bad record is internal).
                 for m in inbox {
-                    let _ = m.done.send(Err(match &e {
-                        store::Error::Unavailable => store::Error::Unavailable,
-                        store::Error::Full => store::Error::Full,
-                        store::Error::Overloaded => store::Error::Overloaded,
-                        store::Error::Closed => store::Error::Closed,
-                        store::Error::Backend(b) => store::Error::Backend(b.clone()),
-                        store::Error::Corrupt(c) => store::Error::Corrupt(c.clone()),
-                    }));
+                    let _ = m.done.send(Err(e.clone()));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;

@@ -36,7 +36,7 @@ pub use writer::{
     WriterStats,
 };
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("corrupt record: {0}")]
     Corrupt(String),
